@@ -1,0 +1,242 @@
+"""The command line: dbatch run | plan | resume | replay | status | history | unlock | demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import DBatchError
+
+__all__ = ["main"]
+
+
+def _fail(e: Exception) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(2)
+
+
+def _load(job_path: str):
+    from .spec import load_job
+
+    try:
+        return load_job(job_path)
+    except DBatchError as e:
+        _fail(e)
+
+
+def _client(job, scheduler: str | None, workers: int | None, insecure: bool):
+    """None lets the runner start (and close) a LocalCluster; an address connects there."""
+    from .cluster import connect
+
+    address = scheduler or job.cluster.get("scheduler")
+    if address:
+        return connect(address, insecure=insecure, show_link=False)
+    if workers or job.cluster.get("workers"):
+        return connect(None, n_workers=workers or int(job.cluster["workers"]), show_link=False)
+    return None
+
+
+def _emit(result, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), default=str, sort_keys=True))
+    else:
+        click.echo(repr(result))
+    sys.exit(0 if result.ok else 1)
+
+
+_scheduler = click.option(
+    "--scheduler", default=None, help="Dask scheduler address or scheduler file."
+)
+_workers = click.option("--workers", type=int, default=None, help="Workers of the LocalCluster.")
+_json = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+_insecure = click.option("--insecure", is_flag=True, help="Allow a non-TLS non-loopback scheduler.")
+
+
+@click.group(name="dbatch")
+@click.version_option(package_name="dbatch")
+def main() -> None:
+    """Batch jobs on Dask: planned batches, exactly-once output, resume, quarantine."""
+
+
+def _run(job_path, scheduler, workers, as_json, insecure, **options):
+    job = _load(job_path)
+    try:
+        client = _client(job, scheduler, workers, insecure)
+        result = job.pipeline.run(
+            client=client,
+            progress=None if not as_json else False,
+            params={"job_file": str(Path(job_path).resolve())},
+            **options,
+        )
+    except DBatchError as e:
+        _fail(e)
+    _emit(result, as_json)
+
+
+@main.command()
+@click.argument("job_path", metavar="JOB.yaml")
+@_scheduler
+@_workers
+@_json
+@_insecure
+def run(job_path, scheduler, workers, as_json, insecure):
+    """Run a job: every batch not yet committed with the same inputs."""
+    _run(job_path, scheduler, workers, as_json, insecure)
+
+
+@main.command()
+@click.argument("job_path", metavar="JOB.yaml")
+@_scheduler
+@_workers
+@_json
+@_insecure
+def resume(job_path, scheduler, workers, as_json, insecure):
+    """Continue the last unfinished run of a job under the same run id."""
+    from .ledger import Ledger
+
+    job = _load(job_path)
+    ledger = Ledger(job.pipeline.ledger_url())
+    last = ledger.last_run(job.pipeline.name)
+    ledger.close()
+    if last is None or last["status"] not in ("running", "failed"):
+        click.echo("no unfinished run to resume; starting a new run", err=True)
+        _run(job_path, scheduler, workers, as_json, insecure)
+    else:
+        click.echo(f"resuming run {last['run_id']}", err=True)
+        _run(job_path, scheduler, workers, as_json, insecure, run_id=last["run_id"])
+
+
+@main.command()
+@click.argument("job_path", metavar="JOB.yaml")
+@_scheduler
+@_workers
+@_json
+@_insecure
+def replay(job_path, scheduler, workers, as_json, insecure):
+    """Re-run batches that quarantined rows or files (after fixing data or the job)."""
+    _run(job_path, scheduler, workers, as_json, insecure, replay=True)
+
+
+@main.command()
+@click.argument("job_path", metavar="JOB.yaml")
+@_json
+def plan(job_path, as_json):
+    """Show the batches a job consists of (no cluster needed)."""
+    job = _load(job_path)
+    try:
+        p = job.pipeline.plan()
+    except DBatchError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps({"job": p.job, "batches": p.to_records()}, default=str))
+    else:
+        click.echo(repr(p))
+
+
+@main.command()
+@click.argument("job_path", metavar="JOB.yaml")
+@_json
+def status(job_path, as_json):
+    """Each batch's state in the ledger: committed, quarantined, failed, with counts."""
+    from .ledger import Ledger
+
+    job = _load(job_path)
+    ledger = Ledger(job.pipeline.ledger_url())
+    frame = ledger.batches_frame(job.pipeline.name)
+    last = ledger.last_run(job.pipeline.name)
+    ledger.close()
+    if as_json:
+        click.echo(
+            json.dumps({"last_run": last, "batches": frame.to_dict(orient="records")}, default=str)
+        )
+        return
+    if last:
+        click.echo(f"last run {last['run_id']}: {last['status']}")
+    if frame.empty:
+        click.echo("no batches recorded yet")
+        return
+    cols = [
+        "batch_id",
+        "state",
+        "attempts",
+        "rows_in",
+        "rows_out",
+        "rows_filtered",
+        "rows_quarantined",
+        "error_message",
+    ]
+    click.echo(frame[cols].to_string(index=False, max_colwidth=60))
+
+
+@main.command()
+@click.argument("job_path", metavar="JOB.yaml")
+@_json
+def history(job_path, as_json):
+    """Every run of a job: when, status, counts."""
+    from .ledger import Ledger
+
+    job = _load(job_path)
+    ledger = Ledger(job.pipeline.ledger_url())
+    frame = ledger.runs_frame(job.pipeline.name)
+    ledger.close()
+    if as_json:
+        click.echo(json.dumps(frame.to_dict(orient="records"), default=str))
+        return
+    if frame.empty:
+        click.echo("no runs recorded yet")
+        return
+    cols = [
+        "run_id",
+        "status",
+        "started",
+        "batches_committed",
+        "batches_skipped",
+        "batches_failed",
+        "rows_in",
+        "rows_out",
+    ]
+    click.echo(frame[cols].to_string(index=False))
+
+
+@main.command()
+@click.argument("job_path", metavar="JOB.yaml")
+def unlock(job_path):
+    """Clear the lock of a job whose driver died on another machine."""
+    from .ledger import Ledger
+
+    job = _load(job_path)
+    ledger = Ledger(job.pipeline.ledger_url())
+    ledger.release(job.pipeline.name)
+    ledger.close()
+    click.echo(f"unlocked {job.pipeline.name}")
+
+
+@main.command()
+@click.option(
+    "--dir", "directory", default="dbatch-demo", show_default=True, help="Where to write it."
+)
+@click.option("--days", default=5, show_default=True)
+@click.option("--rows-per-file", default=20_000, show_default=True)
+@_scheduler
+@_workers
+@_json
+def demo(directory, days, rows_per_file, scheduler, workers, as_json):
+    """Write a landing area of transaction files and the reconciliation job, then run it."""
+    from .demo import write_job, write_landing_area
+
+    root = Path(directory)
+    info = write_landing_area(root, days=days, rows_per_file=rows_per_file)
+    job_path = write_job(root)
+    if not as_json:
+        click.echo(
+            f"wrote {info['files']} files, {info['rows']:,} transactions "
+            f"({info['damaged_rows']} damaged on purpose) and {job_path}"
+        )
+    _run(str(job_path), scheduler, workers, as_json, False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

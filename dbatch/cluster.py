@@ -1,0 +1,159 @@
+"""connect(): the active client, an address, a scheduler file, a Client, a cluster, or a new LocalCluster."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import dask.config
+
+from . import config
+from .errors import InsecureConnectionError
+
+__all__ = ["connect", "dashboard_link", "is_loopback_address"]
+
+log = logging.getLogger("dbatch")
+
+
+def is_loopback_address(address: str) -> bool:
+    """``tcp://127.0.0.1:8786`` and ``localhost`` are loopback; anything else is not."""
+    text = address if "://" in address else f"tcp://{address}"
+    host = urlparse(text).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_security(address: str, security: Any, insecure: bool) -> None:
+    if is_loopback_address(address) or address.startswith("tls://"):
+        return
+    if insecure or config.get("cluster.allow-insecure"):
+        log.warning(
+            "dbatch: connecting to %s without TLS; anyone on the network can run code on "
+            "this cluster. Use tls:// with a Security configuration.",
+            address,
+        )
+        return
+    raise InsecureConnectionError(
+        f"refusing to connect to {address} without TLS: a Dask scheduler runs any code it is "
+        "sent. Use a tls:// address with security=distributed.Security(...) (or the "
+        "distributed.comm.tls.* config), or pass insecure=True / --insecure if this network "
+        "is trusted."
+    )
+
+
+def connect(
+    target: Any = None,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    security: Any = None,
+    insecure: bool = False,
+    show_link: bool = True,
+):
+    """A ``distributed.Client`` for running dbatch work.
+
+    ``target`` may be nothing (the active client, else ``DASK_SCHEDULER_ADDRESS`` or
+    the ``scheduler-address`` config, else a new LocalCluster listening on
+    127.0.0.1 only), an address string, the path of a scheduler file, a
+    ``Client``, or any cluster object with ``scheduler_address``.
+
+    Examples
+    --------
+    >>> client = dbatch.connect()  # doctest: +SKIP
+    >>> client = dbatch.connect("tls://scheduler.example.org:8786", security=sec)  # doctest: +SKIP
+    """
+    from distributed import Client
+
+    if isinstance(target, Client):
+        return target
+    if target is None:
+        try:
+            from distributed import get_client
+
+            return get_client()
+        except ValueError:
+            pass
+        target = os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get(
+            "scheduler-address", default=None
+        )
+    if target is None:
+        client = _local_client(n_workers, threads_per_worker)
+    elif isinstance(target, (str, os.PathLike)):
+        text = str(target)
+        if text.endswith(".json") and Path(text).exists():
+            import json
+
+            address = json.loads(Path(text).read_text())["address"]
+            _check_security(address, security, insecure)
+            client = Client(scheduler_file=text, security=security)
+        else:
+            _check_security(text, security, insecure)
+            client = Client(text, security=security)
+    elif hasattr(target, "scheduler_address"):
+        _check_security(target.scheduler_address, security, insecure)
+        client = Client(target, security=security)
+    else:
+        raise TypeError(
+            f"connect() takes an address, a scheduler file, a Client or a cluster, not {type(target).__name__}"
+        )
+    if show_link:
+        show_dashboard_link(client)
+    return client
+
+
+def _local_client(n_workers: int | None, threads: int | None):
+    from distributed import Client, LocalCluster
+
+    host = config.get("cluster.host")
+    with dask.config.set(
+        {"distributed.scheduler.allowed-failures": int(config.get("retry.worker-deaths"))}
+    ):
+        cluster = LocalCluster(
+            n_workers=int(n_workers or config.get("cluster.n-workers")),
+            threads_per_worker=int(threads or config.get("cluster.threads-per-worker")),
+            processes=True,
+            host=host,
+            dashboard_address=config.get("cluster.dashboard-address"),
+            worker_dashboard_address=None,
+            scheduler_kwargs={"host": host},
+        )
+    client = Client(cluster)
+    client._dbatch_owns_cluster = True
+    return client
+
+
+def dashboard_link(client) -> str | None:
+    """The dashboard URL, honouring ``distributed.dashboard.link``."""
+    try:
+        return client.dashboard_link
+    except Exception:  # noqa: BLE001 - a scheduler without a dashboard
+        return None
+
+
+def show_dashboard_link(client) -> None:
+    link = dashboard_link(client)
+    if not link:
+        return
+    if _in_notebook():
+        from IPython.display import HTML, display
+
+        display(HTML(f'Dask dashboard: <a href="{link}" target="_blank">{link}</a>'))
+    else:
+        print(f"Dask dashboard: {link}", flush=True)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

@@ -1,0 +1,216 @@
+"""Plain data: units, batches, plans, batch results and run events (no Dask here)."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "Unit",
+    "Batch",
+    "Plan",
+    "BatchResult",
+    "Event",
+    "QuarantinedFile",
+    "digest",
+]
+
+
+def digest(*parts: Any, length: int = 16) -> str:
+    """A short, stable hex digest of JSON-serialisable parts."""
+    payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The smallest thing a source can name: a file, a key range, a time slice, a page range.
+
+    ``key`` names the unit (a path or a range), ``size`` is an estimate in bytes,
+    ``time`` an optional timestamp (seconds since the epoch) used by time-window
+    batching, and ``identity`` what changes when the unit's content changes
+    (size and modification time for a file, bounds for a query).
+    """
+
+    key: str
+    size: int = 0
+    time: float | None = None
+    identity: tuple[tuple[str, Any], ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        return {"key": self.key, "size": self.size, "time": self.time, **dict(self.identity)}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A group of units processed and committed together.
+
+    ``id`` is stable across runs for the same units; ``fingerprint`` changes
+    whenever a unit's identity or the pipeline's definition changes.
+    """
+
+    id: str
+    units: tuple[Unit, ...]
+    fingerprint: str
+    index: int = 0
+
+    @property
+    def size(self) -> int:
+        return sum(u.size for u in self.units)
+
+    @property
+    def keys(self) -> list[str]:
+        return [u.key for u in self.units]
+
+    @classmethod
+    def from_units(cls, units: Iterable[Unit], index: int, salt: str = "") -> Batch:
+        units = tuple(units)
+        keys = [u.key for u in units]
+        batch_id = f"b-{digest(keys, length=12)}"
+        fingerprint = digest(salt, [(u.key, u.size, list(u.identity)) for u in units])
+        return cls(id=batch_id, units=units, fingerprint=fingerprint, index=index)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do: the batches of a pipeline, as plain data."""
+
+    job: str
+    batches: tuple[Batch, ...]
+    source: str = ""
+    sink: str = ""
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.batches[i]
+
+    @property
+    def n_units(self) -> int:
+        return sum(len(b.units) for b in self.batches)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(b.size for b in self.batches)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "batch_id": b.id,
+                "units": len(b.units),
+                "bytes": b.size,
+                "fingerprint": b.fingerprint,
+                "first": b.units[0].key if b.units else "",
+                "last": b.units[-1].key if b.units else "",
+            }
+            for b in self.batches
+        ]
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame.from_records(
+            self.to_records(),
+            columns=["batch_id", "units", "bytes", "fingerprint", "first", "last"],
+        )
+
+    def __repr__(self) -> str:
+        head = (
+            f"Plan(job={self.job!r}, batches={len(self.batches)}, units={self.n_units}, "
+            f"bytes={_human_bytes(self.total_bytes)})"
+        )
+        lines = [head]
+        for r in self.to_records()[:10]:
+            lines.append(
+                f"  {r['batch_id']}  {r['units']:>5} units  {_human_bytes(r['bytes']):>9}  {r['first']}"
+            )
+        if len(self.batches) > 10:
+            lines.append(f"  ... {len(self.batches) - 10} more")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td><code>{html.escape(r['batch_id'])}</code></td><td>{r['units']}</td>"
+            f"<td>{_human_bytes(r['bytes'])}</td><td>{html.escape(r['first'])}</td></tr>"
+            for r in self.to_records()[:20]
+        )
+        more = (
+            f"<tr><td colspan=4>… {len(self.batches) - 20} more</td></tr>"
+            if len(self.batches) > 20
+            else ""
+        )
+        return (
+            f"<div><strong>dbatch plan</strong> <code>{html.escape(self.job)}</code>: "
+            f"{len(self.batches)} batches, {self.n_units} units, {_human_bytes(self.total_bytes)}"
+            f"<br><small>{html.escape(self.source)} → {html.escape(self.sink)}</small>"
+            "<table><thead><tr><th>batch</th><th>units</th><th>size</th><th>first unit</th></tr>"
+            f"</thead><tbody>{rows}{more}</tbody></table></div>"
+        )
+
+
+@dataclass(frozen=True)
+class QuarantinedFile:
+    """A whole unit set aside: which one, what kind of damage, and the message."""
+
+    key: str
+    kind: str
+    message: str
+
+
+@dataclass
+class BatchResult:
+    """What a worker reports back for one batch attempt (small; no data)."""
+
+    batch_id: str
+    fingerprint: str
+    staging: str = ""
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_filtered: int = 0
+    rows_quarantined: int = 0
+    files_quarantined: list[QuarantinedFile] = field(default_factory=list)
+    checksum: str = ""
+    duration: float = 0.0
+    worker: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_in == self.rows_out + self.rows_filtered + self.rows_quarantined
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened in a run; every monitor consumes these and nothing else.
+
+    ``kind`` is one of ``planned``, ``batch_started``, ``batch_committed``,
+    ``batch_skipped``, ``batch_retry``, ``batch_quarantined``, ``batch_failed``,
+    ``published``, ``finished``.
+    """
+
+    kind: str
+    run_id: str
+    job: str
+    batch_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

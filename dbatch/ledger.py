@@ -1,0 +1,356 @@
+"""The ledger: a durable record of runs and batches, through SQLAlchemy (SQLite by default)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from .core import Event
+from .errors import RunLockedError
+
+__all__ = ["Ledger", "BatchRecord", "redact_url"]
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "dbatch_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("job", sa.String(200), nullable=False, index=True),
+    sa.Column("params", sa.Text, nullable=False, default="{}"),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("ended", sa.Float),
+    sa.Column("batches_planned", sa.Integer, default=0),
+    sa.Column("batches_committed", sa.Integer, default=0),
+    sa.Column("batches_skipped", sa.Integer, default=0),
+    sa.Column("batches_quarantined", sa.Integer, default=0),
+    sa.Column("batches_failed", sa.Integer, default=0),
+    sa.Column("rows_in", sa.BigInteger, default=0),
+    sa.Column("rows_out", sa.BigInteger, default=0),
+    sa.Column("rows_filtered", sa.BigInteger, default=0),
+    sa.Column("rows_quarantined", sa.BigInteger, default=0),
+    sa.Column("output", sa.Text, default=""),
+    sa.Column("message", sa.Text, default=""),
+)
+
+batches = sa.Table(
+    "dbatch_batches",
+    metadata,
+    sa.Column("job", sa.String(200), primary_key=True),
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("attempts", sa.Integer, default=0),
+    sa.Column("units", sa.Integer, default=0),
+    sa.Column("rows_in", sa.BigInteger, default=0),
+    sa.Column("rows_out", sa.BigInteger, default=0),
+    sa.Column("rows_filtered", sa.BigInteger, default=0),
+    sa.Column("rows_quarantined", sa.BigInteger, default=0),
+    sa.Column("files_quarantined", sa.Integer, default=0),
+    sa.Column("started", sa.Float),
+    sa.Column("ended", sa.Float),
+    sa.Column("duration", sa.Float),
+    sa.Column("error_class", sa.String(200)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("checksum", sa.String(64)),
+    sa.Column("worker", sa.String(200)),
+)
+
+locks = sa.Table(
+    "dbatch_locks",
+    metadata,
+    sa.Column("job", sa.String(200), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    batch_id: str
+    fingerprint: str
+    state: str
+    run_id: str
+    attempts: int
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password hidden."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as nothing
+        return "<url>"
+
+
+class Ledger:
+    """Runs and batches of every job, in any SQLAlchemy database.
+
+    The runner feeds it events (``record``); notebooks read it back as
+    DataFrames (``runs_frame``, ``batches_frame``).
+
+    Examples
+    --------
+    >>> ledger = Ledger("sqlite:///.dbatch/ledger.sqlite")  # doctest: +SKIP
+    >>> ledger.batches_frame("nightly")  # doctest: +SKIP
+    """
+
+    stale_after = 600.0
+
+    def __init__(self, url: str):
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def __repr__(self) -> str:
+        return f"Ledger({redact_url(self.url)!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- locking ----------------------------------------------------------------
+
+    def acquire(self, job: str, run_id: str) -> None:
+        """Take the job's lock, or raise ``RunLockedError`` naming the active run."""
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        with self.engine.begin() as con:
+            row = con.execute(sa.select(locks).where(locks.c.job == job)).mappings().first()
+            if row is not None:
+                if not self._stale(row, now):
+                    raise RunLockedError(
+                        f"job {job!r} is already running (run {row['run_id']} on {row['host']}, "
+                        f"pid {row['pid']}); wait for it to finish. If that process is gone, "
+                        f"run `dbatch unlock` for this job."
+                    )
+                con.execute(sa.delete(locks).where(locks.c.job == job))
+            try:
+                con.execute(
+                    sa.insert(locks).values(
+                        job=job, run_id=run_id, host=host, pid=pid, heartbeat=now
+                    )
+                )
+            except sa.exc.IntegrityError:
+                raise RunLockedError(
+                    f"job {job!r} was started by another process just now"
+                ) from None
+
+    def _stale(self, row, now: float) -> bool:
+        if row["host"] == socket.gethostname():
+            return not _pid_alive(row["pid"]) or row["pid"] == os.getpid()
+        return now - row["heartbeat"] > self.stale_after
+
+    def heartbeat(self, job: str, run_id: str) -> None:
+        with self.engine.begin() as con:
+            con.execute(
+                sa.update(locks)
+                .where(locks.c.job == job, locks.c.run_id == run_id)
+                .values(heartbeat=time.time())
+            )
+
+    def release(self, job: str, run_id: str | None = None) -> None:
+        with self.engine.begin() as con:
+            q = sa.delete(locks).where(locks.c.job == job)
+            if run_id is not None:
+                q = q.where(locks.c.run_id == run_id)
+            con.execute(q)
+
+    # -- reading ------------------------------------------------------------------
+
+    def batch(self, job: str, batch_id: str) -> BatchRecord | None:
+        with self.engine.connect() as con:
+            row = (
+                con.execute(
+                    sa.select(batches).where(batches.c.job == job, batches.c.batch_id == batch_id)
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return BatchRecord(
+            row["batch_id"], row["fingerprint"], row["state"], row["run_id"], row["attempts"] or 0
+        )
+
+    def batch_states(self, job: str) -> dict[str, BatchRecord]:
+        with self.engine.connect() as con:
+            rows = con.execute(sa.select(batches).where(batches.c.job == job)).mappings().all()
+        return {
+            r["batch_id"]: BatchRecord(
+                r["batch_id"], r["fingerprint"], r["state"], r["run_id"], r["attempts"] or 0
+            )
+            for r in rows
+        }
+
+    def last_run(self, job: str) -> dict[str, Any] | None:
+        with self.engine.connect() as con:
+            row = (
+                con.execute(
+                    sa.select(runs)
+                    .where(runs.c.job == job)
+                    .order_by(runs.c.started.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else None
+
+    def runs_frame(self, job: str | None = None):
+        import pandas as pd
+
+        q = sa.select(runs).order_by(runs.c.started)
+        if job is not None:
+            q = q.where(runs.c.job == job)
+        with self.engine.connect() as con:
+            frame = pd.DataFrame(con.execute(q).mappings().all(), columns=[c.name for c in runs.c])
+        for col in ("started", "ended"):
+            frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
+        return frame
+
+    def batches_frame(self, job: str | None = None):
+        import pandas as pd
+
+        q = sa.select(batches).order_by(batches.c.started)
+        if job is not None:
+            q = q.where(batches.c.job == job)
+        with self.engine.connect() as con:
+            frame = pd.DataFrame(
+                con.execute(q).mappings().all(), columns=[c.name for c in batches.c]
+            )
+        for col in ("started", "ended"):
+            frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
+        return frame
+
+    # -- writing: the ledger is one more consumer of run events --------------------
+
+    def record(self, event: Event) -> None:
+        handler = getattr(self, f"_on_{event.kind}", None)
+        if handler is not None:
+            with self.engine.begin() as con:
+                handler(con, event)
+
+    def _on_run_started(self, con, e: Event) -> None:
+        values = dict(
+            job=e.job,
+            params=json.dumps(e.data.get("params", {}), sort_keys=True, default=str),
+            status="running",
+            started=e.time,
+            ended=None,
+            batches_planned=e.data.get("batches", 0),
+        )
+        exists = con.execute(sa.select(runs.c.run_id).where(runs.c.run_id == e.run_id)).first()
+        if exists:
+            con.execute(sa.update(runs).where(runs.c.run_id == e.run_id).values(**values))
+        else:
+            con.execute(sa.insert(runs).values(run_id=e.run_id, **values))
+
+    def _upsert_batch(self, con, e: Event, **values) -> None:
+        key = (batches.c.job == e.job) & (batches.c.batch_id == e.batch_id)
+        if con.execute(sa.select(batches.c.batch_id).where(key)).first():
+            con.execute(sa.update(batches).where(key).values(**values))
+        else:
+            con.execute(sa.insert(batches).values(job=e.job, batch_id=e.batch_id, **values))
+
+    def _on_batch_started(self, con, e: Event) -> None:
+        self._upsert_batch(
+            con,
+            e,
+            fingerprint=e.data["fingerprint"],
+            state="running",
+            run_id=e.run_id,
+            attempts=e.data.get("attempt", 1),
+            units=e.data.get("units", 0),
+            started=e.time,
+            ended=None,
+            error_class=None,
+            error_message=None,
+        )
+
+    def _finish_batch(self, con, e: Event, state: str) -> None:
+        d = e.data
+        self._upsert_batch(
+            con,
+            e,
+            fingerprint=d["fingerprint"],
+            state=state,
+            run_id=e.run_id,
+            attempts=d.get("attempt", 1),
+            rows_in=d.get("rows_in", 0),
+            rows_out=d.get("rows_out", 0),
+            rows_filtered=d.get("rows_filtered", 0),
+            rows_quarantined=d.get("rows_quarantined", 0),
+            files_quarantined=d.get("files_quarantined", 0),
+            ended=e.time,
+            duration=d.get("duration"),
+            error_class=d.get("error_class"),
+            error_message=d.get("error_message"),
+            checksum=d.get("checksum"),
+            worker=d.get("worker"),
+        )
+
+    def _on_batch_committed(self, con, e: Event) -> None:
+        self._finish_batch(con, e, "committed")
+
+    def _on_batch_quarantined(self, con, e: Event) -> None:
+        self._finish_batch(con, e, "quarantined")
+
+    def _on_batch_failed(self, con, e: Event) -> None:
+        self._finish_batch(con, e, "failed")
+
+    def _on_finished(self, con, e: Event) -> None:
+        d = e.data
+        con.execute(
+            sa.update(runs)
+            .where(runs.c.run_id == e.run_id)
+            .values(
+                status=d["status"],
+                ended=e.time,
+                batches_committed=d.get("committed", 0),
+                batches_skipped=d.get("skipped", 0),
+                batches_quarantined=d.get("quarantined", 0),
+                batches_failed=d.get("failed", 0),
+                rows_in=d.get("rows_in", 0),
+                rows_out=d.get("rows_out", 0),
+                rows_filtered=d.get("rows_filtered", 0),
+                rows_quarantined=d.get("rows_quarantined", 0),
+                output=d.get("output", ""),
+                message=d.get("message", ""),
+            )
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        import psutil
+
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def _sqlite_pragmas(dbapi_con, _record) -> None:
+    cur = dbapi_con.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

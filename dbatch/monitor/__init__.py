@@ -1,0 +1,1 @@
+"""Everything that watches a run: results, progress bars and widgets, the dashboard page."""

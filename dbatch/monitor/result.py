@@ -1,0 +1,252 @@
+"""RunSummary builds a RunResult from run events; RunResult shows itself in a terminal and in Jupyter."""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import Event, Plan
+
+__all__ = ["RunResult", "RunSummary"]
+
+_COUNTS = ("rows_in", "rows_out", "rows_filtered", "rows_quarantined")
+
+
+@dataclass
+class RunResult:
+    """What a run did: per-batch counts and timings, totals, output location, status.
+
+    ``status`` is ``succeeded`` (every batch committed, output published),
+    ``succeeded_with_quarantine`` (published without batches that were set aside),
+    ``nothing_to_do`` (every batch was already committed) or ``failed`` (nothing new
+    published; run again or ``dbatch resume`` to finish).
+    """
+
+    run_id: str
+    job: str
+    status: str
+    planned: int
+    committed: int
+    skipped: int
+    recovered: int
+    quarantined: int
+    failed: int
+    rows_in: int
+    rows_out: int
+    rows_filtered: int
+    rows_quarantined: int
+    files_quarantined: int
+    output: str
+    output_rows: int | None
+    duration: float
+    dashboard: str | None
+    message: str
+    batches: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "batches"}
+        d["batches_planned"] = d.pop("planned")
+        return d
+
+    def batches_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.batches)
+
+    def __repr__(self) -> str:
+        lines = [
+            f"dbatch run {self.run_id} of {self.job!r}: {self.status} in {self.duration:.1f} s",
+            f"  batches: {self.planned} planned, {self.committed} committed, {self.skipped} already done"
+            + (f" ({self.recovered} recovered)" if self.recovered else "")
+            + f", {self.quarantined} quarantined, {self.failed} failed",
+            f"  rows:    {self.rows_in:,} in = {self.rows_out:,} out + {self.rows_filtered:,} filtered"
+            f" + {self.rows_quarantined:,} quarantined",
+        ]
+        if self.files_quarantined:
+            lines.append(f"  files quarantined: {self.files_quarantined}")
+        if self.output:
+            rows = f" ({self.output_rows:,} rows)" if self.output_rows is not None else ""
+            lines.append(f"  output:  {self.output}{rows}")
+        if self.message:
+            lines.append(f"  note:    {self.message}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        color = {"failed": "#c0392b", "succeeded_with_quarantine": "#d68910"}.get(
+            self.status, "#1e8449"
+        )
+        rows = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(b.get(k, '')))}</td>"
+                for k in (
+                    "batch_id",
+                    "state",
+                    "attempts",
+                    "rows_in",
+                    "rows_out",
+                    "rows_filtered",
+                    "rows_quarantined",
+                )
+            )
+            + f"<td>{b.get('duration') or 0:.2f}</td></tr>"
+            for b in self.batches[:50]
+        )
+        dash = (
+            f' · <a href="{html.escape(self.dashboard)}" target="_blank">dashboard</a>'
+            if self.dashboard
+            else ""
+        )
+        return (
+            f"<div><strong>dbatch run</strong> <code>{html.escape(self.run_id)}</code> of "
+            f"<code>{html.escape(self.job)}</code>: <span style='color:{color}'><b>{self.status}</b></span> "
+            f"in {self.duration:.1f} s{dash}<br>"
+            f"{self.committed} committed, {self.skipped} already done, {self.quarantined} quarantined, "
+            f"{self.failed} failed of {self.planned} batches · rows {self.rows_in:,} in = "
+            f"{self.rows_out:,} out + {self.rows_filtered:,} filtered + {self.rows_quarantined:,} quarantined"
+            f"<br>output: <code>{html.escape(self.output)}</code>"
+            + (f"<br><em>{html.escape(self.message)}</em>" if self.message else "")
+            + "<details><summary>batches</summary><table><thead><tr><th>batch</th><th>state</th>"
+            "<th>attempts</th><th>in</th><th>out</th><th>filtered</th><th>quarantined</th><th>s</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table></details></div>"
+        )
+
+
+class RunSummary:
+    """A run-event listener that keeps the state of every batch and the totals."""
+
+    def __init__(self, plan: Plan, run_id: str, output: str):
+        self.plan = plan
+        self.run_id = run_id
+        self.output = output
+        self.started = time.time()
+        self.state: dict[str, str] = {}
+        self.info: dict[str, dict[str, Any]] = {}
+        self.recovered = 0
+        self.dashboard: str | None = None
+        self.output_rows: int | None = None
+        self.published = False
+
+    def __call__(self, e: Event) -> None:
+        if e.batch_id is None:
+            if e.kind == "published":
+                self.published = True
+            return
+        states = {
+            "batch_started": "running",
+            "batch_retry": "retrying",
+            "batch_committed": "committed",
+            "batch_skipped": "committed",
+            "batch_quarantined": "quarantined",
+            "batch_failed": "failed",
+        }
+        if e.kind not in states:
+            return
+        self.state[e.batch_id] = states[e.kind]
+        info = self.info.setdefault(e.batch_id, {"batch_id": e.batch_id})
+        info.update(
+            {k: v for k, v in e.data.items() if k not in ("traceback", "quarantined_files")}
+        )
+        info["state"] = states[e.kind] if e.kind != "batch_skipped" else "already done"
+        info["attempts"] = e.data.get("attempt", info.get("attempts", 1))
+        if e.kind == "batch_skipped":
+            info["skipped"] = True
+        if e.data.get("recovered"):
+            self.recovered += 1
+
+    def _count(self, state: str) -> int:
+        return sum(1 for s in self.state.values() if s == state)
+
+    @property
+    def failed(self) -> int:
+        return self._count("failed")
+
+    @property
+    def publishable(self) -> bool:
+        return any(s == "committed" for s in self.state.values())
+
+    def rows_out_of(self, batch_id: str) -> int:
+        return int(self.info.get(batch_id, {}).get("rows_out", 0))
+
+    def totals(self) -> dict[str, int]:
+        return {
+            k: sum(
+                int(i.get(k) or 0) for b, i in self.info.items() if self.state.get(b) == "committed"
+            )
+            for k in (*_COUNTS, "files_quarantined")
+        }
+
+    def status(self) -> str:
+        if self.failed or len(self.state) < len(self.plan):
+            return "failed"
+        skipped = sum(1 for i in self.info.values() if i.get("skipped"))
+        if skipped == len(self.plan):
+            return "nothing_to_do"
+        if self._count("quarantined"):
+            return "succeeded_with_quarantine"
+        return "succeeded"
+
+    def message(self, status: str) -> str:
+        if status == "failed":
+            return (
+                f"{self.failed} batch(es) failed; nothing new was published and committed batches "
+                f"are kept. Fix the cause, then run the same command again (or `dbatch resume`)."
+            )
+        if status == "nothing_to_do":
+            return "every batch was already committed with the same inputs; no work done"
+        if status == "succeeded_with_quarantine":
+            return f"{self._count('quarantined')} batch(es) quarantined; see `dbatch status`"
+        return ""
+
+    def manifest_data(self) -> dict[str, Any]:
+        return {
+            "job": self.plan.job,
+            "batches": sorted(b for b, s in self.state.items() if s == "committed"),
+            **self.totals(),
+        }
+
+    def finish_data(self, status: str) -> dict[str, Any]:
+        skipped = sum(1 for i in self.info.values() if i.get("skipped"))
+        return {
+            "status": status,
+            "committed": self._count("committed") - skipped,
+            "skipped": skipped,
+            "quarantined": self._count("quarantined"),
+            "failed": self.failed,
+            "output": self.output if self.published else "",
+            "message": self.message(status),
+            **self.totals(),
+        }
+
+    def result(self) -> RunResult:
+        status = self.status()
+        d = self.finish_data(status)
+        order = {b.id: i for i, b in enumerate(self.plan)}
+        return RunResult(
+            run_id=self.run_id,
+            job=self.plan.job,
+            status=status,
+            planned=len(self.plan),
+            committed=d["committed"],
+            skipped=d["skipped"],
+            recovered=self.recovered,
+            quarantined=d["quarantined"],
+            failed=d["failed"],
+            rows_in=d["rows_in"],
+            rows_out=d["rows_out"],
+            rows_filtered=d["rows_filtered"],
+            rows_quarantined=d["rows_quarantined"],
+            files_quarantined=d["files_quarantined"],
+            output=self.output,
+            output_rows=self.output_rows,
+            duration=time.time() - self.started,
+            dashboard=self.dashboard,
+            message=d["message"],
+            batches=sorted(self.info.values(), key=lambda i: order.get(i["batch_id"], 0)),
+        )

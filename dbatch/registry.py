@@ -1,0 +1,215 @@
+"""Names used in job files -> implementations, imported lazily, extensible through entry points."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from .errors import JobSpecError
+
+__all__ = ["SOURCES", "SINKS", "STEPS", "build", "import_object", "register"]
+
+SOURCES: dict[str, str] = {
+    "files": "dbatch.sources.files:Files",
+    "sql": "dbatch.sources.sql:SqlSource",
+    "http": "dbatch.sources.http:HttpSource",
+    "netcdf": "dbatch.sources.xarray:NetCDFSource",
+    "zarr": "dbatch.sources.xarray:ZarrSource",
+}
+SINKS: dict[str, str] = {
+    "parquet": "dbatch.sinks.files:ParquetSink",
+    "csv": "dbatch.sinks.files:CsvSink",
+    "sql": "dbatch.sinks.sql:SqlSink",
+    "zarr": "dbatch.sinks.zarr:ZarrSink",
+    "netcdf": "dbatch.sinks.zarr:NetCDFSink",
+    "report": "dbatch.sinks.report:ReportSink",
+}
+STEPS: dict[str, str] = {
+    "map": "dbatch.steps.base:Map",
+    "filter": "dbatch.steps.base:Filter",
+    "derive": "dbatch.steps.base:Derive",
+    "sql": "dbatch.steps.base:Sql",
+    "enrich": "dbatch.steps.enrich:Enrich",
+    "predict": "dbatch.steps.predict:Predict",
+    "xarray": "dbatch.steps.xarray:XarrayMap",
+}
+_GROUPS = {
+    "source": ("dbatch.sources", SOURCES),
+    "sink": ("dbatch.sinks", SINKS),
+    "step": ("dbatch.steps", STEPS),
+}
+PATH_KEYS = {"path", "lookup", "model", "paths"}
+
+
+def register(kind: str, name: str, target: str) -> None:
+    """Register ``target`` (``"package.module:Class"``) under ``name`` for job files."""
+    _GROUPS[kind][1][name] = target
+
+
+def _table(kind: str) -> dict[str, str]:
+    group, table = _GROUPS[kind]
+    for ep in entry_points(group=group):
+        table.setdefault(ep.name, ep.value)
+    return table
+
+
+def import_object(path: str, *, key: str | None = None, file: str | None = None) -> Any:
+    """``'package.module:name'`` -> the object, with a message that says what to fix."""
+    if not isinstance(path, str) or ":" not in path:
+        raise JobSpecError(
+            f"{path!r} is not an import path; write 'package.module:function'", key=key, file=file
+        )
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise JobSpecError(
+            f"cannot import module {module_name!r} ({e}); is it installed, or on PYTHONPATH "
+            "(the job file's folder is added automatically)?",
+            key=key,
+            file=file,
+        ) from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise JobSpecError(
+                f"module {module_name!r} has no attribute {attr!r}", key=key, file=file
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+def resolve_class(kind: str, name: str, *, key: str, file: str | None) -> type:
+    table = _table(kind)
+    if name not in table:
+        raise JobSpecError(
+            f"unknown {kind} type {name!r}; known: {sorted(table)}", key=key, file=file
+        )
+    target = table[name]
+    try:
+        return import_object(target, key=key, file=file)
+    except JobSpecError as e:
+        raise JobSpecError(
+            f"{kind} type {name!r} needs an optional dependency: {e}", key=key, file=file
+        ) from None
+
+
+def build(
+    cls: Callable[..., Any],
+    options: Mapping[str, Any],
+    *,
+    key: str,
+    file: str | None,
+    base_dir: Path | None,
+) -> Any:
+    """Call ``cls(**options)`` after checking names and simple types against its signature."""
+    if not isinstance(options, Mapping):
+        raise JobSpecError(
+            f"expected a mapping of options, got {type(options).__name__}", key=key, file=file
+        )
+    params = _parameters(cls)
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        raise JobSpecError(
+            f"unknown key(s) {unknown}; allowed: {sorted(params)}", key=key, file=file
+        )
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
+    missing = [n for n in required if n not in options]
+    if missing:
+        raise JobSpecError(f"missing required key(s) {missing}", key=key, file=file)
+    hints = _hints(cls)
+    kwargs = {}
+    for name, value in options.items():
+        if name in PATH_KEYS and base_dir is not None:
+            value = _resolve_path(value, base_dir)
+        _check_type(value, hints.get(name), key=f"{key}.{name}", file=file)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except JobSpecError as e:
+        if e.file is None:
+            raise JobSpecError(str(e), file=file) from None
+        raise
+    except (TypeError, ValueError) as e:
+        raise JobSpecError(str(e), key=key, file=file) from None
+
+
+def _parameters(cls) -> dict[str, inspect.Parameter]:
+    sig = inspect.signature(cls)
+    return {
+        n: p
+        for n, p in sig.parameters.items()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n != "buckets_for_run"
+    }
+
+
+def _hints(cls) -> dict[str, Any]:
+    target = (
+        cls.__init__ if not dataclasses.is_dataclass(cls) or "__init__" in cls.__dict__ else cls
+    )
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - unresolvable hints: skip the type check
+        return {}
+
+
+def _resolve_path(value: Any, base: Path) -> Any:
+    if isinstance(value, str) and "://" not in value and not Path(value).expanduser().is_absolute():
+        return str(base / value)
+    if isinstance(value, list):
+        return [_resolve_path(v, base) for v in value]
+    return value
+
+
+_SIMPLE = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+
+
+def _check_type(value: Any, hint: Any, *, key: str, file: str | None) -> None:
+    if hint is None or value is None:
+        return
+    options = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, _union_type())
+        else (hint,)
+    )
+    expected = []
+    for opt in options:
+        origin = typing.get_origin(opt) or opt
+        if opt is Any or opt is type(None) and value is None:
+            return
+        if origin in _SIMPLE:
+            expected.append(_SIMPLE[origin])
+            if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+                return
+            if origin is int and isinstance(value, int) and not isinstance(value, bool):
+                return
+            if origin in (str, bool) and isinstance(value, origin):
+                return
+        elif origin in (Mapping, dict, typing.Mapping):
+            expected.append("a mapping")
+            if isinstance(value, Mapping):
+                return
+        elif origin in (Sequence, list, tuple, typing.Sequence):
+            expected.append("a list")
+            if isinstance(value, (list, tuple)):
+                return
+        else:
+            return  # a type we do not check from YAML (objects, callables)
+    if expected:
+        raise JobSpecError(
+            f"expected {' or '.join(dict.fromkeys(expected))}, got {type(value).__name__} {value!r}",
+            key=key,
+            file=file,
+        )
+
+
+def _union_type():
+    import types
+
+    return types.UnionType

@@ -1,0 +1,258 @@
+"""Declared table schemas: column types plus row constraints, checked row by row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .context import BatchContext
+from .errors import JobSpecError
+
+__all__ = ["Column", "Schema", "parse_type"]
+
+#: Turns line (or row) numbers of a file into the raw text of those rows.
+RawText = Callable[[list], list]
+
+_ALIASES = {
+    "int": "int64",
+    "integer": "int64",
+    "float": "float64",
+    "double": "float64",
+    "str": "string",
+    "text": "string",
+    "boolean": "bool",
+    "date": "date32",
+    "timestamp": "timestamp[us]",
+    "datetime": "timestamp[us]",
+}
+
+
+def parse_type(name: str | pa.DataType, *, key: str = "type") -> pa.DataType:
+    """``'int64'``, ``'float'``, ``'timestamp[s]'``, ``'date'`` ... -> a pyarrow type."""
+    if isinstance(name, pa.DataType):
+        return name
+    alias = _ALIASES.get(str(name).strip().lower(), str(name).strip())
+    try:
+        return pa.type_for_alias(alias)
+    except (ValueError, KeyError):
+        raise JobSpecError(
+            f"unknown column type {name!r}; use one of int64, int32, float64, string, bool, "
+            "date, timestamp, timestamp[s], timestamp[ms]",
+            key=key,
+        ) from None
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    not_null: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[Any, ...] | None = None
+    unique: bool = False
+
+
+_COLUMN_KEYS = {"type", "not_null", "min", "max", "allowed", "unique"}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Column types and constraints, as a job file declares them.
+
+    ``Schema.from_mapping({"amount": "float64", "id": {"type": "string", "unique": True}})``
+    """
+
+    columns: tuple[Column, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_mapping(cls, spec: Mapping[str, Any] | Schema | None) -> Schema | None:
+        if spec is None or isinstance(spec, Schema):
+            return spec
+        if not isinstance(spec, Mapping):
+            raise JobSpecError(
+                "a schema is a mapping of column name to a type or to "
+                "{type, not_null, min, max, allowed, unique}",
+                key="schema",
+            )
+        cols = []
+        for name, value in spec.items():
+            if isinstance(value, (str, pa.DataType)):
+                cols.append(Column(str(name), parse_type(value, key=f"schema.{name}")))
+                continue
+            if not isinstance(value, Mapping) or "type" not in value:
+                raise JobSpecError(
+                    "expected a type name or a mapping with a 'type'", key=f"schema.{name}"
+                )
+            unknown = set(value) - _COLUMN_KEYS
+            if unknown:
+                raise JobSpecError(
+                    f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_COLUMN_KEYS)}",
+                    key=f"schema.{name}",
+                )
+            allowed = value.get("allowed")
+            cols.append(
+                Column(
+                    str(name),
+                    parse_type(value["type"], key=f"schema.{name}.type"),
+                    not_null=bool(value.get("not_null", False)),
+                    min=value.get("min"),
+                    max=value.get("max"),
+                    allowed=tuple(allowed) if allowed is not None else None,
+                    unique=bool(value.get("unique", False)),
+                )
+            )
+        return cls(tuple(cols))
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def arrow(self) -> pa.Schema:
+        return pa.schema([(c.name, c.type) for c in self.columns])
+
+    def token(self) -> list[Any]:
+        return [
+            (c.name, str(c.type), c.not_null, c.min, c.max, c.allowed, c.unique)
+            for c in self.columns
+        ]
+
+    # -- row-level enforcement ------------------------------------------------
+
+    def cast_strings(
+        self, table: pa.Table, ctx: BatchContext, source: str, raw_of: RawText, lines: pa.Array
+    ) -> tuple[pa.Table, pa.Array]:
+        """Cast string columns to their declared types; rows that do not parse are quarantined.
+
+        ``lines`` runs alongside ``table`` (the line or row number of each row in its
+        file) and ``raw_of`` turns line numbers into the rows' raw text, so a
+        quarantined row keeps both.
+        """
+        bad = pa.array([False] * table.num_rows) if table.num_rows else pa.array([], pa.bool_())
+        reasons: dict[int, str] = {}
+        casted = {}
+        for col in self.columns:
+            arr = table.column(col.name).combine_chunks()
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                casted[col.name] = arr
+                continue
+            try:
+                casted[col.name] = _cast(arr, col.type)
+                continue
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+            ok, values = _cast_rowwise(arr, col.type)
+            casted[col.name] = values
+            for i in pc.indices_nonzero(pc.invert(ok)).to_pylist():
+                reasons.setdefault(
+                    i,
+                    f"column '{col.name}': value {arr[i].as_py()!r} is not a valid {col.type}",
+                )
+            bad = pc.or_(bad, pc.invert(ok))
+        out = pa.table(casted)
+        if reasons:
+            idx = sorted(reasons)
+            where = lines.take(idx).to_pylist()
+            ctx.quarantine_rows(source, "type", [reasons[i] for i in idx], raw_of(where), where)
+            keep = pc.invert(bad)
+            out, lines = out.filter(keep), lines.filter(keep)
+        return out, lines
+
+    def check_constraints(
+        self, table: pa.Table, ctx: BatchContext, source: str, raw_of: RawText, lines: pa.Array
+    ) -> pa.Table:
+        """Quarantine rows that break not_null, min/max, allowed or unique."""
+        if table.num_rows == 0:
+            return table
+        reasons: dict[int, str] = {}
+        for col in self.columns:
+            arr = table.column(col.name)
+            checks = []
+            if col.not_null:
+                checks.append((pc.is_null(arr), f"column '{col.name}' is null"))
+            if col.min is not None:
+                checks.append(
+                    (pc.fill_null(pc.less(arr, col.min), False), f"column '{col.name}' < {col.min}")
+                )
+            if col.max is not None:
+                checks.append(
+                    (
+                        pc.fill_null(pc.greater(arr, col.max), False),
+                        f"column '{col.name}' > {col.max}",
+                    )
+                )
+            if col.allowed is not None:
+                inside = pc.is_in(arr, value_set=pa.array(list(col.allowed), type=arr.type))
+                checks.append(
+                    (
+                        pc.and_(pc.invert(inside), pc.is_valid(arr)),
+                        f"column '{col.name}' not in {list(col.allowed)}",
+                    )
+                )
+            if col.unique:
+                checks.append((_duplicated(arr), f"column '{col.name}' repeats an earlier value"))
+            for mask, why in checks:
+                for i in pc.indices_nonzero(mask).to_pylist():
+                    reasons.setdefault(i, why + f" (value {arr[i].as_py()!r})")
+        if not reasons:
+            return table
+        idx = sorted(reasons)
+        where = lines.take(idx).to_pylist()
+        ctx.quarantine_rows(source, "constraint", [reasons[i] for i in idx], raw_of(where), where)
+        keep = pc.invert(pc.is_in(pa.array(range(table.num_rows)), value_set=pa.array(idx)))
+        return table.filter(keep)
+
+
+def _cast(arr: pa.Array, to: pa.DataType) -> pa.Array:
+    if pa.types.is_string(arr.type) and (pa.types.is_integer(to) or pa.types.is_floating(to)):
+        arr = pc.utf8_trim_whitespace(arr)
+        # An empty field is a missing value, not a parse error.
+        arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, arr.type), arr)
+    if pa.types.is_string(arr.type) and pa.types.is_boolean(to):
+        low = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+        low = pc.if_else(pc.equal(low, ""), pa.scalar(None, low.type), low)
+        truthy = pc.is_in(low, value_set=pa.array(["true", "1", "t", "yes"]))
+        falsy = pc.is_in(low, value_set=pa.array(["false", "0", "f", "no"]))
+        if not pc.all(pc.or_(pc.or_(truthy, falsy), pc.is_null(low))).as_py():
+            raise pa.ArrowInvalid("not a boolean")
+        return pc.if_else(pc.is_null(low), pa.scalar(None, pa.bool_()), truthy)
+    return pc.cast(arr, to, safe=True)
+
+
+def _cast_rowwise(arr: pa.Array, to: pa.DataType) -> tuple[pa.Array, pa.Array]:
+    """Cast in chunks, falling back to single values only inside failing chunks."""
+    oks: list[bool] = []
+    values: list[pa.Array] = []
+    step = 4096
+    for start in range(0, len(arr), step):
+        part = arr.slice(start, step)
+        try:
+            values.append(_cast(part, to))
+            oks.extend([True] * len(part))
+            continue
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        for j in range(len(part)):
+            one = part.slice(j, 1)
+            try:
+                values.append(_cast(one, to))
+                oks.append(True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                values.append(pa.nulls(1, to))
+                oks.append(False)
+    merged = pa.concat_arrays(values) if values else pa.array([], to)
+    return pa.array(oks, pa.bool_()), merged
+
+
+def _duplicated(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """True for each value already seen earlier in the array (nulls never count)."""
+    import numpy as np
+    import pandas as pd
+
+    values = pd.Series(arr.to_pandas())
+    dup = values.duplicated(keep="first").to_numpy() & values.notna().to_numpy()
+    return pa.array(np.asarray(dup, dtype=bool))

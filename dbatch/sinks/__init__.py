@@ -1,0 +1,6 @@
+"""Sinks: stage a batch's output on a worker, commit and publish it on the driver."""
+
+from .base import Part, PublishedDirectory, Sink, safe_join
+from .files import CsvSink, ParquetSink
+
+__all__ = ["Sink", "Part", "PublishedDirectory", "ParquetSink", "CsvSink", "safe_join"]

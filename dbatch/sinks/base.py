@@ -1,0 +1,195 @@
+"""The sink contract, and the versioned, atomically published directory every file sink shares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CommitError, PathEscapeError
+
+__all__ = ["Sink", "Part", "PublishedDirectory", "file_checksum", "safe_join"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """A committed piece of output: a batch's files, or one reduce bucket's."""
+
+    name: str
+    directory: Path
+    rows: int = 0
+
+
+class Sink:
+    """Writes one batch's output to staging (on a worker), then makes it visible (on the driver).
+
+    ``stage`` runs on a worker and writes only below the directory it is given.
+    The runner commits a batch by renaming that directory into its committed
+    area. ``commit_batch`` (optional) publishes one committed batch at once, in
+    a transaction for example; ``publish`` makes a whole run visible at the end.
+    """
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def token(self) -> list[Any]:
+        return [type(self).__name__]
+
+    def stage(self, data: Any, directory: Path, name: str) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def commit_batch(self, batch_id: str, fingerprint: str, part: Part) -> None:
+        """Per-batch publication (no-op for sinks that publish per run)."""
+
+    def find_commit(self, batch_id: str, fingerprint: str) -> bool:
+        """Whether ``commit_batch`` already happened (for sinks that publish per batch)."""
+        return False
+
+    def publish(
+        self, run_id: str, parts: Sequence[Part], summary: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Make the run's output visible; return what was published."""
+        return {}
+
+    @property
+    def location(self) -> str:
+        return ""
+
+
+def file_checksum(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def safe_join(root: str | Path, *parts: str) -> Path:
+    """Join path parts built from data below ``root``; refuse anything that escapes it.
+
+    Rejects absolute parts, ``..`` (also percent-encoded), separators inside a
+    part, NUL bytes, and targets that resolve outside ``root`` through a symlink.
+    """
+    from urllib.parse import unquote
+
+    root = Path(root)
+    for part in parts:
+        text = str(part)
+        decoded = unquote(unquote(text))
+        bad = (
+            not text
+            or "\x00" in decoded
+            or os.path.isabs(decoded)
+            or decoded.startswith("~")
+            or any(seg in ("..", ".") for seg in decoded.replace("\\", "/").split("/"))
+            or "/" in decoded
+            or "\\" in decoded
+        )
+        if bad:
+            raise PathEscapeError(
+                f"refusing output path part {text!r}: values used in paths may not be empty, "
+                "absolute, contain separators or '..'"
+            )
+    target = root.joinpath(*parts)
+    real_root = root.resolve()
+    real_target = target.resolve()
+    if real_target != real_root and real_root not in real_target.parents:
+        raise PathEscapeError(
+            f"output path {str(target)!r} resolves outside its root {str(root)!r} "
+            "(a symlink inside the output?)"
+        )
+    return target
+
+
+class PublishedDirectory:
+    """An output directory published atomically as a whole.
+
+    ``path`` is a symlink to ``.<name>.versions/<run_id>``. A new version is
+    built next to the old one and the link is replaced in one ``rename``, so a
+    reader sees the old output or the new one, never a mix; the old version is
+    deleted only after the switch (the previous one is kept).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.versions = self.path.parent / f".{self.path.name}.versions"
+
+    def check_target(self) -> None:
+        if self.path.exists() and not self.path.is_symlink() and any(self.path.iterdir()):
+            if not (self.path / "_dbatch_owned").exists():
+                raise CommitError(
+                    f"{str(self.path)!r} exists and was not written by dbatch; "
+                    "choose another output path or move it away (dbatch never deletes it)"
+                )
+
+    def publish(self, run_id: str, files: Sequence[tuple[str, Path]], manifest: dict) -> Path:
+        """Hard-link (or copy) ``files`` as ``name -> source`` into a new version; switch to it."""
+        self.check_target()
+        self.versions.mkdir(parents=True, exist_ok=True)
+        final = self.versions / run_id
+        building = self.versions / f"{run_id}.building"
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir()
+        for name, source in files:
+            dest = safe_join(building, *Path(name).parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, dest)
+            except OSError:
+                shutil.copy2(source, dest)
+        (building / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        (building / "_SUCCESS").write_text(f"{run_id}\n")
+        _fsync_dir(building)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(building, final)
+        self._switch(final)
+        self._prune(keep={final.name})
+        return final
+
+    def _switch(self, target: Path) -> None:
+        link = self.path.parent / f".{self.path.name}.link-{os.getpid()}"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(os.path.relpath(target, self.path.parent), link)
+        if self.path.exists() and not self.path.is_symlink():
+            # A real directory (an empty one, or one from an older dbatch layout): keep it aside.
+            os.rename(self.path, self.versions / f"pre-dbatch-{int(time.time())}")
+        os.replace(link, self.path)
+        _fsync_dir(self.path.parent)
+
+    def _prune(self, keep: set[str]) -> None:
+        """Keep the current and the previous version; remove older ones and leftovers."""
+        entries = sorted(
+            (p for p in self.versions.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime
+        )
+        done = [p for p in entries if not p.name.endswith(".building")]
+        previous = [p for p in done if p.name not in keep][-1:]
+        for p in entries:
+            if p.name in keep or p in previous:
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+
+    def current(self) -> Path | None:
+        if self.path.is_symlink():
+            return self.path.resolve()
+        return None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

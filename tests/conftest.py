@@ -1,0 +1,107 @@
+"""Shared fixtures: real LocalClusters, a real PostgreSQL server, headless Chromium.
+
+Tests that need PostgreSQL or Chromium skip with the reason when those are
+absent; with DBATCH_STRICT_SERVICES=1 (set by .ci/run) they fail instead, so CI
+always runs every test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import dask
+import pytest
+
+STRICT = os.environ.get("DBATCH_STRICT_SERVICES") == "1"
+PG_URL = os.environ.get("DBATCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def unavailable(reason: str):
+    if STRICT:
+        pytest.fail(f"{reason} (DBATCH_STRICT_SERVICES=1: CI must run every test)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_config(tmp_path, monkeypatch):
+    """Each test gets its own work area and a dashboard on a free loopback port."""
+    monkeypatch.chdir(tmp_path)
+    with dask.config.set(
+        {
+            "dbatch.cluster.dashboard-address": "127.0.0.1:0",
+            "dbatch.progress.mode": "off",
+            "dbatch.retry.backoff-base": 0.05,
+            "distributed.worker.daemon": False,
+        }
+    ):
+        yield
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A session-wide LocalCluster: 2 worker processes x 1 thread, loopback only."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            worker_dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
+@pytest.fixture
+def postgres_url():
+    try:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(PG_URL)
+        with engine.connect() as con:
+            con.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as e:  # noqa: BLE001
+        unavailable(f"needs PostgreSQL at {PG_URL.split('@')[-1]}: {type(e).__name__}")
+    return PG_URL
+
+
+@pytest.fixture(scope="session")
+def chromium_driver():
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        unavailable("needs headless Chromium and chromedriver (Debian: chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+    ):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(driver), options=opts)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

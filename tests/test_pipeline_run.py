@@ -1,0 +1,138 @@
+"""End to end on a real LocalCluster: plan, preview, run, publish, resume."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import dbatch
+from dbatch import Aggregate, ByCount, Derive, Files, Filter, ParquetSink, Pipeline
+
+
+def write_csvs(root: Path, n_files: int = 6, rows: int = 50) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for f in range(n_files):
+        lines = ["id,account,amount,status"]
+        for i in range(rows):
+            lines.append(f"{f}-{i},A{i % 7},{i + f},{'ok' if i % 5 else 'void'}")
+        p = root / f"part-{f:02d}.csv"
+        p.write_text("\n".join(lines) + "\n")
+        paths.append(p)
+    return paths
+
+
+def make_pipeline(tmp_path: Path, **kw) -> Pipeline:
+    return Pipeline(
+        source=Files(
+            str(tmp_path / "in" / "*.csv"),
+            schema={"id": "string", "account": "string", "amount": "int64", "status": "string"},
+        ),
+        sink=ParquetSink(str(tmp_path / "out" / "result")),
+        steps=[Filter("status = 'ok'"), Derive({"double": "amount * 2"})],
+        batching=ByCount(2),
+        name="t",
+        workdir=str(tmp_path / "work"),
+        **kw,
+    )
+
+
+def test_plan_is_plain_data_without_a_cluster(tmp_path):
+    write_csvs(tmp_path / "in")
+    plan = make_pipeline(tmp_path).plan()
+    assert len(plan) == 3
+    assert all(len(b.units) == 2 for b in plan)
+    assert len({b.id for b in plan}) == 3
+    # Same inputs, same ids and fingerprints.
+    again = make_pipeline(tmp_path).plan()
+    assert [(b.id, b.fingerprint) for b in plan] == [(b.id, b.fingerprint) for b in again]
+    assert "3 batches" in plan._repr_html_()
+    assert list(plan.to_frame().columns)[:3] == ["batch_id", "units", "bytes"]
+
+
+def test_preview_runs_one_batch_in_process(tmp_path):
+    write_csvs(tmp_path / "in")
+    frame = make_pipeline(tmp_path).preview()
+    assert len(frame) == 80  # 2 files x 50 rows, 10 'void' filtered from each
+    assert (frame["double"] == frame["amount"] * 2).all()
+    assert frame.attrs["counts"]["rows_filtered"] == 20
+
+
+def test_run_commits_every_batch_and_publishes_once(tmp_path, client):
+    write_csvs(tmp_path / "in")
+    result = make_pipeline(tmp_path).run(client=client)
+    assert result.status == "succeeded", result
+    assert result.committed == 3 and result.rows_in == 300 and result.rows_out == 240
+    assert result.rows_in == result.rows_out + result.rows_filtered + result.rows_quarantined
+    out = tmp_path / "out" / "result"
+    assert out.is_symlink() and (out / "_SUCCESS").exists()
+    frame = pd.read_parquet(out)
+    assert len(frame) == 240 and frame["id"].is_unique
+    assert len(list(out.glob("part-*.parquet"))) == 3
+
+
+def test_rerun_does_nothing_and_changed_input_reruns_only_its_batch(tmp_path, client):
+    files = write_csvs(tmp_path / "in")
+    p = make_pipeline(tmp_path)
+    first = p.run(client=client)
+    assert first.committed == 3
+    again = p.run(client=client)
+    assert again.status == "nothing_to_do" and again.committed == 0 and again.skipped == 3
+    with open(files[0], "a") as f:
+        f.write("0-new,A1,5,ok\n")
+    os.utime(files[0], (1e9, 1e9))
+    third = p.run(client=client)
+    assert third.committed == 1 and third.skipped == 2
+    assert len(pd.read_parquet(tmp_path / "out" / "result")) == 241
+
+
+def test_aggregate_across_batches_matches_pandas(tmp_path, client):
+    write_csvs(tmp_path / "in")
+    p = make_pipeline(
+        tmp_path,
+        aggregate=Aggregate(
+            by=["account"],
+            metrics={
+                "total": "sum(amount)",
+                "n": "count(*)",
+                "avg": "mean(amount)",
+                "lo": "min(amount)",
+            },
+        ),
+    )
+    result = p.run(client=client)
+    assert result.ok, result
+    got = pd.read_parquet(tmp_path / "out" / "result").sort_values("account").reset_index(drop=True)
+    raw = pd.concat(pd.read_csv(f) for f in sorted((tmp_path / "in").glob("*.csv")))
+    raw = raw[raw.status == "ok"]
+    want = (
+        raw.groupby("account")
+        .agg(
+            total=("amount", "sum"),
+            n=("amount", "size"),
+            avg=("amount", "mean"),
+            lo=("amount", "min"),
+        )
+        .reset_index()
+    )
+    assert got["account"].tolist() == want["account"].tolist()
+    assert got["total"].tolist() == pytest.approx(want["total"].tolist())
+    assert got["n"].tolist() == want["n"].tolist()
+    assert got["avg"].tolist() == pytest.approx(want["avg"].tolist())
+    assert got["lo"].tolist() == want["lo"].tolist()
+
+
+def test_ledger_frames_for_notebooks(tmp_path, client):
+    write_csvs(tmp_path / "in")
+    p = make_pipeline(tmp_path)
+    p.run(client=client)
+    ledger = dbatch.Ledger(p.ledger_url())
+    runs = ledger.runs_frame("t")
+    batches = ledger.batches_frame("t")
+    ledger.close()
+    assert runs["status"].tolist() == ["succeeded"]
+    assert sorted(batches["state"].unique()) == ["committed"]
+    assert batches["rows_in"].sum() == 300
