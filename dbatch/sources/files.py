@@ -106,9 +106,15 @@ class Files:
         patterns = [self.path] if isinstance(self.path, str) else list(self.path)
         units: dict[str, Unit] = {}
         for pattern in patterns:
-            fs, _, paths = fsspec.get_fs_token_paths(
-                pattern, storage_options=dict(self.storage_options)
-            )
+            try:
+                fs, _, paths = fsspec.get_fs_token_paths(
+                    pattern, storage_options=dict(self.storage_options)
+                )
+            except (ImportError, ValueError) as e:
+                raise SourceError(
+                    f"cannot open {_redact(pattern)!r}: {_redact(str(e))}; install the fsspec "
+                    "implementation for this protocol (s3fs, gcsfs, adlfs...) or fix the URL"
+                ) from None
             if not paths and not any(ch in pattern for ch in "*?["):
                 raise SourceError(
                     f"input file {_redact(pattern)!r} does not exist; check the path "
@@ -116,7 +122,13 @@ class Files:
                 )
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
             for p in sorted(paths):
-                info = fs.info(p)
+                try:
+                    info = fs.info(p)
+                except FileNotFoundError:
+                    raise SourceError(
+                        f"input file {_redact(pattern)!r} does not exist; check the path "
+                        "(relative paths are taken from the job file's folder)"
+                    ) from None
                 if info.get("type") == "directory":
                     continue
                 key = p if protocol in ("file", "local") else f"{protocol}://{p}"

@@ -1,0 +1,62 @@
+"""File sinks: versions published atomically, manifest and _SUCCESS, CSV exports, partitions."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from dbatch import ByCount, CsvSink, Files, ParquetSink, Pipeline
+from dbatch.errors import CommitError
+
+
+def inputs(tmp_path, n=4):
+    d = tmp_path / "in"
+    d.mkdir(exist_ok=True)
+    for i in range(n):
+        pd.DataFrame({"id": [f"{i}-{j}" for j in range(10)], "region": ["eu", "us"] * 5, "v": range(10)}).to_csv(d / f"{i}.csv", index=False)
+    return d
+
+
+def test_manifest_lists_files_rows_and_checksums(tmp_path, client):
+    d = inputs(tmp_path)
+    out = tmp_path / "out"
+    Pipeline(Files(str(d / "*.csv")), ParquetSink(str(out)), batching=ByCount(2), workdir=str(tmp_path / "w")).run(client=client)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["rows_out"] == 40 and len(manifest["files"]) == 2
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"])
+    assert (out / "_SUCCESS").read_text().strip() == manifest["run_id"]
+
+
+def test_new_version_replaces_old_only_when_complete(tmp_path, client):
+    d = inputs(tmp_path)
+    out = tmp_path / "out"
+    p = Pipeline(Files(str(d / "*.csv")), ParquetSink(str(out)), batching=ByCount(2), workdir=str(tmp_path / "w"))
+    p.run(client=client)
+    first = out.resolve()
+    inputs(tmp_path, n=6)
+    p.run(client=client)
+    assert out.resolve() != first
+    assert len(pd.read_parquet(out)) == 60
+    # the previous version is kept until the next publish, then pruned
+    assert first.exists()
+
+
+def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, client):
+    d = inputs(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(CommitError, match="was not written by dbatch"):
+        Pipeline(Files(str(d / "*.csv")), ParquetSink(str(out)), workdir=str(tmp_path / "w")).run(client=client)
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_csv_export_with_partitions(tmp_path, client):
+    d = inputs(tmp_path)
+    out = tmp_path / "export"
+    Pipeline(Files(str(d / "*.csv")), CsvSink(str(out), partition_by=["region"]), batching=ByCount(2), workdir=str(tmp_path / "w")).run(client=client)
+    eu = pd.concat(pd.read_csv(f) for f in sorted((out / "region=eu").glob("*.csv")))
+    assert len(eu) == 20 and "region" not in eu.columns
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["region=eu", "region=us"]

@@ -1,0 +1,75 @@
+"""The files source: formats, globs, fsspec URLs, compression, batching by size and count."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dbatch import ByCount, BySize, Files, ParquetSink, Pipeline
+from dbatch.errors import JobSpecError, SourceError
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    pd.DataFrame({"id": [1, 2], "x": [0.5, 1.5]}).to_csv(d / "a.csv", index=False)
+    pq.write_table(pa.table({"id": [3, 4], "x": [2.5, 3.5]}), d / "b.parquet")
+    (d / "c.jsonl").write_text("\n".join(json.dumps({"id": i, "x": i + 0.5}) for i in (5, 6)) + "\n")
+    with gzip.open(d / "d.csv.gz", "wt") as f:
+        f.write("id,x\n7,7.5\n8,8.5\n")
+    return d
+
+
+def test_reads_csv_parquet_jsonl_and_gzip_with_one_schema(mixed, tmp_path, client):
+    p = Pipeline(
+        Files([str(mixed / "*.csv"), str(mixed / "*.parquet"), str(mixed / "*.jsonl"), str(mixed / "*.csv.gz")], schema={"id": "int64", "x": "float64"}),
+        ParquetSink(str(tmp_path / "out")),
+        batching=ByCount(2),
+        workdir=str(tmp_path / "w"),
+    )
+    assert p.plan().n_units == 4
+    result = p.run(client=client)
+    assert result.ok and result.rows_out == 8 and result.rows_quarantined == 0
+    frame = pd.read_parquet(tmp_path / "out").sort_values("id")
+    assert frame["id"].tolist() == list(range(1, 9))
+    assert str(frame["id"].dtype) == "int64"
+
+
+def test_fsspec_file_urls_and_source_column(mixed, tmp_path):
+    src = Files(f"file://{mixed}/*.csv", schema={"id": "int64", "x": "float64"}, source_column="_file")
+    p = Pipeline(src, ParquetSink(str(tmp_path / "out")), workdir=str(tmp_path / "w"))
+    frame = p.preview()
+    assert frame["_file"].str.endswith("a.csv").all()
+
+
+def test_batching_by_size_and_count(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(10):
+        (d / f"{i:02d}.csv").write_text("a\n" + "1\n" * 100)
+    size = (d / "00.csv").stat().st_size
+    by_size = Pipeline(Files(str(d / "*.csv")), ParquetSink(str(tmp_path / "o")), batching=BySize(size * 3)).plan()
+    assert [len(b.units) for b in by_size] == [3, 3, 3, 1]
+    by_count = Pipeline(Files(str(d / "*.csv")), ParquetSink(str(tmp_path / "o")), batching=ByCount(4)).plan()
+    assert [len(b.units) for b in by_count] == [4, 4, 2]
+
+
+def test_missing_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        Files(str(tmp_path / "nope.csv")).list_units()
+    with pytest.raises(SourceError, match="no input files match"):
+        Files(str(tmp_path / "*.csv")).list_units()
+    with pytest.raises(JobSpecError, match="unknown file format"):
+        Files("x", format="xlsx")
+
+
+def test_credentials_are_redacted_in_errors(tmp_path):
+    with pytest.raises(SourceError) as e:
+        Files("s3://AKIAEXAMPLE:s3cret@bucket/landing/*.csv").list_units()
+    assert "s3cret" not in str(e.value)
