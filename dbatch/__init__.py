@@ -16,9 +16,12 @@ from .errors import (
 from .ledger import Ledger
 from .monitor.result import RunResult
 from .pipeline import Pipeline
-from .sinks import CsvSink, ParquetSink
-from .sources import Files
-from .steps import Aggregate, Derive, Enrich, Filter, Map, Sql
+from .sinks import CsvSink, ParquetSink, ReportSink, SqlSink
+from .sinks.zarr import NetCDFSink, ZarrSink
+from .sources import Files, HttpSource, SqlSource
+from .sources.xarray import NetCDFSource, ZarrSource
+from .steps import Aggregate, Derive, Enrich, Filter, Map, Predict, Sql
+from .steps.xarray import Anomaly, ConvertUnits, Resample, XarrayMap
 
 __version__ = "0.1.0"
 
@@ -30,7 +33,19 @@ __all__ = [
     "Event",
     "RunResult",
     "Files",
+    "SqlSource",
+    "HttpSource",
+    "SqlSink",
+    "NetCDFSource",
+    "ZarrSource",
+    "ZarrSink",
+    "NetCDFSink",
+    "XarrayMap",
+    "Resample",
+    "Anomaly",
+    "ConvertUnits",
     "ParquetSink",
+    "ReportSink",
     "CsvSink",
     "Map",
     "Filter",
@@ -38,6 +53,7 @@ __all__ = [
     "Sql",
     "Enrich",
     "Aggregate",
+    "Predict",
     "BySize",
     "ByCount",
     "ByWindow",

@@ -27,15 +27,16 @@ def _load(job_path: str):
         _fail(e)
 
 
-def _client(job, scheduler: str | None, workers: int | None, insecure: bool):
-    """None lets the runner start (and close) a LocalCluster; an address connects there."""
+def _client(job, scheduler: str | None, insecure: bool, show_link: bool):
+    """A client for ``--scheduler`` (or the job's ``cluster.scheduler``), else None.
+
+    None lets the runner start a LocalCluster only when there is work, and close it.
+    """
     from .cluster import connect
 
     address = scheduler or job.cluster.get("scheduler")
     if address:
-        return connect(address, insecure=insecure, show_link=False)
-    if workers or job.cluster.get("workers"):
-        return connect(None, n_workers=workers or int(job.cluster["workers"]), show_link=False)
+        return connect(address, insecure=insecure, show_link=show_link)
     return None
 
 
@@ -50,7 +51,12 @@ def _emit(result, as_json: bool) -> None:
 _scheduler = click.option(
     "--scheduler", default=None, help="Dask scheduler address or scheduler file."
 )
-_workers = click.option("--workers", type=int, default=None, help="Workers of the LocalCluster.")
+_workers = click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes of the LocalCluster started for the run (without --scheduler).",
+)
 _json = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 _insecure = click.option("--insecure", is_flag=True, help="Allow a non-TLS non-loopback scheduler.")
 
@@ -61,18 +67,27 @@ def main() -> None:
     """Batch jobs on Dask: planned batches, exactly-once output, resume, quarantine."""
 
 
-def _run(job_path, scheduler, workers, as_json, insecure, **options):
+def _run(job_path, scheduler, workers, as_json, insecure, progress=None, **options):
+    import dask.config
+
     job = _load(job_path)
+    n_workers = workers or job.cluster.get("workers")
+    local = {"dbatch.cluster.n-workers": int(n_workers)} if n_workers else {}
+    client = None
     try:
-        client = _client(job, scheduler, workers, insecure)
-        result = job.pipeline.run(
-            client=client,
-            progress=None if not as_json else False,
-            params={"job_file": str(Path(job_path).resolve())},
-            **options,
-        )
+        client = _client(job, scheduler, insecure, show_link=not as_json)
+        with job.inputs_checked(), dask.config.set(local):
+            result = job.pipeline.run(
+                client=client,
+                progress=False if as_json else progress,
+                params={"job_file": str(Path(job_path).resolve())},
+                **options,
+            )
     except DBatchError as e:
         _fail(e)
+    finally:
+        if client is not None:
+            client.close()
     _emit(result, as_json)
 
 
@@ -127,7 +142,7 @@ def plan(job_path, as_json):
     """Show the batches a job consists of (no cluster needed)."""
     job = _load(job_path)
     try:
-        p = job.pipeline.plan()
+        p = job.plan()
     except DBatchError as e:
         _fail(e)
     if as_json:
@@ -218,8 +233,10 @@ def unlock(job_path):
 @click.option(
     "--dir", "directory", default="dbatch-demo", show_default=True, help="Where to write it."
 )
-@click.option("--days", default=5, show_default=True)
-@click.option("--rows-per-file", default=20_000, show_default=True)
+@click.option("--days", default=5, show_default=True, help="Days of transaction files.")
+@click.option(
+    "--rows-per-file", default=20_000, show_default=True, help="Transactions per branch and day."
+)
 @_scheduler
 @_workers
 @_json
@@ -235,7 +252,7 @@ def demo(directory, days, rows_per_file, scheduler, workers, as_json):
             f"wrote {info['files']} files, {info['rows']:,} transactions "
             f"({info['damaged_rows']} damaged on purpose) and {job_path}"
         )
-    _run(str(job_path), scheduler, workers, as_json, False)
+    _run(str(job_path), scheduler, workers, as_json, False, progress=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

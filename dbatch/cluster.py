@@ -32,8 +32,8 @@ def is_loopback_address(address: str) -> bool:
 
 
 def _check_security(address: str, security: Any, insecure: bool) -> None:
-    if is_loopback_address(address) or address.startswith("tls://"):
-        return
+    if address.startswith(("tls://", "inproc://")) or is_loopback_address(address):
+        return  # inproc: a cluster inside this process, no network at all
     if insecure or config.get("cluster.allow-insecure"):
         log.warning(
             "dbatch: connecting to %s without TLS; anyone on the network can run code on "
@@ -81,8 +81,10 @@ def connect(
             return get_client()
         except ValueError:
             pass
-        target = os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get(
-            "scheduler-address", default=None
+        target = (
+            os.environ.get("DASK_SCHEDULER_ADDRESS")
+            or dask.config.get("scheduler-address", default=None)
+            or None  # an empty setting means: not set
         )
     if target is None:
         client = _local_client(n_workers, threads_per_worker)
@@ -113,8 +115,13 @@ def _local_client(n_workers: int | None, threads: int | None):
     from distributed import Client, LocalCluster
 
     host = config.get("cluster.host")
+    # One task per worker thread at a time: when a worker dies, only the batches it was
+    # really running count that death, so an innocent batch queued behind is not quarantined.
     with dask.config.set(
-        {"distributed.scheduler.allowed-failures": int(config.get("retry.worker-deaths"))}
+        {
+            "distributed.scheduler.allowed-failures": int(config.get("retry.worker-deaths")),
+            "distributed.scheduler.worker-saturation": 1.0,
+        }
     ):
         cluster = LocalCluster(
             n_workers=int(n_workers or config.get("cluster.n-workers")),

@@ -22,18 +22,29 @@ if TYPE_CHECKING:
 __all__ = ["process_batch", "run_steps", "reduce_bucket", "count_rows"]
 
 
-def count_rows(data: Any) -> int:
+def count_rows(data: Any, dim: str | None = None) -> int:
     if isinstance(data, pa.Table):
         return data.num_rows
     if hasattr(data, "sizes"):  # an xarray Dataset: rows are points along the batch dimension
+        if dim is not None and dim in data.sizes:
+            return int(data.sizes[dim])
         dims = list(data.sizes.values())
         return int(dims[0]) if dims else 0
     return len(data)
 
 
-def run_steps(pipeline: Pipeline, batch: Batch, ctx: BatchContext) -> Any:
+def run_steps(
+    pipeline: Pipeline, batch: Batch, ctx: BatchContext, keep: list[str] | None = None
+) -> Any:
+    """Load the batch and apply the steps; consecutive SQL steps run as one query.
+
+    ``keep``: the only columns the caller reads afterwards (the aggregate's), so
+    that a final SQL step hands back just those.
+    """
+    from .steps.fusion import fuse
+
     data = pipeline.source.load(batch, ctx)
-    for step in pipeline.steps:
+    for step in fuse(pipeline.steps, keep=keep):
         data = step.apply(data, ctx)
     return data
 
@@ -56,8 +67,9 @@ def process_batch(
     ctx = BatchContext(batch=batch, run_id=run_id, mode=pipeline.bad_input, shared=shared)
     if fault is not None:
         fault(batch, attempt)
-    data = run_steps(pipeline, batch, ctx)
-    rows_out = count_rows(data)
+    keep = pipeline.aggregate.input_columns() if pipeline.aggregate is not None else None
+    data = run_steps(pipeline, batch, ctx, keep=keep)
+    rows_out = count_rows(data, getattr(pipeline.source, "dim", None))
     bad = ctx.rows_quarantined
     if ctx.rows_in and bad / ctx.rows_in > pipeline.max_bad_fraction:
         raise BadInputError(

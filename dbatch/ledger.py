@@ -76,6 +76,11 @@ locks = sa.Table(
 )
 
 
+#: Locks this process holds, as (ledger URL, job) -> run id: a lock row with our own
+#: pid is live while it is listed here (another thread's run), stale otherwise.
+_HELD: dict[tuple[str, str], str] = {}
+
+
 @dataclass(frozen=True)
 class BatchRecord:
     batch_id: str
@@ -147,10 +152,13 @@ class Ledger:
                 raise RunLockedError(
                     f"job {job!r} was started by another process just now"
                 ) from None
+        _HELD[(self.url, job)] = run_id
 
     def _stale(self, row, now: float) -> bool:
         if row["host"] == socket.gethostname():
-            return not _pid_alive(row["pid"]) or row["pid"] == os.getpid()
+            if row["pid"] == os.getpid():
+                return _HELD.get((self.url, row["job"])) != row["run_id"]
+            return not _pid_alive(row["pid"])
         return now - row["heartbeat"] > self.stale_after
 
     def heartbeat(self, job: str, run_id: str) -> None:
@@ -167,6 +175,8 @@ class Ledger:
             if run_id is not None:
                 q = q.where(locks.c.run_id == run_id)
             con.execute(q)
+        if run_id is None or _HELD.get((self.url, job)) == run_id:
+            _HELD.pop((self.url, job), None)
 
     # -- reading ------------------------------------------------------------------
 

@@ -120,9 +120,14 @@ class Pipeline:
     # -- the three verbs ------------------------------------------------------------
 
     def plan(self) -> Plan:
-        """The batches this pipeline consists of (no cluster needed)."""
+        """The batches this pipeline consists of (no cluster needed).
+
+        An empty input is an error, except for an incremental source with nothing
+        new since the last committed watermark: that plan is empty and its run
+        does nothing.
+        """
         units = self.source.list_units()
-        if not units:
+        if not units and not getattr(self.source, "incremental", False):
             raise SourceError(f"{self.source.describe()}: no input; nothing to plan")
         batches = make_batches(units, self.batching, salt=self.definition_token)
         return Plan(

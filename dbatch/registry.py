@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import inspect
+import re
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from .errors import JobSpecError
 
-__all__ = ["SOURCES", "SINKS", "STEPS", "build", "import_object", "register"]
+__all__ = ["SOURCES", "SINKS", "STEPS", "build", "did_you_mean", "import_object", "register"]
 
 SOURCES: dict[str, str] = {
     "files": "dbatch.sources.files:Files",
@@ -38,13 +40,16 @@ STEPS: dict[str, str] = {
     "enrich": "dbatch.steps.enrich:Enrich",
     "predict": "dbatch.steps.predict:Predict",
     "xarray": "dbatch.steps.xarray:XarrayMap",
+    "resample": "dbatch.steps.xarray:Resample",
+    "anomaly": "dbatch.steps.xarray:Anomaly",
+    "convert_units": "dbatch.steps.xarray:ConvertUnits",
 }
 _GROUPS = {
     "source": ("dbatch.sources", SOURCES),
     "sink": ("dbatch.sinks", SINKS),
     "step": ("dbatch.steps", STEPS),
 }
-PATH_KEYS = {"path", "lookup", "model", "paths"}
+PATH_KEYS = {"path", "lookup", "model", "paths", "climatology"}
 
 
 def register(kind: str, name: str, target: str) -> None:
@@ -117,7 +122,9 @@ def build(
     unknown = [k for k in options if k not in params]
     if unknown:
         raise JobSpecError(
-            f"unknown key(s) {unknown}; allowed: {sorted(params)}", key=key, file=file
+            f"unknown key(s) {unknown}{did_you_mean(unknown, params)}; allowed: {sorted(params)}",
+            key=key,
+            file=file,
         )
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
     missing = [n for n in required if n not in options]
@@ -134,10 +141,32 @@ def build(
         return cls(**kwargs)
     except JobSpecError as e:
         if e.file is None:
-            raise JobSpecError(str(e), file=file) from None
+            message = str(e).removeprefix(f"key '{e.key}': ") if e.key else str(e)
+            raise JobSpecError(message, key=_nested_key(key, e.key), file=file) from None
         raise
     except (TypeError, ValueError) as e:
         raise JobSpecError(str(e), key=key, file=file) from None
+
+
+def did_you_mean(unknown: Sequence[str], allowed: Iterable[str]) -> str:
+    """``" (did you mean 'source'?)"`` for a near miss, else an empty string."""
+    allowed = [str(a) for a in allowed]
+    hints = [m for u in unknown for m in difflib.get_close_matches(str(u), allowed, n=1)]
+    return f" (did you mean {', '.join(map(repr, hints))}?)" if hints else ""
+
+
+def _nested_key(outer: str, inner: str | None) -> str:
+    """Place a component's own key (``steps.enrich.lookup``) under where it sits in the file."""
+    if not inner:
+        return outer
+    if inner == outer or inner.startswith(outer + "."):
+        return inner
+    generic = re.sub(r"\[\d+\]", "", outer)  # steps[2].enrich -> steps.enrich
+    if inner == generic or inner.startswith(generic + "."):
+        return outer + inner[len(generic) :]
+    if inner.split(".")[0] in ("source", "sink", "steps", "aggregate", "batching"):
+        return inner
+    return f"{outer}.{inner}"
 
 
 def _parameters(cls) -> dict[str, inspect.Parameter]:
@@ -181,8 +210,10 @@ def _check_type(value: Any, hint: Any, *, key: str, file: str | None) -> None:
     expected = []
     for opt in options:
         origin = typing.get_origin(opt) or opt
-        if opt is Any or opt is type(None) and value is None:
+        if opt is Any:
             return
+        if opt is type(None):
+            continue  # value is not None here (checked above)
         if origin in _SIMPLE:
             expected.append(_SIMPLE[origin])
             if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -7,7 +7,6 @@ import logging
 import os
 import random
 import shutil
-import signal
 import time
 import traceback
 import uuid
@@ -20,6 +19,7 @@ from . import config
 from .core import Batch, BatchResult, Event, Plan, QuarantinedFile
 from .errors import RunFailedError, is_transient
 from .execute import process_batch, reduce_bucket
+from .faults import crash_point as _crash_point
 from .ledger import Ledger
 from .monitor.result import RunResult, RunSummary
 from .pipeline import Pipeline
@@ -66,20 +66,6 @@ class _Work:
         if parent.exists():
             for p in parent.iterdir():
                 shutil.rmtree(p, ignore_errors=True)
-
-
-def _crash_point(name: str) -> None:
-    """Fault-injection point for the driver-kill tests (``DBATCH_CRASH_AT=name:count``)."""
-    spec = os.environ.get("DBATCH_CRASH_AT")
-    if not spec or not spec.startswith(name + ":"):
-        return
-    counter = _crash_counts.get(name, 0) + 1
-    _crash_counts[name] = counter
-    if counter >= int(spec.split(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_crash_counts: dict[str, int] = {}
 
 
 def run(
@@ -166,6 +152,9 @@ def run(
         if up_to_date:
             summary.published = True
             summary.output_rows = _published_rows(pipeline)
+            # The driver may have died between publishing and gathering the quarantine.
+            committed = [b for b in plan if summary.state.get(b.id) == "committed"]
+            _write_quarantine(pipeline, committed, [work.batch_dir(b) for b in committed], work)
         elif summary.failed == 0 and summary.publishable:
             _publish(pipeline, plan, client, work, bus, run_id, summary)
         status = summary.status()
@@ -350,23 +339,45 @@ def _warm(client) -> None:
         connection()
         return True
 
-    client.run(_imports)
+    # Only a speed-up: a worker that dies or restarts meanwhile imports them in its first task.
+    client.run(_imports, on_error="ignore")
+
+
+def _scatter(client, obj: Any):
+    """Broadcast ``obj`` to every worker; a worker dying during the broadcast is retried."""
+    for attempt in range(1, 4):
+        try:
+            [future] = client.scatter([obj], broadcast=True, hash=False)
+            return future
+        except OSError:
+            if attempt == 3:
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _execute(
     pipeline, todo, client, work: _Work, bus, run_id, retry: RetryPolicy, fault, ledger
 ) -> None:
+    from concurrent.futures import CancelledError
+
     from distributed import wait
     from distributed.scheduler import KilledWorker
 
     run_pipeline = pipeline.replace(buckets_for_run=_buckets(pipeline, client, work))
     work.staging.mkdir(parents=True, exist_ok=True)
     _warm(client)
-    shared = {
-        obj.token: client.scatter(obj.obj, broadcast=True, hash=False)
-        for obj in run_pipeline.shared_objects()
-    }
-    [pipeline_future] = client.scatter([run_pipeline], broadcast=True, hash=False)
+    shared = {obj.token: _scatter(client, obj.obj) for obj in run_pipeline.shared_objects()}
+    pipeline_future = _scatter(client, run_pipeline)
+
+    def rescatter_lost() -> None:
+        """Scattered data dies with the workers holding it and Dask cannot recompute it."""
+        nonlocal pipeline_future
+        if pipeline_future.status != "finished":
+            pipeline_future = _scatter(client, run_pipeline)
+        for obj in run_pipeline.shared_objects():
+            if shared[obj.token].status != "finished":
+                shared[obj.token] = _scatter(client, obj.obj)
 
     attempts: dict[str, int] = {}
     running: dict[Any, Batch] = {}
@@ -376,6 +387,7 @@ def _execute(
     def submit(batch: Batch) -> None:
         attempts[batch.id] = attempts.get(batch.id, 0) + 1
         n = attempts[batch.id]
+        rescatter_lost()
         bus.emit(
             Event(
                 "batch_started",
@@ -417,7 +429,7 @@ def _execute(
         timeout = max(0.05, min((t for t, _ in waiting), default=now + 1.0) - now)
         try:
             done, _ = wait(list(running), timeout=timeout, return_when="FIRST_COMPLETED")
-        except TimeoutError:
+        except (TimeoutError, CancelledError):  # cancelled: handled one by one below
             done = [f for f in running if f.done()]
         if time.time() - last_beat > 30:
             ledger.heartbeat(pipeline.name, run_id)
@@ -425,12 +437,17 @@ def _execute(
         for fut in done:
             batch = running.pop(fut)
             n = attempts[batch.id]
-            if fut.status == "finished":
-                result: BatchResult = fut.result()
-                fut.release()
-                _commit(pipeline, batch, result, work, bus, run_id, n)
-                continue
-            exc = fut.exception()
+            exc: BaseException | None
+            try:
+                if fut.status == "finished":
+                    result: BatchResult = fut.result()
+                    fut.release()
+                    _commit(pipeline, batch, result, work, bus, run_id, n)
+                    continue
+                exc = fut.exception() or CancelledError(f"task {fut.key} was {fut.status}")
+            except CancelledError as cancelled:  # its inputs were lost with a worker
+                exc = cancelled
+            lost = isinstance(exc, CancelledError) and not stop
             tb = "".join(traceback.format_exception(exc)) if exc else ""
             fut.release()
             if isinstance(exc, KilledWorker):
@@ -448,7 +465,7 @@ def _execute(
                         "memory, then run `dbatch replay`.",
                     )
                 )
-            elif is_transient(exc) and n < retry.attempts and not stop:
+            elif (is_transient(exc) or lost) and n < retry.attempts and not stop:
                 delay = retry.delay(n, exc)
                 bus.emit(
                     Event(
@@ -460,17 +477,20 @@ def _execute(
                             "attempt": n,
                             "delay": delay,
                             "error_class": type(exc).__name__,
-                            "error_message": _short(exc),
+                            "error_message": "its input data was lost with a worker"
+                            if lost
+                            else _short(exc),
                         },
                     )
                 )
                 waiting.append((time.time() + delay, batch))
             else:
-                why = (
-                    f"transient error persisted after {n} attempts"
-                    if is_transient(exc)
-                    else "deterministic error (not retried)"
-                )
+                if stop and isinstance(exc, CancelledError):
+                    why = "cancelled: fail_fast"
+                elif is_transient(exc) or lost:
+                    why = f"transient error persisted after {n} attempts"
+                else:
+                    why = "deterministic error (not retried)"
                 ev = _fail_event("batch_failed", pipeline, batch, run_id, n, exc, why)
                 ev.data["traceback"] = tb[-4000:]
                 bus.emit(ev)
@@ -579,15 +599,41 @@ def _publish(pipeline, plan: Plan, client, work: _Work, bus, run_id, summary: Ru
 
 
 def _write_quarantine(pipeline, committed, dirs, work: _Work) -> None:
-    """Gather every committed batch's quarantined rows into one table for inspection."""
+    """Gather every committed batch's quarantined rows and files into one table for inspection.
+
+    A quarantined file is one row with an empty ``line`` and no ``raw`` text. Written
+    next to the work area with a rename, from committed batches only, so each bad row
+    or file appears exactly once, however often batches were retried or replayed.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = [
-        pq.read_table(d / "_quarantine.parquet")
-        for d in dirs
-        if (d / "_quarantine.parquet").exists()
-    ]
+    from .context import QUARANTINE_SCHEMA
+
+    schema = QUARANTINE_SCHEMA.append(pa.field("batch_id", pa.string())).append(
+        pa.field("run_id", pa.string())
+    )
+    tables = []
+    for batch, d in zip(committed, dirs, strict=True):
+        if (d / "_quarantine.parquet").exists():
+            tables.append(pq.read_table(d / "_quarantine.parquet").select(schema.names).cast(schema))
+        files = _read_result(d).files_quarantined if pipeline.bad_input != "drop" else []
+        if files:
+            run_of = Path(_read_result(d).staging).parent.name
+            tables.append(
+                pa.table(
+                    {
+                        "source": [f.key for f in files],
+                        "line": [None] * len(files),
+                        "kind": [f.kind for f in files],
+                        "reason": [f.message for f in files],
+                        "raw": [None] * len(files),
+                        "batch_id": [batch.id] * len(files),
+                        "run_id": [run_of] * len(files),
+                    },
+                    schema=schema,
+                )
+            )
     target = work.root / "quarantine.parquet"
     if not tables:
         target.unlink(missing_ok=True)

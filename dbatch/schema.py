@@ -165,24 +165,34 @@ class Schema:
     def check_constraints(
         self, table: pa.Table, ctx: BatchContext, source: str, raw_of: RawText, lines: pa.Array
     ) -> pa.Table:
-        """Quarantine rows that break not_null, min/max, allowed or unique."""
+        """Quarantine rows that break not_null, min/max, allowed or unique.
+
+        Each row is quarantined once, with the kind of its first broken rule
+        (``not_null``, ``range``, ``allowed``, ``unique``). ``unique`` holds within
+        one call, that is within one file.
+        """
         if table.num_rows == 0:
             return table
-        reasons: dict[int, str] = {}
+        reasons: dict[int, tuple[str, str]] = {}
         for col in self.columns:
             arr = table.column(col.name)
             checks = []
             if col.not_null:
-                checks.append((pc.is_null(arr), f"column '{col.name}' is null"))
+                checks.append((pc.is_null(arr), f"column '{col.name}' is null", "not_null"))
             if col.min is not None:
                 checks.append(
-                    (pc.fill_null(pc.less(arr, col.min), False), f"column '{col.name}' < {col.min}")
+                    (
+                        pc.fill_null(pc.less(arr, col.min), False),
+                        f"column '{col.name}' < {col.min}",
+                        "range",
+                    )
                 )
             if col.max is not None:
                 checks.append(
                     (
                         pc.fill_null(pc.greater(arr, col.max), False),
                         f"column '{col.name}' > {col.max}",
+                        "range",
                     )
                 )
             if col.allowed is not None:
@@ -191,20 +201,39 @@ class Schema:
                     (
                         pc.and_(pc.invert(inside), pc.is_valid(arr)),
                         f"column '{col.name}' not in {list(col.allowed)}",
+                        "allowed",
                     )
                 )
             if col.unique:
-                checks.append((_duplicated(arr), f"column '{col.name}' repeats an earlier value"))
-            for mask, why in checks:
-                for i in pc.indices_nonzero(mask).to_pylist():
-                    reasons.setdefault(i, why + f" (value {arr[i].as_py()!r})")
+                checks.append(
+                    (_duplicated(arr), f"column '{col.name}' repeats an earlier value", "unique")
+                )
+            for mask, why, kind in checks:
+                hits = pc.indices_nonzero(mask)
+                if len(hits) == 0:
+                    continue
+                values = arr.take(hits).to_pylist()
+                for i, value in zip(hits.to_pylist(), values, strict=True):
+                    reasons.setdefault(i, (kind, why + f" (value {value!r})"))
         if not reasons:
             return table
+        import numpy as np
+
         idx = sorted(reasons)
         where = lines.take(idx).to_pylist()
-        ctx.quarantine_rows(source, "constraint", [reasons[i] for i in idx], raw_of(where), where)
-        keep = pc.invert(pc.is_in(pa.array(range(table.num_rows)), value_set=pa.array(idx)))
-        return table.filter(keep)
+        raw = raw_of(where)
+        for kind in dict.fromkeys(reasons[i][0] for i in idx):
+            mine = [j for j, i in enumerate(idx) if reasons[i][0] == kind]
+            ctx.quarantine_rows(
+                source,
+                kind,
+                [reasons[idx[j]][1] for j in mine],
+                [raw[j] for j in mine],
+                [where[j] for j in mine],
+            )
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[idx] = False
+        return table.filter(pa.array(keep))
 
 
 def _cast(arr: pa.Array, to: pa.DataType) -> pa.Array:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import config
 from .batching import ByCount, BySize, ByThreshold, ByWindow
-from .errors import JobSpecError
+from .core import Plan
+from .errors import JobSpecError, SourceError
 from .pipeline import Pipeline
-from .registry import build, import_object, resolve_class
+from .registry import build, did_you_mean, import_object, resolve_class
 from .steps.aggregate import Aggregate
 from .steps.base import Derive, Filter, Map, Sql
 
@@ -21,7 +26,24 @@ __all__ = ["load_job", "JobFile", "pipeline_from_dict", "safe_load"]
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loading, with YAML 1.2 booleans: only true/false, so `on:` stays a key."""
+    """Safe loading, with YAML 1.2 booleans: only true/false, so `on:` stays a key.
+
+    A key given twice in one mapping is an error, not a silent overwrite.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise JobSpecError(
+                    f"given twice in one mapping (lines {seen[key]} and {line}); keep one",
+                    key=str(key),
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -30,7 +52,7 @@ _Loader.yaml_implicit_resolvers = {
 }
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool",
-    __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
 )
 
@@ -56,9 +78,18 @@ TOP_KEYS = {
 }
 
 
+CLUSTER_KEYS = {"scheduler": "an address or a scheduler file", "workers": "a whole number"}
+
+
 @dataclass(frozen=True)
 class JobFile:
-    """A loaded job file: the pipeline and the run options around it."""
+    """A loaded job file: the pipeline and the run options around it.
+
+    Examples
+    --------
+    >>> job = load_job("job.yaml")  # doctest: +SKIP
+    >>> job.plan()  # doctest: +SKIP
+    """
 
     path: Path
     pipeline: Pipeline
@@ -66,23 +97,54 @@ class JobFile:
     schedule: Mapping[str, Any] | None
     raw: Mapping[str, Any]
 
+    @property
+    def source_key(self) -> str:
+        """The key that names the input: ``source.path`` for files, else ``source``."""
+        source = self.raw.get("source")
+        return "source.path" if isinstance(source, Mapping) and "path" in source else "source"
+
+    @contextmanager
+    def inputs_checked(self) -> Iterator[None]:
+        """Re-raise a missing or empty input with the job file and the key that names it."""
+        try:
+            yield
+        except SourceError as e:
+            raise SourceError(f"{self.path}: key '{self.source_key}': {e}") from e
+
+    def plan(self) -> Plan:
+        """The job's batches; a missing or empty input names the file and ``source.path``."""
+        with self.inputs_checked():
+            return self.pipeline.plan()
+
 
 def load_job(path: str | Path) -> JobFile:
     """Read ``path`` with ``yaml.safe_load`` and build its pipeline.
 
     Relative paths inside the file are taken from the file's folder, which is
     also put on ``sys.path`` so ``map: {function: mymodule:clean}`` finds a
-    module that sits next to the job file.
+    module that sits next to the job file. Everything is checked before
+    anything runs; a wrong file raises ``JobSpecError`` naming the file and key.
+
+    Examples
+    --------
+    >>> job = load_job("dbatch-demo/job.yaml")  # doctest: +SKIP
+    >>> job.pipeline.run()  # doctest: +SKIP
     """
     path = Path(path)
     if not path.exists():
         raise JobSpecError(f"job file {str(path)!r} does not exist")
     try:
         raw = safe_load(path.read_text())
+    except JobSpecError as e:
+        raise JobSpecError(str(e), file=str(path)) from None
     except yaml.YAMLError as e:
-        raise JobSpecError(f"not valid YAML: {e}", file=str(path)) from None
+        raise JobSpecError(_yaml_problem(e), file=str(path)) from None
     if not isinstance(raw, Mapping):
-        raise JobSpecError("a job file is a mapping with source, steps and sink", file=str(path))
+        raise JobSpecError(
+            "expected a mapping with at least source and sink (see docs/job-files.md), "
+            f"got {type(raw).__name__}",
+            file=str(path),
+        )
     base = path.resolve().parent
     if str(base) not in sys.path:
         sys.path.insert(0, str(base))
@@ -90,53 +152,104 @@ def load_job(path: str | Path) -> JobFile:
     return JobFile(
         path=path,
         pipeline=pipeline,
-        cluster=raw.get("cluster") or {},
+        cluster=_cluster(raw.get("cluster"), str(path), base),
         schedule=raw.get("schedule"),
         raw=raw,
     )
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(e, "problem", None) or str(e)
+    context = getattr(e, "context", None)
+    what = f"{context}, {problem}" if context else problem
+    return f"not valid YAML{where}: {what}; check the indentation, quotes and brackets there"
+
+
+def _cluster(value: Any, file: str, base_dir: Path) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise JobSpecError(
+            "expected a mapping such as {scheduler: tls://host:8786} or {workers: 4}",
+            key="cluster",
+            file=file,
+        )
+    unknown = sorted(map(str, set(value) - set(CLUSTER_KEYS)))
+    if unknown:
+        raise JobSpecError(
+            f"unknown key(s) {unknown}; allowed: {sorted(CLUSTER_KEYS)}", key="cluster", file=file
+        )
+    if "scheduler" in value and not isinstance(value["scheduler"], str):
+        raise JobSpecError(
+            f"expected {CLUSTER_KEYS['scheduler']}, got {value['scheduler']!r}",
+            key="cluster.scheduler",
+            file=file,
+        )
+    workers = value.get("workers")
+    if "workers" in value and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
+    ):
+        raise JobSpecError(
+            f"expected a positive whole number, got {workers!r}", key="cluster.workers", file=file
+        )
+    out = dict(value)
+    scheduler = out.get("scheduler")
+    if scheduler and "://" not in scheduler and scheduler.endswith(".json"):
+        out["scheduler"] = str(base_dir / Path(scheduler).expanduser())  # a scheduler file
+    return out
+
+
 def pipeline_from_dict(
     raw: Mapping[str, Any], *, file: str | None = None, base_dir: Path | None = None
 ) -> Pipeline:
-    unknown = sorted(set(raw) - TOP_KEYS)
+    """Build a Pipeline from a job file's mapping; ``file`` names it in error messages.
+
+    Relative paths are taken from ``base_dir`` (the job file's folder) when given.
+
+    Examples
+    --------
+    >>> p = pipeline_from_dict(
+    ...     {"source": {"type": "files", "path": "in/*.csv"},
+    ...      "sink": {"type": "parquet", "path": "out"}, "batching": {"count": 4}}
+    ... )
+    >>> p.batching
+    ByCount(count=4)
+    """
+    unknown = sorted(map(str, set(raw) - TOP_KEYS))
     if unknown:
         raise JobSpecError(
-            f"unknown top-level key(s) {unknown}; allowed: {sorted(TOP_KEYS)}", file=file
+            f"unknown top-level key(s) {unknown}{did_you_mean(unknown, TOP_KEYS)}; "
+            f"allowed: {sorted(TOP_KEYS)}",
+            file=file,
         )
-    for required in ("source", "sink"):
+    for required, example in (
+        ("source", "{type: files, path: landing/*.csv}"),
+        ("sink", "{type: parquet, path: out/result}"),
+    ):
         if required not in raw:
-            raise JobSpecError(f"missing required key '{required}'", file=file)
+            raise JobSpecError(
+                f"missing required key '{required}'; add, for example, {required}: {example}",
+                file=file,
+            )
     name = raw.get("name") or (Path(file).stem if file else "job")
     if not isinstance(name, str):
-        raise JobSpecError("expected a string", key="name", file=file)
+        raise JobSpecError(
+            f"expected a string of letters, digits, '-', '_' and '.', got {name!r}",
+            key="name",
+            file=file,
+        )
+    for key in ("description", "workdir"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise JobSpecError(f"expected a string, got {raw[key]!r}", key=key, file=file)
     source = _component("source", raw["source"], file, base_dir)
     sink = _component("sink", raw["sink"], file, base_dir)
     steps = [
         _step(i, s, file, base_dir)
         for i, s in enumerate(_list(raw.get("steps") or [], "steps", file))
     ]
-    bad = raw.get("bad_input") or {}
-    if isinstance(bad, str):
-        bad = {"mode": bad}
-    if not isinstance(bad, Mapping) or set(bad) - {"mode", "max_bad_fraction"}:
-        raise JobSpecError(
-            "expected {mode: quarantine|drop|fail_fast, max_bad_fraction: 0..1}",
-            key="bad_input",
-            file=file,
-        )
-    options: dict[str, Any] = {}
-    if "mode" in bad:
-        options["bad_input"] = bad["mode"]
-    if "max_bad_fraction" in bad:
-        v = bad["max_bad_fraction"]
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise JobSpecError(
-                f"expected a number between 0 and 1, got {v!r}",
-                key="bad_input.max_bad_fraction",
-                file=file,
-            )
-        options["max_bad_fraction"] = float(v)
+    options = _bad_input(raw.get("bad_input"), file)
     if raw.get("batching") is not None:
         options["batching"] = _batching(raw["batching"], file)
     if raw.get("aggregate") is not None:
@@ -144,16 +257,61 @@ def pipeline_from_dict(
             Aggregate, raw["aggregate"], key="aggregate", file=file, base_dir=None
         )
     if raw.get("workdir") is not None:
-        wd = Path(str(raw["workdir"]))
+        wd = Path(str(raw["workdir"])).expanduser()
         options["workdir"] = str(wd if wd.is_absolute() or base_dir is None else base_dir / wd)
+    elif base_dir is not None:
+        # The job's work area follows the job file, wherever the command runs from.
+        options["workdir"] = str(config.workdir(base_dir))
     if raw.get("ledger") is not None:
         options["ledger"] = _ledger_url(raw["ledger"], base_dir, file)
-    elif base_dir is not None and "workdir" not in options:
-        options["workdir"] = str(base_dir / ".dbatch")
     try:
         return Pipeline(source=source, sink=sink, steps=steps, name=name, **options)
     except JobSpecError as e:
         raise JobSpecError(str(e), file=file) from None
+
+
+_MODES = ("quarantine", "drop", "fail_fast")
+
+
+def _bad_input(bad: Any, file: str | None) -> dict[str, Any]:
+    """``bad_input: {mode, max_bad_fraction}`` (or just the mode) -> Pipeline options."""
+    if bad is None:
+        return {}
+    if isinstance(bad, str):
+        bad = {"mode": bad}
+    if not isinstance(bad, Mapping):
+        raise JobSpecError(
+            "expected {mode: quarantine|drop|fail_fast, max_bad_fraction: 0..1}, "
+            f"got {type(bad).__name__} {bad!r}",
+            key="bad_input",
+            file=file,
+        )
+    unknown = sorted(map(str, set(bad) - {"mode", "max_bad_fraction"}))
+    if unknown:
+        raise JobSpecError(
+            f"unknown key(s) {unknown}; allowed: ['max_bad_fraction', 'mode']",
+            key="bad_input",
+            file=file,
+        )
+    options: dict[str, Any] = {}
+    if "mode" in bad:
+        if bad["mode"] not in _MODES:
+            raise JobSpecError(
+                f"expected one of {', '.join(_MODES)}, got {bad['mode']!r}",
+                key="bad_input.mode",
+                file=file,
+            )
+        options["bad_input"] = bad["mode"]
+    if "max_bad_fraction" in bad:
+        v = bad["max_bad_fraction"]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+            raise JobSpecError(
+                f"expected a number between 0 and 1, got {v!r}",
+                key="bad_input.max_bad_fraction",
+                file=file,
+            )
+        options["max_bad_fraction"] = float(v)
+    return options
 
 
 def _list(value: Any, key: str, file: str | None) -> list:
@@ -183,6 +341,14 @@ def _step(i: int, spec: Any, file: str | None, base_dir: Path | None) -> Any:
         )
     ((kind, options),) = spec.items()
     key = f"{key}.{kind}"
+    if kind in ("filter", "sql") and not isinstance(options, (str, Mapping)):
+        example = "\"status = 'settled'\"" if kind == "filter" else '"SELECT * FROM batch"'
+        raise JobSpecError(
+            f"expected a SQL {'condition' if kind == 'filter' else 'query'} as a string, "
+            f"such as {example}; got {options!r}",
+            key=key,
+            file=file,
+        )
     if kind == "filter" and isinstance(options, str):
         return Filter(options)
     if kind == "sql" and isinstance(options, str):
@@ -208,7 +374,18 @@ def _step(i: int, spec: Any, file: str | None, base_dir: Path | None) -> Any:
                 f"unknown key(s) {sorted(extra)}; allowed: ['function', 'on']", key=key, file=file
             )
         func = import_object(options["function"], key=f"{key}.function", file=file)
-        return Map(func, on=options.get("on", "pandas"))
+        if not callable(func):
+            raise JobSpecError(
+                f"{options['function']!r} is {type(func).__name__}, not a function; "
+                "name a function that takes the batch and returns new data",
+                key=f"{key}.function",
+                file=file,
+            )
+        func = _ship_by_value(func, base_dir)
+        on = options.get("on", "pandas")
+        if on not in ("pandas", "arrow"):
+            raise JobSpecError(f"expected pandas or arrow, got {on!r}", key=f"{key}.on", file=file)
+        return Map(func, on=on)
     cls = resolve_class("step", str(kind), key=key, file=file)
     if not isinstance(options, Mapping):
         raise JobSpecError("expected a mapping of options", key=key, file=file)
@@ -224,26 +401,108 @@ def _batching(spec: Any, file: str | None):
             file=file,
         )
     ((kind, value),) = spec.items()
-    try:
-        if kind == "size":
-            return BySize(value)
-        if kind == "count":
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise JobSpecError(f"expected a whole number, got {value!r}", key="batching.count")
-            return ByCount(value)
-        if kind == "window":
-            return ByWindow(str(value))
-        if kind == "threshold":
-            if not isinstance(value, Mapping):
-                raise JobSpecError("expected {count: N} or {bytes: SIZE}", key="batching.threshold")
-            return ByThreshold(**value)
-    except JobSpecError as e:
-        raise JobSpecError(str(e), file=file) from None
-    except (TypeError, ValueError) as e:
-        raise JobSpecError(str(e), key=f"batching.{kind}", file=file) from None
+    key = f"batching.{kind}"
+    if kind == "size":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise JobSpecError(
+                f"expected a size such as 64MiB or a number of bytes, got {value!r}",
+                key=key,
+                file=file,
+            )
+        return _batcher(BySize, (value,), key, file, "a size such as 64MiB")
+    if kind == "count":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise JobSpecError(
+                f"expected a whole number of units per batch, such as 8; got {value!r}",
+                key=key,
+                file=file,
+            )
+        return _batcher(ByCount, (value,), key, file, "a positive whole number")
+    if kind == "window":
+        if not isinstance(value, str):
+            raise JobSpecError(
+                f"expected a pandas frequency such as 1D, 6h or MS, got {value!r}",
+                key=key,
+                file=file,
+            )
+        return _batcher(ByWindow, (value,), key, file, "a frequency such as 1D, 6h or MS")
+    if kind == "threshold":
+        if not isinstance(value, Mapping) or set(value) - {"count", "bytes"} or len(value) != 1:
+            raise JobSpecError(
+                f"expected {{count: N}} or {{bytes: SIZE}}, got {value!r}", key=key, file=file
+            )
+        ((which, amount),) = value.items()
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, (int, str))
+            or (which == "count" and not isinstance(amount, int))
+        ):
+            raise JobSpecError(
+                f"expected {'a whole number' if which == 'count' else 'a size such as 1GiB'}, "
+                f"got {amount!r}",
+                key=f"{key}.{which}",
+                file=file,
+            )
+        return _batcher(ByThreshold, (), key, file, "{count: N} or {bytes: SIZE}", **value)
     raise JobSpecError(
-        f"unknown batching {kind!r}; use size, count, window or threshold", key=key, file=file
+        f"unknown batching {kind!r}; use size, count, window or threshold",
+        key="batching",
+        file=file,
     )
+
+
+def _batcher(cls, args: tuple, key: str, file: str | None, expected: str, **kwargs):
+    try:
+        return cls(*args, **kwargs)
+    except JobSpecError as e:
+        raise JobSpecError(str(e).removeprefix(f"key '{e.key}': "), key=key, file=file) from None
+    except (TypeError, ValueError) as e:
+        raise JobSpecError(f"expected {expected}: {e}", key=key, file=file) from None
+
+
+class _ShippedFunction:
+    """A function that pickles with its code, for workers that cannot import its module.
+
+    Its name, module, source and so its token are those of the wrapped function.
+    """
+
+    def __init__(self, func: Callable[..., Any]):
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+    def __reduce__(self):
+        import cloudpickle
+
+        return (_unship, (cloudpickle.dumps(self.__wrapped__),))
+
+
+def _unship(payload: bytes) -> _ShippedFunction:
+    import pickle
+
+    return _ShippedFunction(pickle.loads(payload))
+
+
+def _ship_by_value(func: Any, base_dir: Path | None) -> Any:
+    """A function from a module next to the job file travels to workers with its code.
+
+    Workers elsewhere (``dask worker`` on another machine, or processes started
+    before the job was loaded) cannot import a module that only exists in the
+    job's folder, so cloudpickle sends its code along.
+    """
+    if base_dir is None:
+        return func
+    module = sys.modules.get(getattr(func, "__module__", "") or "")
+    origin = getattr(module, "__file__", None)
+    if module is None or origin is None:
+        return func
+    if not Path(origin).resolve().is_relative_to(base_dir.resolve()):
+        return func
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
+    return _ShippedFunction(func)
 
 
 def _ledger_url(value: Any, base_dir: Path | None, file: str | None) -> str:

@@ -12,6 +12,7 @@ from ..core import Event, Plan
 __all__ = ["RunResult", "RunSummary"]
 
 _COUNTS = ("rows_in", "rows_out", "rows_filtered", "rows_quarantined")
+_BATCH_STATS = ("batch_id", "state", "attempts", *_COUNTS, "files_quarantined", "duration")
 
 
 @dataclass
@@ -50,8 +51,14 @@ class RunResult:
         return self.status != "failed"
 
     def to_dict(self) -> dict[str, Any]:
+        """The run's summary as plain JSON-ready data (what ``dbatch run --json`` prints).
+
+        Batch counts are ``batches_planned``, ``batches_committed``, ``batches_skipped``,
+        ``batches_recovered``, ``batches_quarantined`` and ``batches_failed``.
+        """
         d = {k: v for k, v in self.__dict__.items() if k != "batches"}
-        d["batches_planned"] = d.pop("planned")
+        for name in ("planned", "committed", "skipped", "recovered", "quarantined", "failed"):
+            d[f"batches_{name}"] = d.pop(name)
         return d
 
     def batches_frame(self):
@@ -132,11 +139,12 @@ class RunSummary:
         self.dashboard: str | None = None
         self.output_rows: int | None = None
         self.published = False
+        self.published_now = False  # this run wrote the output (a resume may only publish)
 
     def __call__(self, e: Event) -> None:
         if e.batch_id is None:
             if e.kind == "published":
-                self.published = True
+                self.published = self.published_now = True
             return
         states = {
             "batch_started": "running",
@@ -186,7 +194,7 @@ class RunSummary:
         if self.failed or len(self.state) < len(self.plan):
             return "failed"
         skipped = sum(1 for i in self.info.values() if i.get("skipped"))
-        if skipped == len(self.plan):
+        if skipped == len(self.plan) and not self.published_now:
             return "nothing_to_do"
         if self._count("quarantined"):
             return "succeeded_with_quarantine"
@@ -209,6 +217,11 @@ class RunSummary:
             "job": self.plan.job,
             "batches": sorted(b for b, s in self.state.items() if s == "committed"),
             **self.totals(),
+            "batch_stats": [
+                {k: self.info[b.id].get(k) for k in _BATCH_STATS}
+                for b in self.plan
+                if b.id in self.info
+            ],
         }
 
     def finish_data(self, status: str) -> dict[str, Any]:

@@ -2,5 +2,16 @@
 
 from .base import Part, PublishedDirectory, Sink, safe_join
 from .files import CsvSink, ParquetSink
+from .report import ReportSink
+from .sql import SqlSink
 
-__all__ = ["Sink", "Part", "PublishedDirectory", "ParquetSink", "CsvSink", "safe_join"]
+__all__ = [
+    "Sink",
+    "Part",
+    "PublishedDirectory",
+    "ParquetSink",
+    "CsvSink",
+    "ReportSink",
+    "SqlSink",
+    "safe_join",
+]

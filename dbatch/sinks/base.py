@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CommitError, PathEscapeError
+from ..faults import crash_point
 
 __all__ = ["Sink", "Part", "PublishedDirectory", "file_checksum", "safe_join"]
 
@@ -131,18 +132,30 @@ class PublishedDirectory:
     def publish(self, run_id: str, files: Sequence[tuple[str, Path]], manifest: dict) -> Path:
         """Hard-link (or copy) ``files`` as ``name -> source`` into a new version; switch to it."""
         self.check_target()
+        if self.versions.is_symlink():
+            raise PathEscapeError(
+                f"{str(self.versions)!r} is a symbolic link; dbatch writes output versions only "
+                "into a real folder next to the output path. Remove the link and run again."
+            )
         self.versions.mkdir(parents=True, exist_ok=True)
         final = self.versions / run_id
         building = self.versions / f"{run_id}.building"
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir()
-        for name, source in files:
+        for i, (name, source) in enumerate(files):
+            if Path(source).is_symlink():
+                raise PathEscapeError(
+                    f"refusing to publish {str(source)!r}: it is a symbolic link, and output is "
+                    "only ever built from files dbatch wrote itself"
+                )
             dest = safe_join(building, *Path(name).parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(source, dest)
             except OSError:
                 shutil.copy2(source, dest)
+            if i == len(files) // 2:
+                crash_point("publishing")
         (building / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         (building / "_SUCCESS").write_text(f"{run_id}\n")
         _fsync_dir(building)

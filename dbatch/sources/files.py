@@ -7,10 +7,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -151,9 +152,13 @@ class Files:
             m = re.search(self.time_pattern, key)
             if m:
                 try:
-                    return datetime.fromisoformat(m.group(1)).timestamp()
+                    stamp = datetime.fromisoformat(m.group(1))
                 except ValueError:
                     pass
+                else:  # a date in a path is a UTC date, whatever this machine's time zone
+                    if stamp.tzinfo is None:
+                        stamp = stamp.replace(tzinfo=UTC)
+                    return stamp.timestamp()
         return mtime
 
     # -- loading, on a worker ---------------------------------------------------
@@ -288,11 +293,16 @@ class Files:
         assert self.schema is not None
         missing = [c for c in self.schema.names if c not in found]
         if missing:
+            # As many unknown columns as missing ones: most likely renamed upstream.
+            extra = [c for c in found if c not in self.schema.names]
+            renamed = len(extra) == len(missing)
             ctx.rows_in -= n_rows
             ctx.quarantine_file(
                 key,
-                "missing_columns",
-                f"missing column(s) {missing}; the file has {found}. "
+                "renamed_columns" if renamed else "missing_columns",
+                f"missing column(s) {missing}"
+                + (f", unknown column(s) {extra} instead" if renamed else "")
+                + f"; the file has {found}. "
                 "Were columns renamed upstream? Fix the file or the schema, then run `dbatch replay`.",
             )
             return False
@@ -333,7 +343,7 @@ class Files:
                 "fix the writer upstream or change the declared type",
             )
             return None
-        lines = pa.array(range(table.num_rows), pa.int64())
+        lines = pa.array(np.arange(table.num_rows, dtype=np.int64))
         return self.schema.check_constraints(table, ctx, key, _rows_as_json(table), lines)
 
     # JSON lines ---------------------------------------------------------------

@@ -3,5 +3,6 @@
 from .aggregate import Aggregate
 from .base import Derive, Filter, Map, SharedObject, Sql, Step
 from .enrich import Enrich
+from .predict import Predict
 
-__all__ = ["Step", "Map", "Filter", "Derive", "Sql", "Enrich", "Aggregate", "SharedObject"]
+__all__ = ["Step", "Map", "Filter", "Derive", "Sql", "Enrich", "Aggregate", "Predict", "SharedObject"]

@@ -20,6 +20,50 @@ __all__ = ["Aggregate"]
 _METRIC = re.compile(r"^\s*(sum|count|mean|avg|min|max)\s*\(\s*(\*|[A-Za-z_][\w]*)\s*\)\s*$", re.I)
 
 
+_KIND = b"dbatch.partial"  # schema metadata of a bucket file: b"raw" rows or b"pre" partials
+_CHUNK = 1 << 17  # rows per record batch in bucket files: the reduce streams them
+
+
+@dataclass(frozen=True)
+class _Partial:
+    """One partial result: a sum, count, min or max of a column (``None``: count(*))."""
+
+    name: str
+    kind: str
+    column: str | None
+
+    def on_rows(self) -> str:
+        col = _quote(self.column) if self.column else "*"
+        if self.kind == "sum":
+            return f"SUM(CAST({col} AS DOUBLE))"
+        return f"{self.kind.upper()}({col})"
+
+    def on_partials(self) -> str:
+        if self.kind == "sum":
+            return f"SUM({self.name})"
+        if self.kind == "count":
+            return f"CAST(SUM({self.name}) AS BIGINT)"
+        return f"{self.kind.upper()}({self.name})"
+
+
+def _stream(files: Sequence[str]) -> pa.RecordBatchReader:
+    """One reader over the record batches of several IPC files, in a shared schema."""
+    schemas = []
+    for f in files:
+        with ipc.open_file(f) as reader:
+            schemas.append(reader.schema.remove_metadata())
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
+
+    def batches():
+        for f in files:
+            with ipc.open_file(f) as reader:
+                for i in range(reader.num_record_batches):
+                    batch = reader.get_batch(i)
+                    yield batch.cast(schema) if not batch.schema.equals(schema) else batch
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
 @dataclass(frozen=True)
 class _Metric:
     name: str
@@ -100,6 +144,7 @@ class Aggregate:
     def token(self):
         return [
             "aggregate",
+            "partials-2",  # the layout of the bucket files; committed batches must match it
             list(self.by),
             [(m.name, m.func, m.column) for m in self.metrics],
             self.sort,
@@ -107,58 +152,68 @@ class Aggregate:
 
     # -- partial columns ------------------------------------------------------
 
-    def _partials(self) -> list[tuple[str, str, str]]:
-        """(partial column, expression on raw rows, expression on partial rows)."""
-        out = []
-        for i, m in enumerate(self.metrics):
-            col = _quote(m.column) if m.column else None
-            if m.func in ("sum", "mean"):
-                out.append((f"s{i}", f"CAST({col} AS DOUBLE)", f"SUM(CAST({col} AS DOUBLE))"))
-            if m.func in ("count", "mean"):
-                raw = "CAST(1 AS BIGINT)" if col is None else f"CAST({col} IS NOT NULL AS BIGINT)"
-                agg = "COUNT(*)" if col is None else f"COUNT({col})"
-                if m.func == "mean":
-                    raw, agg = f"CAST({col} IS NOT NULL AS BIGINT)", f"COUNT({col})"
-                out.append((f"c{i}", raw, agg))
-            if m.func in ("min", "max"):
-                out.append((f"x{i}", col, f"{m.func.upper()}({col})"))
-        return out
+    def input_columns(self) -> list[str]:
+        """The columns of a batch the aggregate reads: the keys, then the metrics' columns."""
+        cols = [*self.by, *(m.column for m in self.metrics if m.column)]
+        return list(dict.fromkeys(cols))
+
+    def _partials(self) -> list[_Partial]:
+        """The distinct partial results the metrics need (``mean`` shares ``sum`` and ``count``)."""
+        wanted: dict[tuple[str, str | None], None] = {}
+        for m in self.metrics:
+            kinds = {"mean": ("sum", "count")}.get(m.func, (m.func,))
+            for kind in kinds:
+                wanted[(kind, m.column)] = None
+        return [_Partial(f"p{i}", kind, col) for i, (kind, col) in enumerate(wanted)]
 
     def map_side(self, data, directory: Path, buckets: int) -> dict:
-        """Write this batch's partials into ``buckets`` Arrow IPC files in ``directory``."""
+        """Write this batch's partials into ``buckets`` Arrow IPC files in ``directory``.
+
+        With many groups per row the batch's rows themselves (keys and metric
+        columns only) are written; pre-aggregated partials when that shrinks
+        them by more than half. The reduce side reads both.
+        """
         table = as_arrow(data)
-        missing = [c for c in self.by if c not in table.column_names] + [
-            m.column for m in self.metrics if m.column and m.column not in table.column_names
-        ]
+        missing = [c for c in self.input_columns() if c not in table.column_names]
         if missing:
             raise JobSpecError(
                 f"aggregate: the batch has no column(s) {missing}; it has {table.column_names}",
                 key="aggregate",
             )
         keys = ", ".join(_quote(k) for k in self.by)
-        parts = self._partials()
         pre = table.num_rows > 0 and self._worth_preaggregating(table)
         if pre:
-            exprs = ", ".join(f"{agg} AS {name}" for name, _, agg in parts)
-            sql = f"SELECT {keys}, {exprs} FROM batch GROUP BY {keys}"
+            parts = self._partials()
+            exprs = ", ".join(f"{p.on_rows()} AS {p.name}" for p in parts)
+            bucket = f"CAST(hash({keys}) % {buckets} AS INTEGER)" if buckets > 1 else "0"
+            partial = query(
+                f"SELECT *, {bucket} AS __bucket FROM "
+                f"(SELECT {keys}, {exprs} FROM batch GROUP BY {keys})",
+                {"batch": table},
+            )
+            bucket_of = partial.column("__bucket")
+            partial = partial.drop_columns(["__bucket"])
         else:
-            exprs = ", ".join(f"{raw} AS {name}" for name, raw, _ in parts)
-            sql = f"SELECT {keys}, {exprs} FROM batch"
-        sql = f"SELECT *, CAST(hash({keys}) % {buckets} AS INTEGER) AS __bucket FROM ({sql})"
-        partial = query(sql, {"batch": table})
-        bucket = partial.column("__bucket")
-        partial = partial.drop_columns(["__bucket"])
+            partial = table.select(self.input_columns())
+            bucket_of = None
+            if buckets > 1:
+                bucket_of = query(
+                    f"SELECT CAST(hash({keys}) % {buckets} AS INTEGER) AS b FROM batch",
+                    {"batch": table.select(list(self.by))},
+                ).column("b")
+        kind = b"pre" if pre else b"raw"
+        partial = partial.replace_schema_metadata({_KIND: kind})
         rows = []
         for k in range(buckets):
-            piece = partial.filter(pc.equal(bucket, k)) if buckets > 1 else partial
+            piece = partial.filter(pc.equal(bucket_of, k)) if bucket_of is not None else partial
             with ipc.new_file(str(directory / f"bucket-{k:03d}.arrow"), piece.schema) as w:
-                w.write_table(piece)
+                w.write_table(piece, max_chunksize=_CHUNK)
             rows.append(piece.num_rows)
         return {"buckets": buckets, "bucket_rows": rows, "preaggregated": pre}
 
     def _worth_preaggregating(self, table: pa.Table) -> bool:
         keys = ", ".join(_quote(k) for k in self.by)
-        sample = table.slice(0, 200_000)
+        sample = table.select(list(self.by)).slice(0, 200_000)
         groups = (
             query(f"SELECT approx_count_distinct(hash({keys})) AS g FROM batch", {"batch": sample})
             .column("g")[0]
@@ -167,44 +222,47 @@ class Aggregate:
         return groups * 2 < sample.num_rows
 
     def reduce_side(self, files: Sequence[str | Path]) -> pa.Table:
-        """Combine the partials of one bucket from every batch into final rows."""
-        tables = []
+        """Combine the partials of one bucket from every batch into final rows.
+
+        The files are streamed into DuckDB one record batch at a time, so memory
+        follows the number of groups, not the number of batches.
+        """
+        raw, pre = [], []
         for f in files:
-            with pa.memory_map(str(f)) as source:
-                tables.append(ipc.open_file(source).read_all())
-        if not tables:
+            with ipc.open_file(str(f)) as reader:
+                kind = (reader.schema.metadata or {}).get(_KIND, b"pre")
+            (raw if kind == b"raw" else pre).append(str(f))
+        if not raw and not pre:
             return self.empty_output()
-        table = pa.concat_tables(tables)
         keys = ", ".join(_quote(k) for k in self.by)
         parts = self._partials()
-        combine = {
-            name: (
-                f"MIN({name})"
-                if agg.startswith("MIN")
-                else f"MAX({name})"
-                if agg.startswith("MAX")
-                else f"SUM({name})"
-            )
-            for name, _, agg in parts
-        }
-        inner = ", ".join(f"{expr} AS {name}" for name, expr in combine.items())
+        tables = {}
+        selects = []
+        if raw:
+            tables["raw"] = _stream(raw)
+            exprs = ", ".join(f"{p.on_rows()} AS {p.name}" for p in parts)
+            selects.append(f"SELECT {keys}, {exprs} FROM raw GROUP BY {keys}")
+        if pre:
+            tables["pre"] = _stream(pre)
+            selects.append(f"SELECT {keys}, {', '.join(p.name for p in parts)} FROM pre")
+        if raw and not pre:
+            inner = selects[0]  # one pass: the rows' aggregates are final
+        else:
+            combine = ", ".join(f"{p.on_partials()} AS {p.name}" for p in parts)
+            union = " UNION ALL BY NAME ".join(f"({s})" for s in selects)
+            inner = f"SELECT {keys}, {combine} FROM ({union}) GROUP BY {keys}"
+        by_key = {(p.kind, p.column): p.name for p in parts}
         outer = []
-        for i, m in enumerate(self.metrics):
-            n = _quote(m.name)
-            if m.func == "sum":
-                outer.append(f"s{i} AS {n}")
-            elif m.func == "count":
-                outer.append(f"c{i} AS {n}")
-            elif m.func == "mean":
-                outer.append(f"CASE WHEN c{i} > 0 THEN s{i} / c{i} END AS {n}")
+        for m in self.metrics:
+            if m.func == "mean":
+                s, c = by_key[("sum", m.column)], by_key[("count", m.column)]
+                expr = f"CASE WHEN {c} > 0 THEN {s} / {c} END"
             else:
-                outer.append(f"x{i} AS {n}")
+                expr = by_key[(m.func, m.column)]
+            outer.append(f"{expr} AS {_quote(m.name)}")
         order = f" ORDER BY {keys}" if self.sort else ""
-        sql = (
-            f"SELECT {keys}, {', '.join(outer)} FROM "
-            f"(SELECT {keys}, {inner} FROM partials GROUP BY {keys}){order}"
-        )
-        return query(sql, {"partials": table})
+        sql = f"SELECT {keys}, {', '.join(outer)} FROM ({inner}){order}"
+        return query(sql, tables)
 
     def empty_output(self) -> pa.Table:
         return pa.table({})

@@ -1,0 +1,188 @@
+"""Consecutive SQL steps (Filter, Derive, Enrich) run as one DuckDB query per batch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..context import BatchContext
+from ..engine import query
+from ..errors import JobSpecError
+from .base import Derive, Filter, Step, _quote, as_arrow
+from .enrich import Enrich
+
+__all__ = ["FusedSql", "fuse"]
+
+_FLAG = "__dbatch_matched"
+
+
+def fuse(steps: Sequence[Step], keep: Sequence[str] | None = None) -> list[Step]:
+    """Replace each run of two or more fusable steps by one ``FusedSql`` step.
+
+    Counts, quarantined rows and output are those of running the steps one
+    after the other; only the Arrow <-> DuckDB round trips between them go.
+    A run ends before a ``Filter``, or a ``Derive`` that replaces a column,
+    placed after an ``Enrich`` that filters or quarantines unmatched rows (those
+    rows must not reach later steps), and before a second such ``Enrich``.
+
+    ``keep`` names the only columns whoever consumes the result reads (an
+    aggregate's keys and metric columns): when the last step is a SQL step,
+    only those leave DuckDB.
+
+    Examples
+    --------
+    >>> fuse([Filter("a > 0"), Derive({"b": "a * 2"})])  # doctest: +SKIP
+    [FusedSql(steps=(Filter(where='a > 0'), Derive(columns={'b': 'a * 2'})))]
+    """
+    out: list[Step] = []
+    run: list[Step] = []
+
+    def close(last: bool = False) -> None:
+        if last and run and keep:
+            out.append(FusedSql(tuple(run), keep=tuple(keep)))
+        elif len(run) > 1:
+            out.append(FusedSql(tuple(run)))
+        else:
+            out.extend(run)
+        run.clear()
+
+    for step in steps:
+        if type(step) not in (Filter, Derive, Enrich):
+            close()
+            out.append(step)
+            continue
+        if run and not _may_follow(run, step):
+            close()
+        run.append(step)
+    close(last=True)
+    return out
+
+
+def _guarded(run: Sequence[Step]) -> bool:
+    return any(isinstance(s, Enrich) and s.unmatched != "keep" for s in run)
+
+
+def _may_follow(run: Sequence[Step], step: Step) -> bool:
+    if not _guarded(run):
+        return True
+    if isinstance(step, Filter):
+        return False
+    if isinstance(step, Enrich):
+        return step.unmatched == "keep"
+    return True  # a Derive: replacing columns is checked against the data in apply
+
+
+@dataclass(frozen=True)
+class FusedSql(Step):
+    """Several Filter / Derive / Enrich steps compiled into one DuckDB query."""
+
+    steps: tuple[Step, ...]
+    keep: tuple[str, ...] | None = None
+
+    def token(self):
+        return ["fused", [s.token() for s in self.steps], self.keep]
+
+    def shared_objects(self):
+        return [obj for s in self.steps for obj in s.shared_objects()]
+
+    def apply(self, data, ctx: BatchContext):
+        table = as_arrow(data)
+        cols = list(table.column_names)
+        tables: dict[str, pa.Table] = {"batch": table}
+        sql = "SELECT * FROM batch"
+        guard: Enrich | None = None  # the Enrich whose unmatched rows are flagged
+        guard_cols: list[str] = []
+        guard_sql = ""
+        for i, step in enumerate(self.steps):
+            if isinstance(step, Filter):
+                sql = f"SELECT * FROM ({sql}) AS s{i} WHERE {step.where}"
+            elif isinstance(step, Derive):
+                if guard is not None and any(c in cols for c in step.columns):
+                    # Unmatched rows must keep their values: finish the steps before apart.
+                    return self._split(i, table, ctx)
+                sql, cols = _derive(sql, cols, step, i, guarded=guard is not None)
+            else:
+                assert isinstance(step, Enrich)
+                tables[f"lookup{i}"] = step.table.get(ctx)
+                flag = step.unmatched != "keep"
+                sql, cols = _enrich(sql, cols, step, i, flag=flag, carry=guard is not None)
+                if flag:
+                    guard, guard_cols, guard_sql = step, list(cols), sql
+        if self.keep and all(c in cols for c in self.keep):
+            picked = ", ".join(_quote(c) for c in self.keep)
+            sql = f"SELECT {picked}{f', {_FLAG}' if guard else ''} FROM ({sql}) AS kept"
+        out = query(sql, tables)
+        if guard is None:
+            ctx.filtered(table.num_rows - out.num_rows)
+            return out
+        flag = out.column(_FLAG)
+        out = out.drop_columns([_FLAG])
+        ctx.filtered(table.num_rows - out.num_rows)  # what the filters dropped
+        misses = pc.invert(flag)
+        n_miss = pc.sum(misses.cast(pa.int64())).as_py() or 0
+        if n_miss == 0:
+            return out
+        if guard.unmatched == "filter":
+            ctx.filtered(n_miss)
+        else:  # the unmatched rows as the Enrich saw them (a rare, second query)
+            cols_sql = ", ".join(_quote(c) for c in guard_cols)
+            bad = query(f"SELECT {cols_sql} FROM ({guard_sql}) AS g WHERE NOT {_FLAG}", tables)
+            _quarantine_unmatched(guard, bad, ctx)
+        return out.filter(flag)
+
+    def _split(self, i: int, table: pa.Table, ctx: BatchContext):
+        head = FusedSql(self.steps[:i]) if i > 1 else self.steps[0]
+        data = head.apply(table, ctx)
+        for step in fuse(self.steps[i:], keep=self.keep):
+            data = step.apply(data, ctx)
+        return data
+
+
+def _derive(sql: str, cols: list[str], step: Derive, i: int, guarded: bool):
+    replaced = [c for c in cols if c in step.columns]
+    star = f"* EXCLUDE ({', '.join(_quote(c) for c in replaced)})" if replaced else "*"
+    exprs = ", ".join(
+        (f"CASE WHEN {_FLAG} THEN ({expr}) END" if guarded else f"({expr})") + f" AS {_quote(name)}"
+        for name, expr in step.columns.items()
+    )
+    new_cols = [c for c in cols if c not in step.columns] + list(step.columns)
+    return f"SELECT {star}, {exprs} FROM ({sql}) AS s{i}", new_cols
+
+
+def _enrich(sql: str, cols: list[str], step: Enrich, i: int, *, flag: bool, carry: bool):
+    missing = [k for k in step.on if k not in cols]
+    if missing:
+        raise JobSpecError(
+            f"enrich: the batch has no column(s) {missing}; it has {cols}",
+            key="steps.enrich.on",
+        )
+    keys = ", ".join(_quote(k) for k in step.on)
+    kept = [c for c in cols if c not in step.columns]
+    select = ", ".join(
+        [*(f"b.{_quote(c)}" for c in kept), *(f"l.{_quote(c)}" for c in step.columns)]
+    )
+    if flag:
+        select += f", l.__dbatch_match IS NOT NULL AS {_FLAG}"
+        right = f"(SELECT *, TRUE AS __dbatch_match FROM lookup{i})"
+    else:
+        select += f", b.{_FLAG}" if carry else ""
+        right = f"lookup{i}"
+    sql = f"SELECT {select} FROM ({sql}) AS b LEFT JOIN {right} AS l USING ({keys})"
+    return sql, kept + list(step.columns)
+
+
+def _quarantine_unmatched(step: Enrich, bad: pa.Table, ctx: BatchContext) -> None:
+    key_text = [
+        ", ".join(f"{k}={row[k]!r}" for k in step.on)
+        for row in bad.select(list(step.on)).to_pylist()
+    ]
+    ctx.quarantine_rows(
+        "enrich",
+        "no_match",
+        [f"no lookup row for {k}" for k in key_text],
+        [json.dumps(r, default=str) for r in bad.to_pylist()],
+    )

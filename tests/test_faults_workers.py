@@ -1,0 +1,151 @@
+"""Worker processes killed for real (SIGKILL) in the middle of a run: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import dask
+import pandas as pd
+import psutil
+import pytest
+
+import dbatch
+from dbatch import ByCount, Files, ParquetSink, Pipeline
+from dbatch.testing import EventLog, KillWorker, Pause, data_files, leftovers
+
+N_FILES = 12
+ROWS = 150
+SCHEMA = {"id": "string", "account": "string", "amount": "int64"}
+
+
+def write_landing(root: Path) -> None:
+    root.mkdir(parents=True)
+    for f in range(N_FILES):
+        lines = ["id,account,amount"] + [f"{f}-{i},A{i % 7},{i * 13 + f}" for i in range(ROWS)]
+        (root / f"in-{f:02d}.csv").write_text("\n".join(lines) + "\n")
+
+
+def pipeline(landing: Path, base: Path) -> Pipeline:
+    return Pipeline(
+        Files(str(landing / "*.csv"), schema=SCHEMA),
+        ParquetSink(str(base / "out")),
+        batching=ByCount(1),
+        name="killed-workers",
+        workdir=str(base / "work"),
+    )
+
+
+@pytest.fixture(scope="module")
+def landing(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("landing") / "in"
+    write_landing(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(landing, tmp_path_factory, client) -> dict:
+    """A fault-free run over the same files: its data files and rows."""
+    base = tmp_path_factory.mktemp("reference")
+    result = pipeline(landing, base).run(client=client)
+    assert result.status == "succeeded", result
+    return {"files": data_files(base / "out"), "frame": pd.read_parquet(base / "out")}
+
+
+def dedicated_cluster(allowed_failures: int = 3):
+    """Two single-threaded worker processes under nannies, which restart a killed worker."""
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+        return LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            worker_dashboard_address=None,
+        )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_worker_killed_at_a_random_moment(seed, landing, reference, tmp_path):
+    from distributed import Client
+
+    rng = random.Random(seed)
+    with dedicated_cluster() as cluster, Client(cluster) as client:
+        pids = client.run(os.getpid)
+        victim = rng.choice(sorted(pids.values()))
+        delay = rng.uniform(0.05, 1.0)
+        killed_at: list[float] = []
+
+        def kill() -> None:
+            os.kill(victim, signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+        log = EventLog()
+        p = pipeline(landing, tmp_path)
+        timer = threading.Timer(delay, kill)
+        started = time.monotonic()
+        timer.start()
+        result = p.run(client=client, fault=Pause(0.12), listeners=[log])
+        finished = time.monotonic()
+        timer.join()
+        # The kill really happened, while the run was going on, and the nanny replaced the worker.
+        assert killed_at and started < killed_at[0] < finished, (delay, finished - started)
+        assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == "zombie"
+        client.wait_for_workers(2, timeout=30)
+        assert victim not in client.run(os.getpid).values()
+
+    assert result.status == "succeeded", result
+    out = tmp_path / "out"
+    assert data_files(out) == reference["files"]  # byte-identical data files
+    frame = pd.read_parquet(out)
+    want = reference["frame"]
+    assert len(frame) == len(want) == N_FILES * ROWS
+    assert frame["id"].is_unique  # 0 duplicated
+    assert set(frame["id"]) == set(want["id"])  # 0 lost
+    assert result.rows_in == result.rows_out == N_FILES * ROWS
+    assert leftovers(p.work_area(), out) == []
+    committed = [e.batch_id for e in log.of("batch_committed")]
+    assert sorted(committed) == sorted(b.id for b in p.plan())  # each batch committed once
+    ledger = dbatch.Ledger(p.ledger_url())
+    states = ledger.batches_frame(p.name)
+    ledger.close()
+    assert (states["state"] == "committed").all() and len(states) == N_FILES
+
+
+def test_batch_that_kills_its_worker_every_time_is_quarantined(landing, tmp_path):
+    """Like an out-of-memory batch: quarantined with a diagnosis; every other batch commits."""
+    p = pipeline(landing, tmp_path)
+    plan = p.plan()
+    victim = plan[3].id
+    hook = KillWorker(str(tmp_path / "kills"), batch_ids=(victim,), times=10)
+    with dask.config.set({"dbatch.retry.worker-deaths": 1}):
+        client = dbatch.connect(n_workers=2, show_link=False)  # the LocalCluster dbatch makes
+    try:
+        result = p.run(client=client, fault=hook)
+        assert result.status == "succeeded_with_quarantine", result
+        assert hook.kills() == 2  # the first attempt and the one allowed retry
+        assert result.quarantined == 1 and result.committed == N_FILES - 1
+        info = {b["batch_id"]: b for b in result.batches}[victim]
+        assert info["state"] == "quarantined"
+        assert info["error_class"] == "KilledWorker"
+        assert "killed its worker process on every attempt" in info["error_message"]
+        frame = pd.read_parquet(tmp_path / "out")
+        assert len(frame) == (N_FILES - 1) * ROWS and frame["id"].is_unique
+
+        # Once the cause is fixed, `replay` runs only the quarantined batch.
+        log = EventLog()
+        replayed = p.run(client=client, replay=True, listeners=[log])
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    assert replayed.status == "succeeded", replayed
+    assert list(log.started()) == [victim]
+    assert len(pd.read_parquet(tmp_path / "out")) == N_FILES * ROWS
+    assert leftovers(p.work_area(), tmp_path / "out") == []
