@@ -131,16 +131,20 @@ def run_pandas(files: list[Path], model_path: Path, method: str, out: Path, thre
     return out
 
 
-def run_dask(client, folder: Path, model_path: Path, method: str, out: Path):
-    """What one writes by hand: the model passed to map_partitions."""
+def run_dask(client, folder: Path, model_path: Path, method: str, out: Path, scatter: bool):
+    """What one writes by hand: the model passed to map_partitions, as is or scattered first."""
     import dask.dataframe as dd
     import joblib
 
     model = joblib.load(model_path)
+    if scatter:
+        model = client.scatter(model, broadcast=True)
     ddf = dd.read_parquet(str(folder / "*.parquet"))
     meta = ddf._meta.assign(score=np.float64())
     scored = ddf.map_partitions(score_frame, model, method, meta=meta)
     scored.to_parquet(str(out), write_index=False, compute=True)
+    if scatter:
+        model.release()
     return out
 
 
@@ -207,11 +211,17 @@ def _ways(client, folder: Path, files: list[Path], name: str, spec: dict) -> dic
         "pandas, 1 process, 1 thread": lambda out, rep: run_pandas(
             files, path, method, out, threads=1
         ),
-        "dask map_partitions": lambda out, rep: run_dask(client, folder, path, method, out),
+        "dask map_partitions": lambda out, rep: run_dask(
+            client, folder, path, method, out, scatter=False
+        ),
         "dbatch Predict": lambda out, rep: run_dbatch(
             client, folder, path, method, out / "result", tag=f"{name}-{rep}"
         ),
     }
+    if name == "large":  # what an expert does with a big model: scatter it once
+        ways["dask map_partitions, model scattered"] = lambda out, rep: run_dask(
+            client, folder, path, method, out, scatter=True
+        )
     if name == "small":  # this model can use both cores in one process
         ways["pandas, 1 process, all threads"] = lambda out, rep: run_pandas(
             files, path, method, out, threads=None

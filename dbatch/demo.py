@@ -109,7 +109,7 @@ def write_landing_area(
                 "\n".join(lines) + "\n"
             )
             written += n
-    rates = {"day": [], "currency": [], "rate_to_usd": []}
+    rates: dict[str, list] = {"day": [], "currency": [], "rate_to_usd": []}
     for d in range(days):
         day = start + timedelta(days=d)
         for c in CURRENCIES:

@@ -466,6 +466,8 @@ class _ShippedFunction:
     Its name, module, source and so its token are those of the wrapped function.
     """
 
+    __wrapped__: Callable[..., Any]
+
     def __init__(self, func: Callable[..., Any]):
         functools.update_wrapper(self, func)
 

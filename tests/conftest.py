@@ -12,6 +12,7 @@ import shutil
 import socket
 
 import dask
+import distributed  # noqa: F401  (load distributed's config defaults before any dask.config.set)
 import pytest
 
 STRICT = os.environ.get("DBATCH_STRICT_SERVICES") == "1"

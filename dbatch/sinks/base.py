@@ -150,9 +150,15 @@ class PublishedDirectory:
                 )
             dest = safe_join(building, *Path(name).parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                # Copying onto it would write through a hard link into a committed batch.
+                raise CommitError(
+                    f"two parts of run {run_id} would both publish {name!r}; nothing was "
+                    "published. File names of a sink's parts must be unique."
+                )
             try:
                 os.link(source, dest)
-            except OSError:
+            except OSError:  # another file system: copy
                 shutil.copy2(source, dest)
             if i == len(files) // 2:
                 crash_point("publishing")

@@ -98,6 +98,8 @@ class _FileSink(Sink):
         for part in parts:
             for f in sorted(part.directory.rglob(f"*{self.suffix}")):
                 rel = f.relative_to(part.directory)
+                if rel.name.startswith("_"):  # dbatch's own files (_quarantine.parquet)
+                    continue
                 files.append((str(rel), f))
                 listing.append(
                     {"path": str(rel), "bytes": f.stat().st_size, "sha256": file_checksum(f)}
