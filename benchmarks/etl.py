@@ -107,6 +107,7 @@ def _dbatch_pipeline(fmt: str, files_glob: str, fx: str, out: Path):
         aggregate=Aggregate(
             by=["account", "day"],
             metrics={"total": "sum(amount_usd)", "n": "count(*)", "mean": "mean(amount_usd)"},
+            sort=False,  # like the other tools: groups in no particular order
         ),
         sink=ParquetSink(str(out / "daily")),
         batching=ByCount(BATCH_FILES),
@@ -138,6 +139,7 @@ steps:
 aggregate:
   by: [account, day]
   metrics: {{total: sum(amount_usd), n: count(*), mean: mean(amount_usd)}}
+  sort: false
 sink:
   type: parquet
   path: {out}/daily
@@ -212,9 +214,7 @@ class Job:
     def _dbatch_result(self, r: dict) -> None:
         if r["status"] == "failed":
             raise RuntimeError(f"dbatch run failed: {r['message']}")
-        self.info = {
-            k: r[k] for k in ("rows_in", "rows_out", "rows_filtered", "rows_quarantined")
-        }
+        self.info = {k: r[k] for k in ("rows_in", "rows_out", "rows_filtered", "rows_quarantined")}
         self.info["accounted"] = r["rows_in"] == (
             r["rows_out"] + r["rows_filtered"] + r["rows_quarantined"]
         )
@@ -227,14 +227,15 @@ class Job:
         self.cluster, self.client = _cluster()
 
         def warm():
-            import dask.dataframe  # noqa: F401
-            import pyarrow.parquet  # noqa: F401
+            import importlib
+
+            for module in ("dask.dataframe", "pyarrow.parquet"):
+                importlib.import_module(module)
 
         self.client.run(warm)
 
     def _run_dask(self) -> None:
         import dask.dataframe as dd
-        import pandas as pd
 
         cols = ["ts", "account", "currency", "amount", "status"]
         if self.fmt == "parquet":
@@ -262,7 +263,6 @@ class Job:
         out = df.groupby(["account", "day"]).amount_usd.agg(["sum", "count", "mean"])
         out = out.rename(columns={"sum": "total", "count": "n"}).reset_index()
         out.to_parquet(str(self.output), write_index=False)
-        del pd
 
     # pandas ----------------------------------------------------------------------------
 

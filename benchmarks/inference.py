@@ -2,14 +2,20 @@
 
 Compares, on the same data and the same 2-worker LocalCluster (1 thread each):
 
-- dbatch: the ``Predict`` step, the model given as a file path (loaded once per worker);
-- pandas in one process: read a file, score it, write it, next file;
-- hand-written ``dask.dataframe``: ``read_parquet().map_partitions(score, model).to_parquet()``.
+- dbatch: the ``Predict`` step, the model given as a file path (each worker loads it
+  once); for the large model also as an object in memory (sent once per worker);
+- pandas in one process: read a file, score it, write it, next file (with 1 thread,
+  and for the small model also with all threads);
+- hand-written ``dask.dataframe``: ``read_parquet().map_partitions(score, model).to_parquet()``;
+  for the large model also with the model scattered to the workers first.
+
+Every timed run starts on freshly restarted workers (libraries imported, nothing
+else kept), so no run inherits the memory or the loaded model of the one before.
 
 Two models: a small histogram gradient-boosting classifier and a large (about
-100 MB pickled) extra-trees regressor. For each run it also records the bytes the
-run moved: client to scheduler (the graph), scheduler to workers (task messages)
-and worker to worker, and how often each worker loaded the model.
+100 MB pickled) extra-trees regressor. For each run it records the bytes the
+workers read over TCP (task messages, scattered data, transfers between workers),
+the bytes the client sent to the scheduler, and how often each worker loaded the model.
 
 Usage::
 
@@ -148,16 +154,22 @@ def run_dask(client, folder: Path, model_path: Path, method: str, out: Path, sca
     return out
 
 
-def run_dbatch(client, folder: Path, model_path: Path, method: str, out: Path, tag: str):
+def run_dbatch(
+    client, folder: Path, model_path: Path, method: str, out: Path, tag: str, in_memory=False
+):
     """The Predict step; ``version=tag`` makes each repeat load the model afresh."""
+    import joblib
+
     from dbatch import ByCount, Files, ParquetSink, Pipeline, Predict
+
+    model = joblib.load(model_path) if in_memory else str(model_path)
 
     work = Path(tempfile.mkdtemp(prefix="dbatch-bench-", dir=DATA))
     try:
         pipeline = Pipeline(
             source=Files(str(folder / "*.parquet")),
             sink=ParquetSink(str(out)),
-            steps=[Predict(str(model_path), FEATURES, output="score", method=method, version=tag)],
+            steps=[Predict(model, FEATURES, output="score", method=method, version=tag)],
             batching=ByCount(1),
             name="inference",
             workdir=str(work),
@@ -173,19 +185,49 @@ def run_dbatch(client, folder: Path, model_path: Path, method: str, out: Path, t
 # -- measuring -----------------------------------------------------------------------------
 
 
+def _warm_imports() -> bool:
+    import dask.dataframe  # noqa: F401
+    import duckdb  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+
+    import dbatch.steps.predict  # noqa: F401
+
+    return True
+
+
+def fresh_workers(client) -> None:
+    """New worker processes with the libraries imported: no run inherits another's memory."""
+    client.restart(wait_for_workers=True)
+    client.run(_warm_imports)
+
+
+def _received_bytes(dask_worker=None) -> int:
+    """Bytes this process has read from TCP since the counter was installed in it.
+
+    Wraps ``distributed.comm.tcp.from_frames``, which every message read over TCP goes
+    through: task messages, scattered data and transfers from other workers alike.
+    """
+    import distributed.comm.tcp as tcp
+    from distributed.utils import nbytes
+
+    if not hasattr(tcp, "_bench_received"):
+        original = tcp.from_frames
+        tcp._bench_received = [0]
+
+        async def counting(frames, *args, **kwargs):
+            tcp._bench_received[0] += sum(nbytes(f) for f in frames)
+            return await original(frames, *args, **kwargs)
+
+        tcp.from_frames = counting
+    return tcp._bench_received[0]
+
+
 def traffic(client) -> dict[str, int]:
-    """Bytes sent so far: client -> scheduler, scheduler -> workers, worker -> worker."""
-
-    def scheduler_side(dask_scheduler):
-        return sum(b.byte_count for b in dask_scheduler.stream_comms.values())
-
-    def worker_side(dask_worker):
-        return dask_worker.transfer_outgoing_bytes_total
-
+    """Bytes so far: read by the workers from TCP, and sent by this client to the scheduler."""
     return {
+        "to_workers": sum(client.run(_received_bytes).values()),
         "client_to_scheduler": client.scheduler_comm.byte_count,
-        "scheduler_to_workers": client.run_on_scheduler(scheduler_side),
-        "worker_to_worker": sum(client.run(worker_side).values()),
     }
 
 
@@ -222,6 +264,9 @@ def _ways(client, folder: Path, files: list[Path], name: str, spec: dict) -> dic
         ways["dask map_partitions, model scattered"] = lambda out, rep: run_dask(
             client, folder, path, method, out, scatter=True
         )
+        ways["dbatch Predict, model object"] = lambda out, rep: run_dbatch(
+            client, folder, path, method, out / "result", tag=f"obj-{rep}", in_memory=True
+        )
     if name == "small":  # this model can use both cores in one process
         ways["pandas, 1 process, all threads"] = lambda out, rep: run_pandas(
             files, path, method, out, threads=None
@@ -257,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         worker_dashboard_address=None,
     )
     client = Client(cluster)
-    client.run(lambda: __import__("sklearn.ensemble") and __import__("dbatch.steps.predict"))
+    fresh_workers(client)
     rows = {}
     shutil.rmtree(DATA / "out", ignore_errors=True)
     for way in ("pandas", "dask", "dbatch"):
@@ -280,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                     out = DATA / "out" / way.split(",")[0].split()[0]
                     shutil.rmtree(out)
                     out.mkdir(parents=True)
+                    fresh_workers(client)
                     before = traffic(client)
                     start = time.perf_counter()
                     written = fn(out, rep)
@@ -330,17 +376,17 @@ def _mb(n: int) -> str:
 def print_table(rows: dict, args) -> None:
     print(f"\n{args.rows:,} rows, median of {args.repeat} runs\n")
     print(
-        "| model | way | rows/s | × pandas 1 thread | client→scheduler | scheduler→workers "
-        "| worker→worker |"
+        "| model | way | rows/s | × pandas 1 thread | bytes read by the workers | client→scheduler |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, r in rows.items():
         for way, w in r["ways"].items():
             b = w["bytes"]
+            moved = "–" if way.startswith("pandas") else _mb(b["to_workers"])
+            graph = "–" if way.startswith("pandas") else _mb(b["client_to_scheduler"])
             print(
                 f"| {name} ({_mb(r['model_bytes'])}) | {way} | {w['rows_per_s']:,.0f} | "
-                f"{w['vs_pandas_1_thread']:.2f} | {_mb(b['client_to_scheduler'])} | "
-                f"{_mb(b['scheduler_to_workers'])} | {_mb(b['worker_to_worker'])} |"
+                f"{w['vs_pandas_1_thread']:.2f} | {moved} | {graph} |"
             )
     for name, r in rows.items():
         print(

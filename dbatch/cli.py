@@ -1,9 +1,10 @@
-"""The command line: dbatch run | plan | resume | replay | status | history | unlock | demo."""
+"""The command line: dbatch run | plan | resume | replay | backfill | watch | status | history | unlock | demo."""
 
 from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -67,22 +68,33 @@ def main() -> None:
     """Batch jobs on Dask: planned batches, exactly-once output, resume, quarantine."""
 
 
-def _run(job_path, scheduler, workers, as_json, insecure, progress=None, **options):
+def _local_workers(job, workers) -> dict:
+    n_workers = workers or job.cluster.get("workers")
+    return {"dbatch.cluster.n-workers": int(n_workers)} if n_workers else {}
+
+
+def _run(job_path, scheduler, workers, as_json, insecure, progress=None, window=None, **options):
     import dask.config
 
     job = _load(job_path)
-    n_workers = workers or job.cluster.get("workers")
-    local = {"dbatch.cluster.n-workers": int(n_workers)} if n_workers else {}
+    local = _local_workers(job, workers)
     client = None
     try:
         client = _client(job, scheduler, insecure, show_link=not as_json)
         with job.inputs_checked(), dask.config.set(local):
-            result = job.pipeline.run(
-                client=client,
-                progress=False if as_json else progress,
-                params={"job_file": str(Path(job_path).resolve())},
-                **options,
-            )
+            common = {
+                "client": client,
+                "progress": False if as_json else progress,
+                "params": {"job_file": str(Path(job_path).resolve())},
+                "listeners": list(job.alerts),
+            }
+            if window is None:
+                result = job.pipeline.run(**common, **options)
+            else:
+                from .triggers import backfill
+
+                start, end, force = window
+                result = backfill(job.pipeline, start, end, force=force, **common)
     except DBatchError as e:
         _fail(e)
     finally:
@@ -133,6 +145,137 @@ def resume(job_path, scheduler, workers, as_json, insecure):
 def replay(job_path, scheduler, workers, as_json, insecure):
     """Re-run batches that quarantined rows or files (after fixing data or the job)."""
     _run(job_path, scheduler, workers, as_json, insecure, replay=True)
+
+
+@main.command()
+@click.argument("job_path", metavar="JOB.yaml")
+@click.option(
+    "--start", required=True, help="First time included: 2026-11-01 or 2026-11-01T06:00 (UTC)."
+)
+@click.option("--end", required=True, help="First time excluded (the range is [start, end)).")
+@click.option("--force", is_flag=True, help="Re-run windows already committed, as a replay does.")
+@_scheduler
+@_workers
+@_json
+@_insecure
+def backfill(job_path, start, end, force, scheduler, workers, as_json, insecure):
+    """Run only the batches whose units' times fall in [--start, --end)."""
+    _run(job_path, scheduler, workers, as_json, insecure, window=(start, end, force))
+
+
+@main.command()
+@click.argument("job_path", metavar="JOB.yaml")
+@click.option("--once", is_flag=True, help="Wait for the trigger once, run, and exit.")
+@click.option(
+    "--max-runs", type=click.IntRange(min=1), default=None, help="Stop after this many runs."
+)
+@_scheduler
+@_workers
+@_json
+@_insecure
+def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
+    """Run a job each time its schedule fires (cron, every or arrival) until stopped.
+
+    A failed run is reported (and alerted) and the watch goes on. Ctrl-C or
+    SIGTERM stops after the current run; a second one aborts it. The exit status
+    is 1 when the last run failed, else 0.
+    """
+    import threading
+    from datetime import UTC, datetime
+
+    import dask.config
+
+    from .errors import JobSpecError
+    from .triggers import summary_line
+    from .triggers import watch as watch_job
+
+    job = _load(job_path)
+    if job.schedule is None:
+        _fail(
+            JobSpecError(
+                'no schedule; add one of schedule: {cron: "0 2 * * *"}, {every: 1h} or '
+                "{arrival: {count: 10, poll: 30s}} (see docs/schedules.md)",
+                key="schedule",
+                file=job_path,
+            )
+        )
+
+    def on_result(result) -> None:
+        if as_json:
+            click.echo(json.dumps(result.to_dict(), default=str, sort_keys=True))
+        else:
+            click.echo(summary_line(result))
+
+    def on_error(error: Exception) -> None:
+        if as_json:
+            record = {"job": job.pipeline.name, "status": "failed", "message": str(error)}
+            click.echo(json.dumps(record, sort_keys=True))
+        else:
+            click.echo(f"error: the run could not start: {error}", err=True)
+
+    stop = threading.Event()
+    if not as_json:
+        first = job.schedule.next_fire(datetime.now(UTC))
+        click.echo(
+            f"watching {job.pipeline.name!r}: {job.schedule.describe()}; "
+            f"first look at {first:%Y-%m-%d %H:%M:%S %Z}",
+            err=True,
+        )
+    client = None
+    try:
+        with _stop_on_signals(stop), dask.config.set(_local_workers(job, workers)):
+            client = _client(job, scheduler, insecure, show_link=not as_json)
+            outcome = watch_job(
+                job.pipeline,
+                job.schedule,
+                client=client,
+                max_runs=1 if once else max_runs,
+                stop=stop,
+                listeners=job.alerts,
+                on_result=on_result,
+                on_error=on_error,
+                params={"job_file": str(Path(job_path).resolve())},
+            )
+    except DBatchError as e:
+        _fail(e)
+    finally:
+        if client is not None:
+            client.close()
+    if not as_json:
+        click.echo(
+            f"watch of {job.pipeline.name!r} ended: {outcome.runs} run(s), "
+            f"{outcome.failed} failed" + (" (stopped)" if outcome.stopped else ""),
+            err=True,
+        )
+    sys.exit(1 if outcome.last_failed else 0)
+
+
+@contextmanager
+def _stop_on_signals(stop):
+    """SIGINT/SIGTERM set ``stop`` (finish the current run, then end); a second one aborts."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo(
+            f"{signal.Signals(signum).name}: stopping after the current run "
+            "(send it again to abort the run)",
+            err=True,
+        )
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @main.command()

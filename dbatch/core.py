@@ -109,8 +109,8 @@ class Plan:
                 "units": len(b.units),
                 "bytes": b.size,
                 "fingerprint": b.fingerprint,
-                "first": b.units[0].key if b.units else "",
-                "last": b.units[-1].key if b.units else "",
+                "first": _hide_credentials(b.units[0].key) if b.units else "",
+                "last": _hide_credentials(b.units[-1].key) if b.units else "",
             }
             for b in self.batches
         ]
@@ -206,6 +206,13 @@ class Event:
     batch_id: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
+
+
+def _hide_credentials(key: str) -> str:
+    """``s3://key:secret@bucket/x`` -> ``s3://***@bucket/x``, for showing unit keys."""
+    import re
+
+    return re.sub(r"(://)([^/@\s]+)@", r"\1***@", key)
 
 
 def _human_bytes(n: float) -> str:

@@ -108,7 +108,9 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, _PERMANENT):
         return False
-    status = getattr(getattr(exc, "response", None), "status_code", None)
+    status = getattr(getattr(exc, "response", None), "status_code", None)  # requests, httpx
+    if status is None and hasattr(exc, "request_info"):  # aiohttp (fsspec's http)
+        status = getattr(exc, "status", None)
     if isinstance(status, int):
         return status == 429 or status >= 500
     if isinstance(exc, (TimeoutError, ConnectionError)):

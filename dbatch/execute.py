@@ -34,19 +34,47 @@ def count_rows(data: Any, dim: str | None = None) -> int:
 
 
 def run_steps(
-    pipeline: Pipeline, batch: Batch, ctx: BatchContext, keep: list[str] | None = None
+    pipeline: Pipeline,
+    batch: Batch,
+    ctx: BatchContext,
+    keep: list[str] | None = None,
+    extra: dict[str, str] | None = None,
 ) -> Any:
     """Load the batch and apply the steps; consecutive SQL steps run as one query.
 
     ``keep``: the only columns the caller reads afterwards (the aggregate's), so
-    that a final SQL step hands back just those.
+    that a final SQL step hands back just those, plus ``extra`` (name -> SQL).
     """
-    from .steps.fusion import fuse
+    from .steps.fusion import FusedSql, fusable, fuse
 
+    steps = fuse(pipeline.steps, keep=keep, extra=extra)
+    scan = getattr(pipeline.source, "scan", None)
+    if scan is not None and steps and fusable(steps[0]):
+        steps[0] = FusedSql((steps[0],))
+    if scan is not None and not steps and keep:
+        steps = [FusedSql((), keep=tuple(keep), extra=tuple((extra or {}).items()))]
+    if scan is not None and steps and isinstance(steps[0], FusedSql):
+        # The source's files read by the first query itself; load() when that is not exact.
+        saved = _snapshot(ctx)
+        try:
+            found = scan(batch, ctx)
+            data = steps[0].apply(found, ctx) if found is not None else None
+        except Exception:  # noqa: BLE001 - load() gives the error, or quarantines the file
+            data = None
+        if data is not None:
+            for step in steps[1:]:
+                data = step.apply(data, ctx)
+            return data
+        vars(ctx).update(saved)
     data = pipeline.source.load(batch, ctx)
-    for step in fuse(pipeline.steps, keep=keep):
+    for step in steps:
         data = step.apply(data, ctx)
     return data
+
+
+def _snapshot(ctx: BatchContext) -> dict[str, Any]:
+    """The context's counters and lists as they are now, to go back to."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in vars(ctx).items()}
 
 
 def process_batch(
@@ -67,8 +95,11 @@ def process_batch(
     ctx = BatchContext(batch=batch, run_id=run_id, mode=pipeline.bad_input, shared=shared)
     if fault is not None:
         fault(batch, attempt)
-    keep = pipeline.aggregate.input_columns() if pipeline.aggregate is not None else None
-    data = run_steps(pipeline, batch, ctx, keep=keep)
+    keep = extra = None
+    if pipeline.aggregate is not None:  # hand over only what the aggregate reads
+        keep = pipeline.aggregate.input_columns()
+        extra = pipeline.aggregate.bucket_column(pipeline.buckets_for_run)
+    data = run_steps(pipeline, batch, ctx, keep=keep, extra=extra)
     rows_out = count_rows(data, getattr(pipeline.source, "dim", None))
     bad = ctx.rows_quarantined
     if ctx.rows_in and bad / ctx.rows_in > pipeline.max_bad_fraction:

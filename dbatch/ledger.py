@@ -119,7 +119,11 @@ class Ledger:
         self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.DatabaseError:
+            # Another process or thread created the tables at the same moment: they exist now.
+            metadata.create_all(self.engine)
 
     def __repr__(self) -> str:
         return f"Ledger({redact_url(self.url)!r})"

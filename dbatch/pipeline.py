@@ -65,7 +65,7 @@ class Pipeline:
         default_factory=lambda: float(config.get("bad-input.max-bad-fraction"))
     )
     workdir: str | None = None
-    ledger: str | None = None
+    ledger: str | None = field(default=None, repr=False)  # a URL may hold a password
     buckets_for_run: int = 1
 
     def __post_init__(self):

@@ -80,6 +80,8 @@ def run(
     fault: Any = None,
     raise_on_failure: bool = False,
     params: dict | None = None,
+    select: Callable[[Batch], bool] | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run ``pipeline``: the plan minus the batches the ledger has committed.
 
@@ -102,6 +104,11 @@ def run(
         A callable ``(batch, attempt)`` run before each batch on the worker; for fault tests.
     raise_on_failure
         Raise ``RunFailedError`` instead of returning a failed result.
+    select
+        Run only the batches it returns True for (a backfill's time range); batches
+        already committed stay in the published output, the others wait.
+    force
+        Re-run the selected batches (all without ``select``) even when committed.
 
     Returns
     -------
@@ -114,10 +121,13 @@ def run(
     run_id = run_id or new_run_id()
     work = _Work(pipeline, run_id)
     ledger.acquire(pipeline.name, run_id)
-    summary = RunSummary(plan, run_id, pipeline.sink.location)
-    bus = _Bus([ledger.record, summary, *listeners])
     owned_client = None
     try:
+        if select is not None:  # under the lock: what is committed cannot change meanwhile
+            plan = _selected(plan, select, ledger, work)
+        rerun = {b.id for b in plan if select is None or select(b)} if force else set()
+        summary = RunSummary(plan, run_id, pipeline.sink.location)
+        bus = _Bus([ledger.record, summary, *listeners])
         from .monitor.progress import make_progress
 
         bar = make_progress(progress, plan)
@@ -132,7 +142,7 @@ def run(
                 data={"batches": len(plan), "params": params or {}, "replay": replay},
             )
         )
-        todo = _resolve_done(pipeline, plan, ledger, work, bus, run_id, replay)
+        todo = _resolve_done(pipeline, plan, ledger, work, bus, run_id, replay, rerun)
         up_to_date = not todo and _already_published(pipeline, plan, summary)
         needs_cluster = bool(todo) or (
             pipeline.aggregate is not None and summary.publishable and not up_to_date
@@ -158,7 +168,8 @@ def run(
         elif summary.failed == 0 and summary.publishable:
             _publish(pipeline, plan, client, work, bus, run_id, summary)
         status = summary.status()
-        bus.emit(Event("finished", run_id, pipeline.name, data=summary.finish_data(status)))
+        finish = {**summary.finish_data(status), "dashboard": summary.dashboard}
+        bus.emit(Event("finished", run_id, pipeline.name, data=finish))
     finally:
         shutil.rmtree(work.staging, ignore_errors=True)
         ledger.release(pipeline.name, run_id)
@@ -210,8 +221,23 @@ class _Bus:
             listener(event)
 
 
+def _selected(plan: Plan, select, ledger: Ledger, work: _Work) -> Plan:
+    """The selected batches plus those already done, so publishing keeps the rest of the output."""
+    records = ledger.batch_states(plan.job)
+
+    def done(b: Batch) -> bool:
+        rec = records.get(b.id)
+        settled = (
+            rec is not None and rec.state == "quarantined" and rec.fingerprint == b.fingerprint
+        )
+        return settled or (work.batch_dir(b) / "_result.json").exists()
+
+    kept = tuple(b for b in plan if select(b) or done(b))
+    return Plan(job=plan.job, batches=kept, source=plan.source, sink=plan.sink)
+
+
 def _resolve_done(
-    pipeline, plan: Plan, ledger: Ledger, work: _Work, bus, run_id, replay
+    pipeline, plan: Plan, ledger: Ledger, work: _Work, bus, run_id, replay, rerun=frozenset()
 ) -> list[Batch]:
     """Plan minus ledger: skip recorded commits, adopt unrecorded ones, return the rest."""
     records = ledger.batch_states(pipeline.name)
@@ -220,6 +246,9 @@ def _resolve_done(
         rec = records.get(batch.id)
         directory = work.batch_dir(batch)
         committed_here = (directory / "_result.json").exists()
+        if batch.id in rerun:
+            todo.append(batch)
+            continue
         if replay and committed_here and _has_quarantine(directory):
             todo.append(batch)
             continue
@@ -428,7 +457,9 @@ def _execute(
             continue
         timeout = max(0.05, min((t for t, _ in waiting), default=now + 1.0) - now)
         try:
-            done, _ = wait(list(running), timeout=timeout, return_when="FIRST_COMPLETED")
+            # `wait` waits on the default client's loop; make that ours (a notebook may have several).
+            with client.as_current():
+                done, _ = wait(list(running), timeout=timeout, return_when="FIRST_COMPLETED")
         except (TimeoutError, CancelledError):  # cancelled: handled one by one below
             done = [f for f in running if f.done()]
         if time.time() - last_beat > 30:
@@ -492,7 +523,7 @@ def _execute(
                 else:
                     why = "deterministic error (not retried)"
                 ev = _fail_event("batch_failed", pipeline, batch, run_id, n, exc, why)
-                ev.data["traceback"] = tb[-4000:]
+                ev.data["traceback"] = _redact(tb[-4000:])
                 bus.emit(ev)
                 if pipeline.bad_input == "fail_fast":
                     stop = True
@@ -516,9 +547,13 @@ def _execute(
     pipeline_future.release()
 
 
-def _short(exc: BaseException | None) -> str:
-    from .sources.files import _redact
+def _redact(text: str) -> str:
+    from .sources.files import _redact as hide_credentials
 
+    return hide_credentials(text)
+
+
+def _short(exc: BaseException | None) -> str:
     if exc is None:
         return ""
     text = f"{exc}"
@@ -616,7 +651,8 @@ def _write_quarantine(pipeline, committed, dirs, work: _Work) -> None:
     tables = []
     for batch, d in zip(committed, dirs, strict=True):
         if (d / "_quarantine.parquet").exists():
-            tables.append(pq.read_table(d / "_quarantine.parquet").select(schema.names).cast(schema))
+            rows = pq.read_table(d / "_quarantine.parquet")
+            tables.append(rows.select(schema.names).cast(schema))
         files = _read_result(d).files_quarantined if pipeline.bad_input != "drop" else []
         if files:
             run_of = Path(_read_result(d).staging).parent.name

@@ -252,29 +252,80 @@ def _cast(arr: pa.Array, to: pa.DataType) -> pa.Array:
     return pc.cast(arr, to, safe=True)
 
 
+_NUMBER = {  # text a number cast surely accepts (after trimming); anything else is tried alone
+    "int": r"^[+-]?[0-9]+$",
+    "float": r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+}
+
+
 def _cast_rowwise(arr: pa.Array, to: pa.DataType) -> tuple[pa.Array, pa.Array]:
-    """Cast in chunks, falling back to single values only inside failing chunks."""
-    oks: list[bool] = []
+    """Cast value by value where needed: ``(ok mask, values with nulls where not ok)``.
+
+    Numbers: values that look like numbers are cast at once and only the others
+    one by one. Other types, or if that fails: chunks of 4096, split in halves
+    down to single values where a chunk fails.
+    """
+    quick = _cast_plausible(arr, to)
+    if quick is not None:
+        return quick
+    import numpy as np
+
+    oks = np.ones(len(arr), dtype=bool)
     values: list[pa.Array] = []
-    step = 4096
-    for start in range(0, len(arr), step):
-        part = arr.slice(start, step)
+
+    def cast(start: int, length: int) -> None:
         try:
-            values.append(_cast(part, to))
-            oks.extend([True] * len(part))
-            continue
+            values.append(_cast(arr.slice(start, length), to))
+            return
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
-        for j in range(len(part)):
-            one = part.slice(j, 1)
-            try:
-                values.append(_cast(one, to))
-                oks.append(True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                values.append(pa.nulls(1, to))
-                oks.append(False)
+        if length == 1:
+            values.append(pa.nulls(1, to))
+            oks[start] = False
+            return
+        half = length // 2
+        cast(start, half)
+        cast(start + half, length - half)
+
+    step = 4096
+    for start in range(0, len(arr), step):
+        cast(start, min(step, len(arr) - start))
     merged = pa.concat_arrays(values) if values else pa.array([], to)
     return pa.array(oks, pa.bool_()), merged
+
+
+def _cast_plausible(arr: pa.Array, to: pa.DataType) -> tuple[pa.Array, pa.Array] | None:
+    if not pa.types.is_string(arr.type):
+        return None
+    if pa.types.is_integer(to):
+        pattern = _NUMBER["int"]
+    elif pa.types.is_floating(to):
+        pattern = _NUMBER["float"]
+    else:
+        return None
+    import numpy as np
+
+    trimmed = pc.utf8_trim_whitespace(arr)
+    plausible = pc.fill_null(
+        pc.or_(pc.match_substring_regex(trimmed, pattern), pc.equal(trimmed, "")), True
+    )
+    try:
+        values = _cast(pc.if_else(plausible, arr, pa.scalar(None, arr.type)), to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # e.g. an integer out of range: the slow path finds it
+    oks = plausible.to_numpy(zero_copy_only=False).copy()
+    fixed: list[pa.Array] = []
+    for i in np.flatnonzero(~oks):
+        try:
+            fixed.append(_cast(arr.slice(int(i), 1), to))
+            oks[i] = True
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    if fixed:
+        mask = np.zeros(len(arr), dtype=bool)
+        mask[[i for i in np.flatnonzero(~plausible.to_numpy(zero_copy_only=False)) if oks[i]]] = True
+        values = pc.replace_with_mask(values, pa.array(mask), pa.concat_arrays(fixed))
+    return pa.array(oks, pa.bool_()), values
 
 
 def _duplicated(arr: pa.ChunkedArray | pa.Array) -> pa.Array:

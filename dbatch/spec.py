@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -21,6 +21,10 @@ from .pipeline import Pipeline
 from .registry import build, did_you_mean, import_object, resolve_class
 from .steps.aggregate import Aggregate
 from .steps.base import Derive, Filter, Map, Sql
+
+if TYPE_CHECKING:
+    from .monitor.alerts import Alert
+    from .triggers import Trigger
 
 __all__ = ["load_job", "JobFile", "pipeline_from_dict", "safe_load"]
 
@@ -75,6 +79,7 @@ TOP_KEYS = {
     "workdir",
     "cluster",
     "schedule",
+    "alerts",
 }
 
 
@@ -94,8 +99,9 @@ class JobFile:
     path: Path
     pipeline: Pipeline
     cluster: Mapping[str, Any]
-    schedule: Mapping[str, Any] | None
+    schedule: Trigger | None
     raw: Mapping[str, Any]
+    alerts: tuple[Alert, ...] = ()
 
     @property
     def source_key(self) -> str:
@@ -153,9 +159,100 @@ def load_job(path: str | Path) -> JobFile:
         path=path,
         pipeline=pipeline,
         cluster=_cluster(raw.get("cluster"), str(path), base),
-        schedule=raw.get("schedule"),
+        schedule=_schedule(raw.get("schedule"), str(path)),
         raw=raw,
+        alerts=_alerts(raw.get("alerts"), str(path), base),
     )
+
+
+_SCHEDULE_FORMS = (
+    '{cron: "0 2 * * *"} (add tz: Europe/Berlin for local time), {every: 1h} '
+    "or {arrival: {count: 10, poll: 30s}}"
+)
+
+
+def _schedule(value: Any, file: str) -> Trigger | None:
+    """``schedule:`` -> a ``Cron``, ``Interval`` or ``Arrival`` trigger."""
+    from .triggers import Arrival, Cron, Interval
+
+    if value is None:
+        return None
+    kinds = {"cron", "every", "arrival"}
+    if not isinstance(value, Mapping) or len(set(value) & kinds) != 1:
+        raise JobSpecError(
+            f"expected one of {_SCHEDULE_FORMS}; got {value!r}", key="schedule", file=file
+        )
+    ((kind, spec),) = ((k, v) for k, v in value.items() if k in kinds)
+    allowed = {kind, "tz"} if kind == "cron" else {kind}
+    unknown = sorted(map(str, set(value) - allowed))
+    if unknown:
+        raise JobSpecError(
+            f"unknown key(s) {unknown} next to {kind!r}; allowed: {sorted(allowed)}",
+            key="schedule",
+            file=file,
+        )
+    try:
+        if kind == "cron":
+            return Cron(spec, tz=value.get("tz", "UTC"))
+        if kind == "every":
+            return Interval(spec)
+        arrival_keys = {"count", "bytes", "poll"}
+        if not isinstance(spec, Mapping) or set(spec) - arrival_keys:
+            raise JobSpecError(
+                f"expected {{count: N}} or {{bytes: SIZE}}, with an optional poll: 30s; "
+                f"got {spec!r}",
+                key="schedule.arrival",
+            )
+        return Arrival(**dict(spec))
+    except JobSpecError as e:
+        message = str(e).removeprefix(f"key '{e.key}': ")
+        raise JobSpecError(message, key=e.key or "schedule", file=file) from None
+
+
+def _alerts(value: Any, file: str, base_dir: Path) -> tuple[Alert, ...]:
+    """``alerts:`` -> ``Alert`` listeners; a relative command path is taken from the job's folder."""
+    from .monitor.alerts import Alert
+
+    if value is None:
+        return ()
+    example = '[{on: [failed], webhook: "https://hooks.example.org/dbatch"}]'
+    if not isinstance(value, list):
+        raise JobSpecError(f"expected a list such as {example}", key="alerts", file=file)
+    allowed = {"on", "webhook", "command", "timeout", "retries"}
+    alerts = []
+    for i, spec in enumerate(value):
+        key = f"alerts[{i}]"
+        if not isinstance(spec, Mapping):
+            raise JobSpecError(f"expected a mapping such as {example[1:-1]}", key=key, file=file)
+        unknown = sorted(map(str, set(spec) - allowed))
+        if unknown:
+            raise JobSpecError(
+                f"unknown key(s) {unknown}{did_you_mean(unknown, allowed)}; "
+                f"allowed: {sorted(allowed)}",
+                key=key,
+                file=file,
+            )
+        options = dict(spec)
+        command = options.get("command")
+        if isinstance(command, str) and command.strip():
+            import shlex
+
+            args = shlex.split(command)
+            if "/" in args[0] and not Path(args[0]).expanduser().is_absolute():
+                args[0] = str(base_dir / args[0])
+            options["command"] = tuple(args)
+        elif command is not None and not isinstance(command, list):
+            raise JobSpecError(
+                "expected a command line such as 'notify-send dbatch'",
+                key=f"{key}.command",
+                file=file,
+            )
+        try:
+            alerts.append(Alert(**options))
+        except JobSpecError as e:
+            message = str(e).removeprefix(f"key '{e.key}': ")
+            raise JobSpecError(message, key=f"{key}.{e.key}", file=file) from None
+    return tuple(alerts)
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:

@@ -123,7 +123,7 @@ class SeededFaults:
     """Transient failures at random but reproducible moments: before, in the read, in the write.
 
     Whether attempt ``n`` of a batch fails, where and with which error depends
-    only on ``(seed, batch id, n)``. At most ``max_failures`` attempts of a
+    only on ``(seed, the batch's place in the plan, n)``. At most ``max_failures`` attempts of a
     batch fail, so a retry policy with more attempts always gets through.
     ``read`` and ``write`` faults fire inside ``FlakySource.load`` and
     ``FlakySink.stage`` (a write fault after the files hit the staging folder).
@@ -131,8 +131,8 @@ class SeededFaults:
     Examples
     --------
     >>> faults = SeededFaults(seed=3, rate=0.5, max_failures=2)
-    >>> faults.failures("b-0123456789ab") in (0, 1, 2)
-    True
+    >>> [faults.failures(i) for i in range(6)]
+    [2, 0, 1, 2, 1, 0]
     """
 
     seed: int
@@ -141,26 +141,26 @@ class SeededFaults:
     where: tuple[str, ...] = ("before", "read", "write")
     errors: tuple[str, ...] = ("OSError", "TransientError", "ConnectionError", "TimeoutError")
 
-    def fault_at(self, batch_id: str, attempt: int) -> tuple[str, str] | None:
-        """``(where, error class name)`` for this attempt, or None when it succeeds."""
+    def fault_at(self, index: int, attempt: int) -> tuple[str, str] | None:
+        """``(where, error class name)`` for attempt ``attempt`` of batch ``index``, or None."""
         if attempt > self.max_failures:
             return None
-        rng = random.Random(f"{self.seed}:{batch_id}:{attempt}")
+        rng = random.Random(f"{self.seed}:{index}:{attempt}")
         if rng.random() >= self.rate:
             return None
         return rng.choice(self.where), rng.choice(self.errors)
 
-    def failures(self, batch_id: str) -> int:
-        """How many attempts of ``batch_id`` fail before one gets through."""
+    def failures(self, index: int) -> int:
+        """How many attempts of batch ``index`` (its place in the plan) fail before one passes."""
         n = 0
-        while self.fault_at(batch_id, n + 1) is not None:
+        while self.fault_at(index, n + 1) is not None:
             n += 1
         return n
 
     def __call__(self, batch: Batch, attempt: int) -> None:
         key = (batch.id, threading.get_ident())
         _ARMED.pop(key, None)
-        planned = self.fault_at(batch.id, attempt)
+        planned = self.fault_at(batch.index, attempt)
         if planned is None:
             return
         where, error = planned
@@ -212,7 +212,8 @@ class KillWorker:
         for n in range(self.times):
             try:
                 fd = os.open(
-                    Path(self.marker) / f"killed-{batch.id}-{n}", os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                    Path(self.marker) / f"killed-{batch.id}-{n}",
+                    os.O_CREAT | os.O_EXCL | os.O_WRONLY,
                 )
             except FileExistsError:
                 continue
@@ -227,14 +228,37 @@ class KillWorker:
 
 @dataclass(frozen=True)
 class Pause:
-    """Sleep before each batch, so that a short test run lasts long enough to break it midway."""
+    """Sleep before each batch, so that a short test run lasts long enough to break it midway.
+
+    With a ``marker`` folder, each start is recorded first as a file
+    ``started-<batch id>-a<attempt>-<pid>``: which worker process ran which batch, when.
+
+    Examples
+    --------
+    >>> Pause(0.1)(Batch("b-1", (), "f"), 1)
+    """
 
     seconds: float
+    marker: str | None = None
 
     def __call__(self, batch: Batch, attempt: int) -> None:
         import time
 
+        if self.marker is not None:
+            folder = Path(self.marker)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"started-{batch.id}-a{attempt}-{os.getpid()}").touch()
         time.sleep(self.seconds)
+
+    def starts(self) -> list[tuple[str, int, int, float]]:
+        """``(batch id, attempt, pid, time)`` of every recorded start, oldest first."""
+        if self.marker is None or not Path(self.marker).exists():
+            return []
+        found = []
+        for f in Path(self.marker).glob("started-*"):
+            batch_id, attempt, pid = f.name.removeprefix("started-").rsplit("-", 2)
+            found.append((batch_id, int(attempt[1:]), int(pid), f.stat().st_mtime))
+        return sorted(found, key=lambda s: s[3])
 
 
 @dataclass(frozen=True)
@@ -367,7 +391,9 @@ class SinkContract:
         folder.mkdir(parents=True, exist_ok=True)
         lines = ["id,account,amount,day"]
         for i in range(self.rows_per_file):
-            lines.append(f"{index}-{i},A{i % 5},{(i * 7 + index) % 100}.5,2026-01-{1 + index % 28:02d}")
+            lines.append(
+                f"{index}-{i},A{i % 5},{(i * 7 + index) % 100}.5,2026-01-{1 + index % 28:02d}"
+            )
         (folder / f"part-{index:03d}.csv").write_text("\n".join(lines) + "\n")
 
     def make_source(self, folder: Path) -> Any:
@@ -409,9 +435,11 @@ class SinkContract:
         root = tmp_path / f"reference-{len(list(tmp_path.glob('reference-*')))}"
         root.mkdir()
         sink = self.make_sink(root)
-        result = self.make_pipeline(tmp_path, sink, name="reference").replace(
-            workdir=str(root / "work")
-        ).run(client=client)
+        result = (
+            self.make_pipeline(tmp_path, sink, name="reference")
+            .replace(workdir=str(root / "work"))
+            .run(client=client)
+        )
         assert result.status == "succeeded", result
         return self.read_output(sink)
 
@@ -499,7 +527,9 @@ class SinkContract:
             target.parent.mkdir(parents=True, exist_ok=True)
             _os.rename(staged.staging, target)
             if sink_commit:
-                sink.commit_batch(batch.id, batch.fingerprint, Part(batch.id, target, staged.rows_out))
+                sink.commit_batch(
+                    batch.id, batch.fingerprint, Part(batch.id, target, staged.rows_out)
+                )
 
         log = EventLog()
         result = pipeline.run(client=client, listeners=[log])
@@ -518,7 +548,9 @@ class SinkContract:
 
         self.write_input(tmp_path / "input", self.n_files - 1)
         pipeline = self.make_pipeline(tmp_path, sink)
-        new = [b.id for b in pipeline.plan() if b.units[0].key.endswith(f"{self.n_files - 1:03d}.csv")]
+        new = [
+            b.id for b in pipeline.plan() if b.units[0].key.endswith(f"{self.n_files - 1:03d}.csv")
+        ]
         failed = pipeline.run(client=client, fault=RaiseOn(tuple(new)))
         assert failed.status == "failed" and failed.failed == 1, failed
         self.assert_same_output(self.read_output(sink), before)
@@ -541,4 +573,3 @@ class SinkContract:
         assert len(log.of("batch_retry")) == self.n_files
         assert self._staging_runs(pipeline) == []
         self.assert_same_output(self.read_output(sink), want)
-

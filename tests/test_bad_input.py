@@ -92,7 +92,9 @@ def write_corpus(root: Path) -> list[str]:
 
     (root / "01-clean.csv").write_text(csv_text(add(clean_rows("c1", 30))))
     (root / "03-clean.parquet").write_bytes(parquet_bytes(as_table(add(clean_rows("c3", 30)))))
-    (root / "05-clean.csv.gz").write_bytes(gzip.compress(csv_text(add(clean_rows("c5", 30))).encode()))
+    (root / "05-clean.csv.gz").write_bytes(
+        gzip.compress(csv_text(add(clean_rows("c5", 30))).encode())
+    )
     records = [
         dict(zip(HEADER.split(","), r.split(","), strict=True)) for r in add(clean_rows("c7", 30))
     ]
@@ -173,7 +175,10 @@ def test_every_damaged_file_and_row_is_quarantined_with_kind_and_place(tmp_path,
     files = q[q["line"].isna()]
     assert dict(zip(files["file"], files["kind"], strict=True)) == BAD_FILES
     assert files["raw"].isna().all() and files["reason"].str.len().gt(10).all()
-    assert "unknown column(s) ['amt']" in files.set_index("file").loc["14-renamed-column.csv", "reason"]
+    assert (
+        "unknown column(s) ['amt']"
+        in files.set_index("file").loc["14-renamed-column.csv", "reason"]
+    )
 
     rows = q[q["line"].notna()].set_index("raw")
     csv_rows = rows[rows["file"] == "18-mixed.csv"]
@@ -185,8 +190,17 @@ def test_every_damaged_file_and_row_is_quarantined_with_kind_and_place(tmp_path,
     assert json_row.index.tolist() == [BAD_JSON_LINE]
     assert json_row["kind"].tolist() == ["json"] and json_row["line"].tolist() == [3]
     assert (q["batch_id"].notna() & q["run_id"].eq(result.run_id)).all()
+    # Publishing left each committed batch's own quarantine as it was, and kept it out
+    # of the published output.
+    for d in (tmp_path / "work" / "corpus" / "batches").iterdir():
+        if (d / "_quarantine.parquet").exists():
+            own = pd.read_parquet(d / "_quarantine.parquet")["batch_id"].unique().tolist()
+            assert [d.name.rsplit("-", 1)[0]] == own
+    assert not list((tmp_path / "out").rglob("_quarantine*"))
 
-    kinds = {(k, "file") for k in BAD_FILES} | {(k, "row") for k in BAD_CSV_ROWS} | {("json", "row")}
+    kinds = (
+        {(k, "file") for k in BAD_FILES} | {(k, "row") for k in BAD_CSV_ROWS} | {("json", "row")}
+    )
     damages = len(BAD_FILES) + len(BAD_CSV_ROWS) + 1
     assert damages == 16 and len(q) == damages
     assert len({kind for kind, _ in kinds}) >= 10

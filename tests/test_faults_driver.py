@@ -284,3 +284,38 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, client):
         )
     ledger.close()
     assert pipeline.run(client=client).status == "succeeded"
+
+
+def test_failed_overwrite_leaves_previous_output_byte_identical(tmp_path, client):
+    """A later run whose step breaks on one batch publishes nothing; the old output stays."""
+    job = write_job(tmp_path)
+    first = load_job(job).pipeline.run(client=client)
+    assert first.status == "succeeded"
+    out = tmp_path / "out" / "result"
+    before = (data_files(out), (out / "_manifest.json").read_bytes(), os.readlink(out))
+
+    (tmp_path / "checks.py").write_text(
+        "def strict(df):\n"
+        "    if df['id'].str.startswith('3-').any():\n"
+        "        raise ValueError('day 3 holds an amount we cannot handle')\n"
+        "    return df\n"
+    )
+    job.write_text(JOB.replace('"amount >= 0"', '"amount >= 0"\n  - map: checks:strict'))
+    log = EventLog()
+    failed = load_job(job).pipeline.run(client=client, listeners=[log])
+    assert failed.status == "failed" and failed.failed == 1, failed
+    assert failed.committed == N_FILES - 1  # the other batches of the new definition are kept
+    [event] = log.of("batch_failed")
+    assert event.data["error_class"] == "ValueError" and event.data["attempt"] == 1
+    assert not log.of("published")
+    assert (data_files(out), (out / "_manifest.json").read_bytes(), os.readlink(out)) == before
+    assert leftovers(tmp_path / "work" / "nightly", out) == []
+
+    # Back to the job as it was: its committed batches are still there, nothing is
+    # recomputed, and the output it published is the current one.
+    job.write_text(JOB)
+    again_log = EventLog()
+    again = load_job(job).pipeline.run(client=client, listeners=[again_log])
+    assert again.ok and not again_log.started(), again
+    assert (data_files(out), (out / "_manifest.json").read_bytes(), os.readlink(out)) == before
+    assert leftovers(tmp_path / "work" / "nightly", out) == []

@@ -16,6 +16,7 @@ import pytest
 
 import dbatch
 from dbatch import ByCount, Files, ParquetSink, Pipeline
+from dbatch.cluster import _local_client
 from dbatch.testing import EventLog, KillWorker, Pause, data_files, leftovers
 
 N_FILES = 12
@@ -73,34 +74,52 @@ def dedicated_cluster(allowed_failures: int = 3):
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_worker_killed_at_a_random_moment(seed, landing, reference, tmp_path):
+    """SIGKILL one of two workers at a seeded random moment, in the middle of one of its batches."""
     from distributed import Client
 
     rng = random.Random(seed)
+    pause = Pause(0.15, marker=str(tmp_path / "starts"))
     with dedicated_cluster() as cluster, Client(cluster) as client:
-        pids = client.run(os.getpid)
-        victim = rng.choice(sorted(pids.values()))
-        delay = rng.uniform(0.05, 1.0)
-        killed_at: list[float] = []
+        victim = rng.choice(sorted(client.run(os.getpid).values()))
+        delay = rng.uniform(0.0, 0.6)  # after the first batch started; the run takes ~1 s more
+        killed: list[tuple[float, str]] = []
 
         def kill() -> None:
-            os.kill(victim, signal.SIGKILL)
-            killed_at.append(time.monotonic())
+            deadline = time.time() + 60
+            while not pause.starts() and time.time() < deadline:
+                time.sleep(0.01)
+            moment = time.time() + delay
+            time.sleep(delay)
+            # Strike while the victim is inside a batch: just after it starts the next one.
+            while time.time() < deadline:
+                mine = [s for s in pause.starts() if s[2] == victim and s[3] >= moment - 0.05]
+                if mine:
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append((time.time(), mine[-1][0]))
+                    return
+                time.sleep(0.005)
 
         log = EventLog()
         p = pipeline(landing, tmp_path)
-        timer = threading.Timer(delay, kill)
-        started = time.monotonic()
-        timer.start()
-        result = p.run(client=client, fault=Pause(0.12), listeners=[log])
-        finished = time.monotonic()
-        timer.join()
-        # The kill really happened, while the run was going on, and the nanny replaced the worker.
-        assert killed_at and started < killed_at[0] < finished, (delay, finished - started)
+        killer = threading.Thread(target=kill)
+        killer.start()
+        result = p.run(client=client, fault=pause, listeners=[log])
+        finished = time.time()
+        killer.join()
+        # The kill happened while the run was going on, and the nanny replaced the worker.
+        assert killed and killed[0][0] < finished, (delay, killed)
         assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == "zombie"
         client.wait_for_workers(2, timeout=30)
         assert victim not in client.run(os.getpid).values()
 
     assert result.status == "succeeded", result
+    # The batch the victim was running when it died was run again by another worker.
+    interrupted = killed[0][1]
+    runs_of_it = [s for s in pause.starts() if s[0] == interrupted]
+    assert len(runs_of_it) >= 2 and runs_of_it[-1][2] != victim
+    committed_by = {e.batch_id: e.data["worker"] for e in log.of("batch_committed")}
+    assert not committed_by[interrupted].endswith(f":{victim}")
+
     out = tmp_path / "out"
     assert data_files(out) == reference["files"]  # byte-identical data files
     frame = pd.read_parquet(out)
@@ -110,8 +129,8 @@ def test_worker_killed_at_a_random_moment(seed, landing, reference, tmp_path):
     assert set(frame["id"]) == set(want["id"])  # 0 lost
     assert result.rows_in == result.rows_out == N_FILES * ROWS
     assert leftovers(p.work_area(), out) == []
-    committed = [e.batch_id for e in log.of("batch_committed")]
-    assert sorted(committed) == sorted(b.id for b in p.plan())  # each batch committed once
+    assert sorted(committed_by) == sorted(b.id for b in p.plan())  # each batch committed once
+    assert len(log.of("batch_committed")) == N_FILES
     ledger = dbatch.Ledger(p.ledger_url())
     states = ledger.batches_frame(p.name)
     ledger.close()
@@ -125,7 +144,7 @@ def test_batch_that_kills_its_worker_every_time_is_quarantined(landing, tmp_path
     victim = plan[3].id
     hook = KillWorker(str(tmp_path / "kills"), batch_ids=(victim,), times=10)
     with dask.config.set({"dbatch.retry.worker-deaths": 1}):
-        client = dbatch.connect(n_workers=2, show_link=False)  # the LocalCluster dbatch makes
+        client = _local_client(2, 1)  # the LocalCluster dbatch.connect() makes
     try:
         result = p.run(client=client, fault=hook)
         assert result.status == "succeeded_with_quarantine", result

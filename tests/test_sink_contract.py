@@ -29,4 +29,6 @@ class TestCsvSinkContract(SinkContract):
     def read_output(self, sink):
         options = pacsv.ConvertOptions(column_types=CSV_TYPES)
         files = sorted(Path(sink.path).glob("*.csv"))
-        return pa.concat_tables(pacsv.read_csv(f, convert_options=options) for f in files).to_pandas()
+        return pa.concat_tables(
+            pacsv.read_csv(f, convert_options=options) for f in files
+        ).to_pandas()

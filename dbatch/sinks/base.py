@@ -74,8 +74,14 @@ def file_checksum(path: str | Path) -> str:
 def safe_join(root: str | Path, *parts: str) -> Path:
     """Join path parts built from data below ``root``; refuse anything that escapes it.
 
-    Rejects absolute parts, ``..`` (also percent-encoded), separators inside a
+    Rejects absolute parts, ``..`` (also percent-encoded, and as the value of a
+    ``key=value`` partition folder, which readers decode), separators inside a
     part, NUL bytes, and targets that resolve outside ``root`` through a symlink.
+
+    Examples
+    --------
+    >>> safe_join("out", "region=EU", "part-0.parquet")
+    PosixPath('out/region=EU/part-0.parquet')
     """
     from urllib.parse import unquote
 
@@ -83,8 +89,10 @@ def safe_join(root: str | Path, *parts: str) -> Path:
     for part in parts:
         text = str(part)
         decoded = unquote(unquote(text))
+        value = decoded.split("=", 1)[1] if "=" in decoded else None
         bad = (
-            not text
+            value in (".", "..")
+            or not text
             or "\x00" in decoded
             or os.path.isabs(decoded)
             or decoded.startswith("~")

@@ -91,7 +91,13 @@ class Files:
     # -- planning, on the client ------------------------------------------------
 
     def describe(self) -> str:
-        return f"files {self.path!r}"
+        return f"files {_redact(repr(self.path))}"
+
+    def __repr__(self) -> str:
+        # Paths may hold credentials (s3://key:secret@bucket/...), storage options usually do.
+        n = len(self.storage_options)
+        hidden = f", storage_options=<{n} hidden>" if n else ""
+        return f"Files({_redact(repr(self.path))}, format={self.format!r}{hidden})"
 
     def token(self) -> list[Any]:
         return [
@@ -132,7 +138,9 @@ class Files:
                     ) from None
                 if info.get("type") == "directory":
                     continue
-                key = p if protocol in ("file", "local") else f"{protocol}://{p}"
+                # http(s) paths keep their protocol; others (s3, gcs, memory) drop it.
+                local = protocol in ("file", "local") or "://" in p
+                key = p if local else f"{protocol}://{p}"
                 mtime = _mtime(info)
                 units[key] = Unit(
                     key=key,
@@ -162,6 +170,16 @@ class Files:
         return mtime
 
     # -- loading, on a worker ---------------------------------------------------
+
+    def scan(self, batch: Batch, ctx: BatchContext):
+        """The batch as a DuckDB query over its local Parquet files, when that is exact.
+
+        Returns a ``Scan`` (rows already counted, bad rows already quarantined) or
+        None, and then ``load`` reads the batch.
+        """
+        from .parquet_scan import parquet_scan
+
+        return parquet_scan(self, batch, ctx)
 
     def load(self, batch: Batch, ctx: BatchContext) -> pa.Table:
         tables = []
@@ -206,6 +224,7 @@ class Files:
 
     def _load_unit(self, key: str, ctx: BatchContext) -> pa.Table | None:
         fmt = self._format_of(key)
+        failure = None
         try:
             with self._open(key) as f:
                 data = f.read()
@@ -217,6 +236,12 @@ class Files:
                 raise
             ctx.quarantine_file(key, "corrupt", f"cannot decompress or read: {e}")
             return None
+        except Exception as e:  # noqa: BLE001 - a client library's own error (aiohttp, botocore)
+            # Replaced by our own error, raised outside this block so it carries no context:
+            # those may not pickle back to the client, and their repr can hold credentials.
+            failure = _portable_error(e, key)
+        if failure is not None:
+            raise failure
         if len(data) == 0:
             ctx.quarantine_file(key, "empty", "the file is empty")
             return None
@@ -434,30 +459,46 @@ def _concat(tables: list[pa.Table], ctx: BatchContext, batch: Batch) -> pa.Table
 
 
 def _csv_line_numbers(n_rows: int, bad_lines: list[int | None]) -> pa.Array:
-    skip = sorted(x for x in bad_lines if x is not None)
-    lines = []
-    line = 2
-    j = 0
-    while len(lines) < n_rows:
-        while j < len(skip) and skip[j] == line:
-            line += 1
-            j += 1
-        lines.append(line)
-        line += 1
-    return pa.array(lines, pa.int64())
+    skip = np.array([x for x in bad_lines if x is not None], dtype=np.int64)
+    lines = np.arange(2, n_rows + len(skip) + 2, dtype=np.int64)
+    if len(skip):
+        lines = lines[~np.isin(lines, skip)]
+    return pa.array(lines[:n_rows])
 
 
 def _csv_raw_text(data: bytes):
-    """Line numbers -> raw text of those lines; the file is split only if a row is bad."""
-    cache: list[list[str]] = []
+    """Line numbers -> raw text of those lines; lines are located only if a row is bad.
+
+    Only the asked-for lines are decoded; files with a bare ``\r`` as line end
+    are split as text instead.
+    """
+    cache: list[Any] = []
 
     def raw_of(numbers: list) -> list:
         if not cache:
-            cache.append(data.decode("utf8", errors="replace").splitlines())
-        text = cache[0]
-        return [text[n - 1] if n is not None and 0 < n <= len(text) else None for n in numbers]
+            if data.count(b"\r") != data.count(b"\r\n"):
+                cache.append(data.decode("utf8", errors="replace").splitlines())
+            else:
+                cache.append(np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10))
+        found = cache[0]
+        if isinstance(found, list):
+            return [
+                found[n - 1] if n is not None and 0 < n <= len(found) else None for n in numbers
+            ]
+        return [_line(data, found, n) for n in numbers]
 
     return raw_of
+
+
+def _line(data: bytes, ends: np.ndarray, n: int | None) -> str | None:
+    """Line ``n`` (1-based) of ``data``, given the offsets of its newlines."""
+    if n is None or n < 1:
+        return None
+    start = 0 if n == 1 else int(ends[n - 2]) + 1 if n - 2 < len(ends) else len(data)
+    stop = int(ends[n - 1]) if n - 1 < len(ends) else len(data)
+    if start >= stop and n - 1 >= len(ends):
+        return None  # past the last line
+    return data[start:stop].removesuffix(b"\r").decode("utf8", errors="replace")
 
 
 def _rows_as_json(table: pa.Table):
@@ -510,6 +551,14 @@ def _is_io_blip(e: BaseException) -> bool:
         and "CRC" not in str(e)
         and "end-of-stream" not in str(e)
     )
+
+
+def _portable_error(e: BaseException, key: str) -> Exception:
+    """A picklable error without credentials, transient when ``e`` is (an HTTP 503, say)."""
+    from ..errors import TransientError, is_transient
+
+    message = f"reading {_redact(key)!r} failed: {type(e).__name__}: {_redact(str(e))[:500]}"
+    return TransientError(message) if is_transient(e) else SourceError(message)
 
 
 _CRED = re.compile(r"(://)([^/@\s]+)@")

@@ -20,6 +20,7 @@ __all__ = ["Aggregate"]
 _METRIC = re.compile(r"^\s*(sum|count|mean|avg|min|max)\s*\(\s*(\*|[A-Za-z_][\w]*)\s*\)\s*$", re.I)
 
 
+BUCKET = "__dbatch_bucket"  # a column the steps' query may add: each row's bucket
 _KIND = b"dbatch.partial"  # schema metadata of a bucket file: b"raw" rows or b"pre" partials
 _CHUNK = 1 << 17  # rows per record batch in bucket files: the reduce streams them
 
@@ -157,6 +158,13 @@ class Aggregate:
         cols = [*self.by, *(m.column for m in self.metrics if m.column)]
         return list(dict.fromkeys(cols))
 
+    def bucket_column(self, buckets: int) -> dict[str, str]:
+        """``{BUCKET: SQL}``: each row's bucket, for a query that ends where ``map_side`` starts."""
+        if buckets <= 1:
+            return {}
+        keys = ", ".join(_quote(k) for k in self.by)
+        return {BUCKET: f"CAST(hash({keys}) % {buckets} AS INTEGER)"}
+
     def _partials(self) -> list[_Partial]:
         """The distinct partial results the metrics need (``mean`` shares ``sum`` and ``count``)."""
         wanted: dict[tuple[str, str | None], None] = {}
@@ -174,6 +182,10 @@ class Aggregate:
         them by more than half. The reduce side reads both.
         """
         table = as_arrow(data)
+        given = None  # buckets the query before computed (see bucket_column)
+        if BUCKET in table.column_names:
+            given = table.column(BUCKET)
+            table = table.drop_columns([BUCKET])
         missing = [c for c in self.input_columns() if c not in table.column_names]
         if missing:
             raise JobSpecError(
@@ -195,8 +207,8 @@ class Aggregate:
             partial = partial.drop_columns(["__bucket"])
         else:
             partial = table.select(self.input_columns())
-            bucket_of = None
-            if buckets > 1:
+            bucket_of = given
+            if buckets > 1 and given is None:
                 bucket_of = query(
                     f"SELECT CAST(hash({keys}) % {buckets} AS INTEGER) AS b FROM batch",
                     {"batch": table.select(list(self.by))},

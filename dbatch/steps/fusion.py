@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -15,12 +15,16 @@ from ..errors import JobSpecError
 from .base import Derive, Filter, Step, _quote, as_arrow
 from .enrich import Enrich
 
-__all__ = ["FusedSql", "fuse"]
+__all__ = ["FusedSql", "fuse", "fusable"]
 
 _FLAG = "__dbatch_matched"
 
 
-def fuse(steps: Sequence[Step], keep: Sequence[str] | None = None) -> list[Step]:
+def fuse(
+    steps: Sequence[Step],
+    keep: Sequence[str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> list[Step]:
     """Replace each run of two or more fusable steps by one ``FusedSql`` step.
 
     Counts, quarantined rows and output are those of running the steps one
@@ -31,7 +35,7 @@ def fuse(steps: Sequence[Step], keep: Sequence[str] | None = None) -> list[Step]
 
     ``keep`` names the only columns whoever consumes the result reads (an
     aggregate's keys and metric columns): when the last step is a SQL step,
-    only those leave DuckDB.
+    only those leave DuckDB, with the ``extra`` columns (name -> SQL) added.
 
     Examples
     --------
@@ -43,7 +47,7 @@ def fuse(steps: Sequence[Step], keep: Sequence[str] | None = None) -> list[Step]
 
     def close(last: bool = False) -> None:
         if last and run and keep:
-            out.append(FusedSql(tuple(run), keep=tuple(keep)))
+            out.append(FusedSql(tuple(run), keep=tuple(keep), extra=tuple((extra or {}).items())))
         elif len(run) > 1:
             out.append(FusedSql(tuple(run)))
         else:
@@ -51,7 +55,7 @@ def fuse(steps: Sequence[Step], keep: Sequence[str] | None = None) -> list[Step]
         run.clear()
 
     for step in steps:
-        if type(step) not in (Filter, Derive, Enrich):
+        if not fusable(step):
             close()
             out.append(step)
             continue
@@ -60,6 +64,11 @@ def fuse(steps: Sequence[Step], keep: Sequence[str] | None = None) -> list[Step]
         run.append(step)
     close(last=True)
     return out
+
+
+def fusable(step: Step) -> bool:
+    """Whether ``step`` can be part of a ``FusedSql`` query."""
+    return type(step) in (Filter, Derive, Enrich)
 
 
 def _guarded(run: Sequence[Step]) -> bool:
@@ -82,46 +91,66 @@ class FusedSql(Step):
 
     steps: tuple[Step, ...]
     keep: tuple[str, ...] | None = None
+    extra: tuple[tuple[str, str], ...] = ()
 
     def token(self):
-        return ["fused", [s.token() for s in self.steps], self.keep]
+        return ["fused", [s.token() for s in self.steps], self.keep, list(self.extra)]
 
     def shared_objects(self):
         return [obj for s in self.steps for obj in s.shared_objects()]
 
     def apply(self, data, ctx: BatchContext):
-        table = as_arrow(data)
-        cols = list(table.column_names)
-        tables: dict[str, pa.Table] = {"batch": table}
-        sql = "SELECT * FROM batch"
+        """Run the steps on a table, or on a source's ``Scan`` (a query over its files).
+
+        Rows an ``Enrich`` finds no match for travel through the query flagged,
+        and the later steps leave them alone.
+        """
+        from ..sources.parquet_scan import Scan
+
+        tables: dict[str, pa.Table] = {}
+        hidden: list[str] = []  # flag columns carried through every stage
+        if isinstance(data, Scan):
+            cols, n_in = list(data.columns), data.rows
+            sql = f"SELECT * FROM ({data.sql}) AS src"
+        else:
+            table = as_arrow(data)
+            cols, n_in = list(table.column_names), table.num_rows
+            tables["batch"] = table
+            sql = "SELECT * FROM batch"
         guard: Enrich | None = None  # the Enrich whose unmatched rows are flagged
         guard_cols: list[str] = []
         guard_sql = ""
         for i, step in enumerate(self.steps):
+            alive = _alive(hidden)
             if isinstance(step, Filter):
-                sql = f"SELECT * FROM ({sql}) AS s{i} WHERE {step.where}"
+                cond = (
+                    f"CASE WHEN {alive} THEN ({step.where}) ELSE TRUE END" if alive else step.where
+                )
+                sql = f"SELECT * FROM ({sql}) AS s{i} WHERE {cond}"
             elif isinstance(step, Derive):
                 if guard is not None and any(c in cols for c in step.columns):
                     # Unmatched rows must keep their values: finish the steps before apart.
-                    return self._split(i, table, ctx)
-                sql, cols = _derive(sql, cols, step, i, guarded=guard is not None)
+                    return self._split(i, data, ctx)
+                sql, cols = _derive(sql, cols, step, i, alive)
             else:
                 assert isinstance(step, Enrich)
                 tables[f"lookup{i}"] = step.table.get(ctx)
                 flag = step.unmatched != "keep"
-                sql, cols = _enrich(sql, cols, step, i, flag=flag, carry=guard is not None)
+                sql, cols = _enrich(sql, cols, step, i, flag=flag, hidden=hidden)
                 if flag:
                     guard, guard_cols, guard_sql = step, list(cols), sql
+                    hidden.append(_FLAG)
         if self.keep and all(c in cols for c in self.keep):
-            picked = ", ".join(_quote(c) for c in self.keep)
-            sql = f"SELECT {picked}{f', {_FLAG}' if guard else ''} FROM ({sql}) AS kept"
+            picked = [_quote(c) for c in [*self.keep, *hidden]]
+            picked += [f"{expr} AS {_quote(name)}" for name, expr in self.extra]
+            sql = f"SELECT {', '.join(picked)} FROM ({sql}) AS kept"
         out = query(sql, tables)
         if guard is None:
-            ctx.filtered(table.num_rows - out.num_rows)
+            ctx.filtered(n_in - out.num_rows)
             return out
         flag = out.column(_FLAG)
         out = out.drop_columns([_FLAG])
-        ctx.filtered(table.num_rows - out.num_rows)  # what the filters dropped
+        ctx.filtered(n_in - out.num_rows)  # what the filters dropped
         misses = pc.invert(flag)
         n_miss = pc.sum(misses.cast(pa.int64())).as_py() or 0
         if n_miss == 0:
@@ -130,30 +159,34 @@ class FusedSql(Step):
             ctx.filtered(n_miss)
         else:  # the unmatched rows as the Enrich saw them (a rare, second query)
             cols_sql = ", ".join(_quote(c) for c in guard_cols)
-            bad = query(f"SELECT {cols_sql} FROM ({guard_sql}) AS g WHERE NOT {_FLAG}", tables)
-            _quarantine_unmatched(guard, bad, ctx)
+            bad_rows = query(f"SELECT {cols_sql} FROM ({guard_sql}) AS g WHERE NOT {_FLAG}", tables)
+            _quarantine_unmatched(guard, bad_rows, ctx)
         return out.filter(flag)
 
-    def _split(self, i: int, table: pa.Table, ctx: BatchContext):
-        head = FusedSql(self.steps[:i]) if i > 1 else self.steps[0]
-        data = head.apply(table, ctx)
-        for step in fuse(self.steps[i:], keep=self.keep):
+    def _split(self, i: int, data, ctx: BatchContext):
+        data = FusedSql(self.steps[:i]).apply(data, ctx)
+        for step in fuse(self.steps[i:], keep=self.keep, extra=dict(self.extra)):
             data = step.apply(data, ctx)
         return data
 
 
-def _derive(sql: str, cols: list[str], step: Derive, i: int, guarded: bool):
+def _alive(hidden: list[str]) -> str:
+    """SQL true for the rows the steps apply to (not set aside by an earlier stage)."""
+    return " AND ".join(hidden)
+
+
+def _derive(sql: str, cols: list[str], step: Derive, i: int, alive: str):
     replaced = [c for c in cols if c in step.columns]
     star = f"* EXCLUDE ({', '.join(_quote(c) for c in replaced)})" if replaced else "*"
     exprs = ", ".join(
-        (f"CASE WHEN {_FLAG} THEN ({expr}) END" if guarded else f"({expr})") + f" AS {_quote(name)}"
+        (f"CASE WHEN {alive} THEN ({expr}) END" if alive else f"({expr})") + f" AS {_quote(name)}"
         for name, expr in step.columns.items()
     )
     new_cols = [c for c in cols if c not in step.columns] + list(step.columns)
     return f"SELECT {star}, {exprs} FROM ({sql}) AS s{i}", new_cols
 
 
-def _enrich(sql: str, cols: list[str], step: Enrich, i: int, *, flag: bool, carry: bool):
+def _enrich(sql: str, cols: list[str], step: Enrich, i: int, *, flag: bool, hidden: list[str]):
     missing = [k for k in step.on if k not in cols]
     if missing:
         raise JobSpecError(
@@ -163,13 +196,16 @@ def _enrich(sql: str, cols: list[str], step: Enrich, i: int, *, flag: bool, carr
     keys = ", ".join(_quote(k) for k in step.on)
     kept = [c for c in cols if c not in step.columns]
     select = ", ".join(
-        [*(f"b.{_quote(c)}" for c in kept), *(f"l.{_quote(c)}" for c in step.columns)]
+        [
+            *(f"b.{_quote(c)}" for c in kept),
+            *(f"l.{_quote(c)}" for c in step.columns),
+            *(f"b.{h}" for h in hidden),
+        ]
     )
     if flag:
         select += f", l.__dbatch_match IS NOT NULL AS {_FLAG}"
         right = f"(SELECT *, TRUE AS __dbatch_match FROM lookup{i})"
     else:
-        select += f", b.{_FLAG}" if carry else ""
         right = f"lookup{i}"
     sql = f"SELECT {select} FROM ({sql}) AS b LEFT JOIN {right} AS l USING ({keys})"
     return sql, kept + list(step.columns)

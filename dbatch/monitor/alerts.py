@@ -1,0 +1,312 @@
+"""Alerts: a run-event listener that posts a finished run to a webhook or pipes it to a command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from ..core import Event
+from ..errors import JobSpecError
+
+__all__ = ["Alert", "ALERT_ON"]
+
+log = logging.getLogger("dbatch")
+
+#: What an alert can be sent on: a run's status, ``quarantined`` (this run set
+#: batches, rows or files aside) or ``finished`` (every run).
+ALERT_ON = (
+    "failed",
+    "quarantined",
+    "succeeded",
+    "succeeded_with_quarantine",
+    "nothing_to_do",
+    "finished",
+)
+
+_MAX_ERRORS = 20
+
+
+@dataclass
+class _RunNotes:
+    started: set[str] = field(default_factory=set)
+    batches_quarantined: int = 0
+    rows_quarantined: int = 0
+    files_quarantined: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Tell someone when a run finishes with a status in ``on``: a webhook, a command, or both.
+
+    A webhook gets one JSON ``POST`` per matching run (run id, job, status, counts,
+    message, errors, dashboard link), with a timeout and ``retries`` more tries
+    on a connection error, a timeout, a 5xx or a 429 answer. A command gets the
+    same JSON on its standard input; it is split with ``shlex`` and run without a
+    shell. An alert that cannot be delivered logs a warning and never fails the run;
+    the webhook's address appears in logs as scheme, host and port only, so tokens
+    in its path, query or user part stay out of them.
+
+    Parameters
+    ----------
+    on
+        Statuses to alert on: ``failed``, ``quarantined`` (this run set batches, rows
+        or files aside), ``succeeded``, ``succeeded_with_quarantine``,
+        ``nothing_to_do``, or ``finished`` for every run.
+    webhook
+        An ``http://`` or ``https://`` URL.
+    command
+        A command line (``"notify-send dbatch"``) or a list of arguments.
+    timeout
+        Seconds for one webhook request or for the command.
+    retries, backoff
+        Further webhook attempts, ``backoff * 2**k`` seconds apart.
+
+    Examples
+    --------
+    >>> alert = Alert(on=["failed", "quarantined"], webhook="https://hooks.example.org/dbatch")
+    >>> result = pipeline.run(listeners=[alert])  # doctest: +SKIP
+    """
+
+    on: Sequence[str] | str = ("failed",)
+    webhook: str | None = field(default=None, repr=False)
+    command: str | Sequence[str] | None = field(default=None, repr=False)
+    timeout: float = 10.0
+    retries: int = 2
+    backoff: float = 0.5
+    _notes: dict[str, _RunNotes] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self):
+        on = (self.on,) if isinstance(self.on, str) else tuple(self.on)
+        unknown = [str(o) for o in on if o not in ALERT_ON]
+        if not on or unknown:
+            raise JobSpecError(
+                f"unknown alert condition(s) {unknown}; use any of {list(ALERT_ON)}", key="on"
+            )
+        object.__setattr__(self, "on", on)
+        if self.webhook is None and self.command is None:
+            raise JobSpecError("give a webhook URL or a command to run", key="webhook")
+        if self.webhook is not None:
+            parts = urlsplit(str(self.webhook))
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise JobSpecError(
+                    "expected an http:// or https:// URL such as https://hooks.example.org/dbatch",
+                    key="webhook",
+                )
+        if self.command is not None:
+            args = self._args()
+            if not args:
+                raise JobSpecError(
+                    "expected a command line such as 'notify-send dbatch'", key="command"
+                )
+        for name in ("timeout", "backoff"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value < 0
+                or (name == "timeout" and value == 0)
+            ):
+                raise JobSpecError(
+                    f"expected a positive number of seconds, got {value!r}", key=name
+                )
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise JobSpecError(f"expected 0 or more, got {self.retries!r}", key="retries")
+
+    def __repr__(self) -> str:
+        where = []
+        if self.webhook is not None:
+            where.append(f"webhook={_public(self.webhook)!r}")
+        if self.command is not None:
+            where.append(f"command={self._args()[0]!r}")
+        return f"Alert(on={list(self.on)!r}, {', '.join(where)})"
+
+    def _args(self) -> list[str]:
+        if isinstance(self.command, str):
+            return shlex.split(self.command)
+        return [str(a) for a in self.command or ()]
+
+    # -- the listener ------------------------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        try:
+            self._note(event)
+        except Exception as e:  # noqa: BLE001 - an alert never breaks a run
+            log.warning("dbatch: alert %r failed: %s", self, type(e).__name__)
+
+    def _note(self, e: Event) -> None:
+        with self._lock:
+            notes = self._notes.setdefault(e.run_id, _RunNotes())
+            if e.kind == "finished":
+                del self._notes[e.run_id]
+        d = e.data
+        if e.kind == "batch_started" and e.batch_id:
+            notes.started.add(e.batch_id)
+        elif e.kind == "batch_committed":
+            notes.rows_quarantined += int(d.get("rows_quarantined") or 0)
+            notes.files_quarantined += int(d.get("files_quarantined") or 0)
+        elif e.kind in ("batch_quarantined", "batch_failed"):
+            if e.kind == "batch_quarantined":
+                if e.batch_id not in notes.started:
+                    return  # set aside by an earlier run; not news
+                notes.batches_quarantined += 1
+            if len(notes.errors) < _MAX_ERRORS:
+                notes.errors.append(
+                    {
+                        "batch_id": e.batch_id,
+                        "state": e.kind.removeprefix("batch_"),
+                        "error_class": d.get("error_class"),
+                        "error_message": str(d.get("error_message") or "")[:1000],
+                    }
+                )
+        elif e.kind == "finished":
+            matched = self.matches(d.get("status", ""), notes)
+            if matched:
+                self.send(self.payload(e, notes, matched))
+
+    def matches(self, status: str, notes: _RunNotes | None = None) -> list[str]:
+        """The conditions in ``on`` a run with this status (and these notes) meets."""
+        news = notes is not None and bool(
+            notes.batches_quarantined or notes.rows_quarantined or notes.files_quarantined
+        )
+        return [
+            o for o in self.on if o == status or o == "finished" or (o == "quarantined" and news)
+        ]
+
+    def payload(self, e: Event, notes: _RunNotes, matched: list[str]) -> dict[str, Any]:
+        d = e.data
+        return {
+            "job": e.job,
+            "run_id": e.run_id,
+            "status": d.get("status"),
+            "on": matched,
+            "message": d.get("message", ""),
+            "counts": {
+                "batches_committed": d.get("committed", 0),
+                "batches_skipped": d.get("skipped", 0),
+                "batches_quarantined": d.get("quarantined", 0),
+                "batches_failed": d.get("failed", 0),
+                **{k: d.get(k, 0) for k in ("rows_in", "rows_out", "rows_filtered")},
+                "rows_quarantined": d.get("rows_quarantined", 0),
+                "files_quarantined": d.get("files_quarantined", 0),
+            },
+            "new_quarantine": {
+                "batches": notes.batches_quarantined,
+                "rows": notes.rows_quarantined,
+                "files": notes.files_quarantined,
+            },
+            "errors": notes.errors,
+            "output": d.get("output", ""),
+            "dashboard": d.get("dashboard"),
+            "host": socket.gethostname(),
+            "time": datetime.fromtimestamp(e.time, UTC).isoformat(),
+        }
+
+    # -- delivery ----------------------------------------------------------------------
+
+    def send(self, payload: dict[str, Any]) -> bool:
+        """Deliver ``payload`` to the webhook and the command; False if any failed (logged)."""
+        ok = True
+        if self.webhook is not None:
+            ok = self._post(payload) and ok
+        if self.command is not None:
+            ok = self._pipe(payload) and ok
+        return ok
+
+    def _post(self, payload: dict[str, Any]) -> bool:
+        import requests
+
+        url = str(self.webhook)
+        problem = ""
+        for attempt in range(1, self.retries + 2):
+            retry = True
+            try:
+                answer = requests.post(
+                    url,
+                    json=payload,
+                    timeout=self.timeout,
+                    headers={"User-Agent": "dbatch-alert"},
+                )
+            except requests.RequestException as e:
+                problem = f"{type(e).__name__}: {_scrub(str(e), url)[:300]}"
+            else:
+                answer.close()
+                if answer.status_code < 400:
+                    return True
+                problem = f"HTTP {answer.status_code}"
+                retry = answer.status_code >= 500 or answer.status_code == 429
+            if not retry or attempt > self.retries:
+                break
+            time.sleep(self.backoff * 2 ** (attempt - 1))
+        log.warning(
+            "dbatch: alert for run %s of %r not delivered to webhook %s after %d attempt(s): %s; "
+            "the run itself is not affected",
+            payload.get("run_id"),
+            payload.get("job"),
+            _public(url),
+            attempt,
+            problem,
+        )
+        return False
+
+    def _pipe(self, payload: dict[str, Any]) -> bool:
+        args = self._args()
+        try:
+            done = subprocess.run(  # noqa: S603 - no shell; the user's own command
+                args,
+                input=json.dumps(payload, default=str),
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            problem = type(e).__name__ + (f" ({e.strerror})" if isinstance(e, OSError) else "")
+        else:
+            if done.returncode == 0:
+                return True
+            problem = f"exit status {done.returncode}: {done.stderr.strip()[-300:]}"
+        log.warning(
+            "dbatch: alert command %r for run %s of %r failed: %s; the run itself is not affected",
+            args[0],
+            payload.get("run_id"),
+            payload.get("job"),
+            problem,
+        )
+        return False
+
+
+def _public(url: str) -> str:
+    """Scheme, host and port of ``url``: what may appear in logs."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    rest = "/…" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{rest}"
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` without any secret-bearing part of ``url`` (user, password, path, query)."""
+    parts = urlsplit(url)
+    secrets = [url, parts.netloc.rpartition("@")[0], parts.password, parts.username, parts.query]
+    if parts.path.strip("/"):
+        secrets.append(parts.path)
+    secrets += [v for _, v in parse_qsl(parts.query, keep_blank_values=False)]
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        for form in {secret, quote(secret, safe="/")}:
+            text = text.replace(form, "***")
+    return text
