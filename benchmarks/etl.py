@@ -84,7 +84,7 @@ def _cluster():
     return cluster, Client(cluster)
 
 
-def _dbatch_pipeline(fmt: str, files_glob: str, fx: str, out: Path):
+def _dbatch_pipeline(fmt: str, files_glob: str, fx: str, out: Path, batch_files: int = BATCH_FILES):
     from dbatch import (
         Aggregate,
         ByCount,
@@ -110,7 +110,7 @@ def _dbatch_pipeline(fmt: str, files_glob: str, fx: str, out: Path):
             sort=False,  # like the other tools: groups in no particular order
         ),
         sink=ParquetSink(str(out / "daily")),
-        batching=ByCount(BATCH_FILES),
+        batching=ByCount(batch_files),
         name="etl",
         workdir=str(out / "work"),
     )
@@ -150,8 +150,11 @@ workdir: {out}/work
 class Job:
     """One tool's run: ``prepare`` (untimed), ``run`` (timed), ``check`` (untimed)."""
 
-    def __init__(self, tool: str, fmt: str, scale: int, root: Path, out: Path):
+    def __init__(
+        self, tool: str, fmt: str, scale: int, root: Path, out: Path, batch_files: int = BATCH_FILES
+    ):
         self.tool, self.fmt, self.scale, self.root, self.out = tool, fmt, scale, root, out
+        self.batch_files = batch_files
         self.files = _files(fmt, scale, root)
         self.glob = str(data_dir(fmt, scale, root) / f"*.{fmt}")
         self.fx = str(root / "fx_rates.csv")
@@ -183,7 +186,7 @@ class Job:
         self.client.run(warm)
 
     def _run_dbatch(self) -> None:
-        pipeline = _dbatch_pipeline(self.fmt, self.glob, self.fx, self.out)
+        pipeline = _dbatch_pipeline(self.fmt, self.glob, self.fx, self.out, self.batch_files)
         result = pipeline.run(client=self.client, progress=False)
         self._dbatch_result(result.to_dict())
 
@@ -194,7 +197,7 @@ class Job:
                 glob=self.glob,
                 fmt=self.fmt,
                 currencies=", ".join(CURRENCIES),
-                batch_files=BATCH_FILES,
+                batch_files=self.batch_files,
                 fx=self.fx,
                 out=self.out,
             )
@@ -400,7 +403,7 @@ def child(args: argparse.Namespace) -> None:
     """Prepare, say READY, wait for GO, run, report; the parent measures around it."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    job = Job(args.tool, args.format, args.scale, Path(args.data), out)
+    job = Job(args.tool, args.format, args.scale, Path(args.data), out, args.batch_files)
     job.prepare()
     print("READY", flush=True)
     sys.stdin.readline()
@@ -477,7 +480,9 @@ class TreeSampler(threading.Thread):
         return self.peak
 
 
-def measure(tool: str, fmt: str, scale: int, root: Path, work: Path) -> dict:
+def measure(
+    tool: str, fmt: str, scale: int, root: Path, work: Path, batch_files: int = BATCH_FILES
+) -> dict:
     """One run of ``tool`` in a fresh process: wall time, peak and idle memory, the check."""
     out = work / f"{tool}-{fmt}-x{scale}-{uuid.uuid4().hex[:8]}"
     cmd = [
@@ -494,6 +499,8 @@ def measure(tool: str, fmt: str, scale: int, root: Path, work: Path) -> dict:
         str(root),
         "--out",
         str(out),
+        "--batch-files",
+        str(batch_files),
     ]
     env = {**os.environ, "POLARS_MAX_THREADS": "2", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(
@@ -537,13 +544,15 @@ def _same(a: dict, b: dict) -> list[str]:
     return problems
 
 
-def bench(tools, fmt: str, scale: int, repeat: int, root: Path, work: Path) -> dict:
+def bench(
+    tools, fmt: str, scale: int, repeat: int, root: Path, work: Path, batch_files: int = BATCH_FILES
+) -> dict:
     """``repeat`` rounds; the order of the tools rotates from one round to the next."""
     runs: dict[str, list[dict]] = {t: [] for t in tools}
     for r in range(repeat):
         order = list(tools[r % len(tools) :]) + list(tools[: r % len(tools)])
         for tool in order:
-            res = measure(tool, fmt, scale, root, work)
+            res = measure(tool, fmt, scale, root, work, batch_files)
             runs[tool].append(res)
             print(
                 f"  [{fmt} x{scale} round {r + 1}/{repeat}] {tool:12s} {res['wall']:7.2f} s "
@@ -634,6 +643,12 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--format", default="all", choices=["parquet", "csv", "all"])
         p.add_argument("--scale", type=int, default=1, help="1 = 20 M rows in 64 files")
         p.add_argument("--data", type=Path, default=DATA, help="data folder (default: data/)")
+        p.add_argument(
+            "--batch-files",
+            type=int,
+            default=BATCH_FILES,
+            help="files per dbatch batch (default 8)",
+        )
     c.add_argument("--out", required=True)
     parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3); medians")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
@@ -659,7 +674,7 @@ def main(argv: list[str] | None = None) -> None:
     report: dict = {"repeat": args.repeat, "scale": args.scale, "results": {}}
     for fmt in formats:
         _ensure_data(fmt, args.scale, root)
-        runs = bench(tools, fmt, args.scale, args.repeat, root, work)
+        runs = bench(tools, fmt, args.scale, args.repeat, root, work, args.batch_files)
         rows = summarise(runs)
         report["results"][f"{fmt}-x{args.scale}"] = {"runs": runs, "summary": rows}
         print(f"\n### {fmt}, {64 * args.scale} files, {args.repeat} rounds\n")
@@ -669,7 +684,8 @@ def main(argv: list[str] | None = None) -> None:
         by_scale = {}
         for scale in (1, args.scaling):
             _ensure_data("parquet", scale, root)
-            by_scale[scale] = summarise(bench(pair, "parquet", scale, args.repeat, root, work))
+            runs = bench(pair, "parquet", scale, args.repeat, root, work, args.batch_files)
+            by_scale[scale] = summarise(runs)
             report["results"][f"scaling-parquet-x{scale}"] = by_scale[scale]
         print(f"\n### memory as the Parquet input grows 1x -> {args.scaling}x\n")
         print(scaling_table(by_scale, args.scaling), flush=True)

@@ -9,8 +9,8 @@ Compares, on the same data and the same 2-worker LocalCluster (1 thread each):
 - hand-written ``dask.dataframe``: ``read_parquet().map_partitions(score, model).to_parquet()``;
   for the large model also with the model scattered to the workers first.
 
-Every timed run starts on freshly restarted workers (libraries imported, nothing
-else kept), so no run inherits the memory or the loaded model of the one before.
+Every timed run on Dask gets a new cluster (its libraries imported before the clock
+starts), so no run inherits the memory or the loaded model of the one before.
 
 Two models: a small histogram gradient-boosting classifier and a large (about
 100 MB pickled) extra-trees regressor. For each run it records the bytes the
@@ -28,6 +28,7 @@ The data (Parquet, 500,000 rows a file) and the trained models are written once 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -196,12 +197,6 @@ def _warm_imports() -> bool:
     return True
 
 
-def fresh_workers(client) -> None:
-    """New worker processes with the libraries imported: no run inherits another's memory."""
-    client.restart(wait_for_workers=True)
-    client.run(_warm_imports)
-
-
 def _received_bytes(dask_worker=None) -> int:
     """Bytes this process has read from TCP since the counter was installed in it.
 
@@ -225,6 +220,8 @@ def _received_bytes(dask_worker=None) -> int:
 
 def traffic(client) -> dict[str, int]:
     """Bytes so far: read by the workers from TCP, and sent by this client to the scheduler."""
+    if client is None:
+        return {"to_workers": 0, "client_to_scheduler": 0}
     return {
         "to_workers": sum(client.run(_received_bytes).values()),
         "client_to_scheduler": client.scheduler_comm.byte_count,
@@ -246,32 +243,52 @@ def checksum(folder: Path) -> float:
     return float(pd.read_parquet(folder, columns=["score"])["score"].sum())
 
 
-def _ways(client, folder: Path, files: list[Path], name: str, spec: dict) -> dict:
-    """Each way as ``fn(out_folder, repeat) -> folder holding its output``."""
+def _ways(folder: Path, files: list[Path], name: str, spec: dict) -> dict:
+    """Each way as ``fn(out_folder, repeat, client) -> folder holding its output``."""
     path, method = spec["path"], spec["method"]
     ways = {
-        "pandas, 1 process, 1 thread": lambda out, rep: run_pandas(
+        "pandas, 1 process, 1 thread": lambda out, rep, client: run_pandas(
             files, path, method, out, threads=1
         ),
-        "dask map_partitions": lambda out, rep: run_dask(
+        "dask map_partitions": lambda out, rep, client: run_dask(
             client, folder, path, method, out, scatter=False
         ),
-        "dbatch Predict": lambda out, rep: run_dbatch(
+        "dbatch Predict": lambda out, rep, client: run_dbatch(
             client, folder, path, method, out / "result", tag=f"{name}-{rep}"
         ),
     }
     if name == "large":  # what an expert does with a big model: scatter it once
-        ways["dask map_partitions, model scattered"] = lambda out, rep: run_dask(
+        ways["dask map_partitions, model scattered"] = lambda out, rep, client: run_dask(
             client, folder, path, method, out, scatter=True
         )
-        ways["dbatch Predict, model object"] = lambda out, rep: run_dbatch(
+        ways["dbatch Predict, model object"] = lambda out, rep, client: run_dbatch(
             client, folder, path, method, out / "result", tag=f"obj-{rep}", in_memory=True
         )
     if name == "small":  # this model can use both cores in one process
-        ways["pandas, 1 process, all threads"] = lambda out, rep: run_pandas(
+        ways["pandas, 1 process, all threads"] = lambda out, rep, client: run_pandas(
             files, path, method, out, threads=None
         )
     return ways
+
+
+@contextlib.contextmanager
+def fresh_cluster():
+    """A new 2-worker LocalCluster (1 thread each) with the libraries imported on its workers."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            worker_dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(_warm_imports)
+        yield client
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,86 +299,70 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import dask
-    from distributed import Client, LocalCluster
 
     folder = write_data(args.rows)
     files = sorted(folder.glob("*.parquet"))
-    warm = write_data(20_000, per_file=10_000)
     models = train_models()
     print(
         f"{len(files)} files, {args.rows:,} rows; load average {os.getloadavg()[0]:.1f}", flush=True
     )
 
     dask.config.set({"distributed.admin.large-graph-warning-threshold": "10GB"})
-    cluster = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        worker_dashboard_address=None,
-    )
-    client = Client(cluster)
-    fresh_workers(client)
     rows = {}
+    loads = {}
     shutil.rmtree(DATA / "out", ignore_errors=True)
     for way in ("pandas", "dask", "dbatch"):
         (DATA / "out" / way).mkdir(parents=True)
-    try:
-        for name in args.models.split(","):
-            spec = models[name]
-            # Untimed: every way once on two small files, so imports are not timed.
-            for way, fn in _ways(client, warm, sorted(warm.glob("*.parquet")), name, spec).items():
+    for name in args.models.split(","):
+        spec = models[name]
+        ways = _ways(folder, files, name, spec)
+        times = {w: [] for w in ways}
+        moved = {w: [] for w in ways}
+        sums = {}
+        for rep in range(args.repeat):
+            for way, fn in ways.items():  # alternate, so load on the machine hits each way
                 out = DATA / "out" / way.split(",")[0].split()[0]
                 shutil.rmtree(out)
                 out.mkdir(parents=True)
-                fn(out, "warm-up")
-            ways = _ways(client, folder, files, name, spec)
-            times = {w: [] for w in ways}
-            moved = {w: [] for w in ways}
-            sums = {}
-            for rep in range(args.repeat):
-                for way, fn in ways.items():  # alternate, so load on the machine hits each way
-                    out = DATA / "out" / way.split(",")[0].split()[0]
-                    shutil.rmtree(out)
-                    out.mkdir(parents=True)
-                    fresh_workers(client)
+                with contextlib.ExitStack() as stack:
+                    client = (
+                        None if way.startswith("pandas") else stack.enter_context(fresh_cluster())
+                    )
                     before = traffic(client)
                     start = time.perf_counter()
-                    written = fn(out, rep)
+                    written = fn(out, rep, client)
                     times[way].append(time.perf_counter() - start)
                     after = traffic(client)
-                    moved[way].append({k: after[k] - before[k] for k in after})
-                    sums[way] = checksum(written)
-                    print(
-                        f"  {name:5s} {way:32s} run {rep + 1}: {times[way][-1]:7.1f} s  "
-                        f"load {os.getloadavg()[0]:.1f}",
-                        flush=True,
-                    )
-            loads = model_loads(client, spec["path"], tag=f"{name}-{args.repeat - 1}")
-            ref = sums["pandas, 1 process, 1 thread"]
-            for way, total in sums.items():
-                if not np.isclose(total, ref, rtol=1e-9):
-                    raise AssertionError(f"{way} scored differently: {total} != {ref}")
-            base = args.rows / statistics.median(times["pandas, 1 process, 1 thread"])
-            rows[name] = {
-                "model": spec["describe"],
-                "model_bytes": spec["bytes"],
-                "loads_per_worker": loads,
-                "ways": {
-                    way: {
-                        "median_s": statistics.median(t),
-                        "rows_per_s": args.rows / statistics.median(t),
-                        "vs_pandas_1_thread": args.rows / statistics.median(t) / base,
-                        "bytes": moved[way][-1],
-                        "runs_s": t,
-                    }
-                    for way, t in times.items()
-                },
-            }
-    finally:
-        client.close()
-        cluster.close()
+                    if way == "dbatch Predict":
+                        loads[name] = model_loads(client, spec["path"], tag=f"{name}-{rep}")
+                moved[way].append({k: after[k] - before[k] for k in after})
+                sums[way] = checksum(written)
+                print(
+                    f"  {name:5s} {way:38s} run {rep + 1}: {times[way][-1]:7.1f} s  "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+        ref = sums["pandas, 1 process, 1 thread"]
+        for way, total in sums.items():
+            if not np.isclose(total, ref, rtol=1e-9):
+                raise AssertionError(f"{way} scored differently: {total} != {ref}")
+        base = args.rows / statistics.median(times["pandas, 1 process, 1 thread"])
+        rows[name] = {
+            "model": spec["describe"],
+            "model_bytes": spec["bytes"],
+            "loads_per_worker": loads.get(name),
+            "load_average_at_end": os.getloadavg()[0],
+            "ways": {
+                way: {
+                    "median_s": statistics.median(t),
+                    "rows_per_s": args.rows / statistics.median(t),
+                    "vs_pandas_1_thread": args.rows / statistics.median(t) / base,
+                    "bytes": moved[way][-1],
+                    "runs_s": t,
+                }
+                for way, t in times.items()
+            },
+        }
     print_table(rows, args)
     out = DATA / f"results-{args.rows}.json"
     out.write_text(json.dumps(rows, indent=2))

@@ -139,12 +139,11 @@ class RunSummary:
         self.dashboard: str | None = None
         self.output_rows: int | None = None
         self.published = False
-        self.published_now = False  # this run wrote the output (a resume may only publish)
 
     def __call__(self, e: Event) -> None:
         if e.batch_id is None:
             if e.kind == "published":
-                self.published = self.published_now = True
+                self.published = True
             return
         states = {
             "batch_started": "running",
@@ -194,7 +193,7 @@ class RunSummary:
         if self.failed or len(self.state) < len(self.plan):
             return "failed"
         skipped = sum(1 for i in self.info.values() if i.get("skipped"))
-        if skipped == len(self.plan) and not self.published_now:
+        if skipped == len(self.plan):
             return "nothing_to_do"
         if self._count("quarantined"):
             return "succeeded_with_quarantine"

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..context import BatchContext
-from ..errors import DBatchError, JobSpecError, TransientError
+from ..errors import DBatchError, JobSpecError, TransientError, is_transient
 from .base import SharedObject, Step, as_arrow, function_token
 
 __all__ = ["Predict", "ModelError", "auto_batch_rows", "model_cache"]
@@ -125,6 +125,8 @@ def _load(ref: _ModelRef) -> Any:
         try:
             model = func() if ref.arg is None else func(ref.arg)
         except Exception as e:
+            if is_transient(e):  # a model store that did not answer: the runner retries
+                raise
             raise ModelError(f"model loader {ref.name!r} failed: {type(e).__name__}: {e}") from e
     else:
         data = _read_bytes(ref.name)

@@ -1,0 +1,258 @@
+"""The fast paths give what the plain ones give: fused SQL steps, Parquet read by DuckDB, bucket files."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dbatch import Aggregate, ByCount, Derive, Enrich, Files, Filter, ParquetSink, Pipeline
+from dbatch.context import BatchContext
+from dbatch.core import Batch
+from dbatch.execute import run_steps
+from dbatch.sources.parquet_scan import Scan
+from dbatch.steps.fusion import FusedSql, fuse
+
+LOOKUP = pa.table(
+    {"k": list(range(10)), "c": ["a"] * 5 + ["b"] * 5, "r": [float(i) for i in range(10)]}
+)
+BY_C = pa.table({"c": ["a", "b"], "z": [1.5, 2.5]})
+
+STEPS = {
+    "filter": Filter("v > -1"),
+    "filter_null": Filter("w IS NOT NULL"),
+    "derive": Derive({"d": "v * 2"}),
+    "replace": Derive({"v": "v + 1"}),
+    "quarantine": Enrich(LOOKUP, on=["k"], columns=["r"], unmatched="quarantine"),
+    "drop": Enrich(LOOKUP, on=["k"], columns=["r"], unmatched="filter"),
+    "keep": Enrich(BY_C, on=["c"], unmatched="keep"),
+    "after": Derive({"e": "r * v"}),
+}
+
+
+def batch_table(n: int = 3000, seed: int = 1) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "k": rng.integers(0, 12, n),
+            "c": rng.choice(["a", "b", "x"], n),
+            "v": rng.normal(size=n),
+            "w": pa.array(rng.normal(size=n), mask=rng.random(n) < 0.1),
+        }
+    )
+
+
+def one_by_one(steps, data, ctx):
+    for step in steps:
+        data = step.apply(data, ctx)
+    return data
+
+
+def fused(steps, data, ctx, keep=None):
+    for step in fuse(steps, keep=keep):
+        data = step.apply(data, ctx)
+    return data
+
+
+def same_table(a: pa.Table, b: pa.Table) -> bool:
+    """Equal schemas and values, NaN equal to NaN."""
+    return a.schema.equals(b.schema) and a.to_pandas().equals(b.to_pandas())
+
+
+def new_ctx() -> BatchContext:
+    return BatchContext(batch=Batch("b", (), "f"))
+
+
+def same_context(a: BatchContext, b: BatchContext) -> None:
+    assert (a.rows_in, a.rows_filtered, a.rows_quarantined) == (
+        b.rows_in,
+        b.rows_filtered,
+        b.rows_quarantined,
+    )
+    assert a.quarantined_rows().equals(b.quarantined_rows())
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("filter", "derive", "quarantine", "after"),
+        ("filter_null", "replace", "drop", "after", "keep"),
+        ("keep", "filter", "quarantine", "replace", "derive"),
+        ("quarantine", "filter", "derive"),
+        ("derive", "keep", "quarantine", "drop"),
+        ("filter", "filter_null", "replace", "derive"),
+    ],
+)
+def test_fused_steps_give_the_same_rows_counts_and_quarantine(names):
+    steps = [STEPS[n] for n in names]
+    assert any(isinstance(s, FusedSql) for s in fuse(steps))
+    data = batch_table()
+    a, b = new_ctx(), new_ctx()
+    assert same_table(one_by_one(steps, data, a), fused(steps, data, b))
+    same_context(a, b)
+    assert a.rows_filtered + a.rows_quarantined > 0
+
+
+def test_every_pair_and_triple_of_steps_fuses_exactly():
+    data = batch_table(800, seed=2)
+    for size in (2, 3):
+        for names in itertools.permutations(STEPS, size):
+            steps = [STEPS[n] for n in names]
+            a, b = new_ctx(), new_ctx()
+            try:
+                want = one_by_one(steps, data, a)
+            except Exception as e:  # noqa: BLE001 - then fused must fail too
+                with pytest.raises(type(e)):
+                    fused(steps, data, b)
+                continue
+            assert same_table(want, fused(steps, data, b)), names
+            same_context(a, b)
+
+
+def test_the_last_query_hands_back_only_the_kept_columns():
+    steps = [STEPS["filter"], STEPS["quarantine"], STEPS["after"]]
+    a, b = new_ctx(), new_ctx()
+    want = one_by_one(steps, batch_table(), a).select(["k", "e"])
+    got = fused(steps, batch_table(), b, keep=["k", "e"])
+    assert same_table(got, want)
+    same_context(a, b)
+
+
+# -- Parquet read inside the query ------------------------------------------------
+
+SCHEMA = {
+    "id": "int64",
+    "account": {"type": "string", "not_null": True},
+    "currency": {"type": "string", "allowed": ["EUR", "USD"]},
+    "amount": {"type": "float64", "not_null": True, "min": 0, "max": 1000},
+    "status": "string",
+}
+
+
+def write_files(folder, n_files=3, rows=400, seed=0, narrow_ids=False):
+    """Parquet files with every kind of bad row, and NaN (which breaks no bound)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        amount = rng.uniform(-50, 1100, rows)
+        amount[::37] = math.nan
+        account = [None if j % 53 == 0 else f"A{j % 17}" for j in range(rows)]
+        table = pa.table(
+            {
+                "status": rng.choice(["ok", "late"], rows),
+                "id": pa.array(
+                    np.arange(rows) + i * rows, pa.int32() if narrow_ids else pa.int64()
+                ),
+                "account": account,
+                "currency": rng.choice(["EUR", "USD", "GBP"], rows),
+                "amount": pa.array(amount, mask=rng.random(rows) < 0.03),
+                "extra": rng.integers(0, 5, rows),
+            }
+        )
+        pq.write_table(table, folder / f"part-{i}.parquet")
+
+
+def pipeline(folder, **options) -> Pipeline:
+    return Pipeline(
+        Files(str(folder / "*.parquet"), schema=options.pop("schema", SCHEMA)),
+        ParquetSink(str(folder.parent / "out")),
+        steps=[
+            Filter("status = 'ok'"),
+            Enrich(
+                pa.table({"currency": ["EUR"], "rate": [1.1]}),
+                on="currency",
+                unmatched="quarantine",
+            ),
+            Derive({"usd": "amount * rate"}),
+        ],
+        batching=ByCount(3),
+        **options,
+    )
+
+
+def through_load(p: Pipeline, batch, ctx):
+    data = p.source.load(batch, ctx)
+    return one_by_one(p.steps, data, ctx)
+
+
+@pytest.mark.parametrize("narrow_ids", [False, True])
+def test_parquet_read_by_duckdb_matches_load(tmp_path, narrow_ids):
+    write_files(tmp_path / "in", narrow_ids=narrow_ids)
+    p = pipeline(tmp_path / "in")
+    batch = p.plan()[0]
+    probe = new_ctx()
+    assert isinstance(p.source.scan(batch, probe), Scan)  # the fast path is taken
+    a, b = new_ctx(), new_ctx()
+    want = through_load(p, batch, a)
+    got = run_steps(p, batch, b)
+    assert same_table(got, want)
+    same_context(a, b)
+    kinds = set(b.quarantined_rows().column("kind").to_pylist())
+    assert {"not_null", "range", "allowed", "no_match"} <= kinds
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["drift", "corrupt", "unique", "fail_fast"],
+)
+def test_parquet_read_falls_back_to_load_when_that_alone_is_exact(tmp_path, change):
+    write_files(tmp_path / "in")
+    schema = dict(SCHEMA)
+    if change == "drift":
+        pq.write_table(
+            pq.read_table(tmp_path / "in" / "part-1.parquet").set_column(
+                1, "id", pa.array([str(x) for x in range(400)])
+            ),
+            tmp_path / "in" / "part-1.parquet",
+        )
+    elif change == "corrupt":
+        (tmp_path / "in" / "part-2.parquet").write_bytes(b"PAR1 not really")
+    elif change == "unique":
+        schema["id"] = {"type": "int64", "unique": True}
+    p = pipeline(tmp_path / "in", schema=schema)
+    batch = p.plan()[0]
+    mode = "fail_fast" if change == "fail_fast" else "quarantine"
+    ctx = BatchContext(batch=batch, mode=mode)
+    assert p.source.scan(batch, ctx) is None
+    assert (ctx.rows_in, ctx.rows_quarantined, ctx.files) == (0, 0, [])
+    if change == "fail_fast":
+        return
+    a, b = new_ctx(), new_ctx()
+    assert same_table(run_steps(p, batch, b), through_load(p, batch, a))
+    same_context(a, b)
+    assert [f.key for f in a.files] == [f.key for f in b.files]
+
+
+# -- aggregate: raw rows or partials per batch, one reduce per bucket -------------
+
+
+def test_buckets_of_raw_rows_and_of_partials_combine_to_the_exact_totals(tmp_path):
+    rng = np.random.default_rng(3)
+    wide = pa.table({"g": rng.integers(0, 50_000, 20_000), "x": rng.normal(size=20_000)})
+    narrow = pa.table({"g": rng.integers(0, 20, 20_000), "x": rng.normal(size=20_000)})
+    agg = Aggregate(
+        by="g",
+        metrics={"s": "sum(x)", "n": "count(*)", "m": "mean(x)", "lo": "min(x)", "hi": "max(x)"},
+        buckets=3,
+    )
+    kinds = []
+    for name, table in (("wide", wide), ("narrow", narrow)):
+        (tmp_path / name).mkdir()
+        kinds.append(agg.map_side(table, tmp_path / name, 3)["preaggregated"])
+    assert kinds == [False, True]  # one batch of raw rows, one of partials
+    parts = [
+        agg.reduce_side([tmp_path / d / f"bucket-{k:03d}.arrow" for d in ("wide", "narrow")])
+        for k in range(3)
+    ]
+    got = pa.concat_tables(parts).to_pandas().set_index("g").sort_index()
+    assert got.index.is_unique
+    both = pd.concat([wide.to_pandas(), narrow.to_pandas()])
+    want = both.groupby("g").x.agg(["sum", "count", "mean", "min", "max"])
+    assert (got.n == want["count"]).all()
+    for col, ref in (("s", "sum"), ("m", "mean"), ("lo", "min"), ("hi", "max")):
+        np.testing.assert_allclose(got[col], want[ref], rtol=1e-9, atol=1e-9)
