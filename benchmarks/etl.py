@@ -84,7 +84,14 @@ def _cluster():
     return cluster, Client(cluster)
 
 
-def _dbatch_pipeline(fmt: str, files_glob: str, fx: str, out: Path, batch_files: int = BATCH_FILES):
+def _dbatch_pipeline(
+    fmt: str,
+    files_glob: str,
+    fx: str,
+    out: Path,
+    batch_files: int = BATCH_FILES,
+    buckets: int | None = None,
+):
     from dbatch import (
         Aggregate,
         ByCount,
@@ -107,6 +114,7 @@ def _dbatch_pipeline(fmt: str, files_glob: str, fx: str, out: Path, batch_files:
         aggregate=Aggregate(
             by=["account", "day"],
             metrics={"total": "sum(amount_usd)", "n": "count(*)", "mean": "mean(amount_usd)"},
+            buckets=buckets,  # default: one per worker thread
             sort=False,  # like the other tools: groups in no particular order
         ),
         sink=ParquetSink(str(out / "daily")),
@@ -139,7 +147,7 @@ steps:
 aggregate:
   by: [account, day]
   metrics: {{total: sum(amount_usd), n: count(*), mean: mean(amount_usd)}}
-  sort: false
+  sort: false{buckets}
 sink:
   type: parquet
   path: {out}/daily
@@ -151,10 +159,17 @@ class Job:
     """One tool's run: ``prepare`` (untimed), ``run`` (timed), ``check`` (untimed)."""
 
     def __init__(
-        self, tool: str, fmt: str, scale: int, root: Path, out: Path, batch_files: int = BATCH_FILES
+        self,
+        tool: str,
+        fmt: str,
+        scale: int,
+        root: Path,
+        out: Path,
+        batch_files: int = BATCH_FILES,
+        buckets: int | None = None,
     ):
         self.tool, self.fmt, self.scale, self.root, self.out = tool, fmt, scale, root, out
-        self.batch_files = batch_files
+        self.batch_files, self.buckets = batch_files, buckets
         self.files = _files(fmt, scale, root)
         self.glob = str(data_dir(fmt, scale, root) / f"*.{fmt}")
         self.fx = str(root / "fx_rates.csv")
@@ -186,7 +201,9 @@ class Job:
         self.client.run(warm)
 
     def _run_dbatch(self) -> None:
-        pipeline = _dbatch_pipeline(self.fmt, self.glob, self.fx, self.out, self.batch_files)
+        pipeline = _dbatch_pipeline(
+            self.fmt, self.glob, self.fx, self.out, self.batch_files, self.buckets
+        )
         result = pipeline.run(client=self.client, progress=False)
         self._dbatch_result(result.to_dict())
 
@@ -198,6 +215,7 @@ class Job:
                 fmt=self.fmt,
                 currencies=", ".join(CURRENCIES),
                 batch_files=self.batch_files,
+                buckets=f"\n  buckets: {self.buckets}" if self.buckets else "",
                 fx=self.fx,
                 out=self.out,
             )
@@ -403,7 +421,9 @@ def child(args: argparse.Namespace) -> None:
     """Prepare, say READY, wait for GO, run, report; the parent measures around it."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    job = Job(args.tool, args.format, args.scale, Path(args.data), out, args.batch_files)
+    job = Job(
+        args.tool, args.format, args.scale, Path(args.data), out, args.batch_files, args.buckets
+    )
     job.prepare()
     print("READY", flush=True)
     sys.stdin.readline()
@@ -481,7 +501,13 @@ class TreeSampler(threading.Thread):
 
 
 def measure(
-    tool: str, fmt: str, scale: int, root: Path, work: Path, batch_files: int = BATCH_FILES
+    tool: str,
+    fmt: str,
+    scale: int,
+    root: Path,
+    work: Path,
+    batch_files: int = BATCH_FILES,
+    buckets: int | None = None,
 ) -> dict:
     """One run of ``tool`` in a fresh process: wall time, peak and idle memory, the check."""
     out = work / f"{tool}-{fmt}-x{scale}-{uuid.uuid4().hex[:8]}"
@@ -501,6 +527,7 @@ def measure(
         str(out),
         "--batch-files",
         str(batch_files),
+        *(["--buckets", str(buckets)] if buckets else []),
     ]
     env = {**os.environ, "POLARS_MAX_THREADS": "2", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(
@@ -545,14 +572,21 @@ def _same(a: dict, b: dict) -> list[str]:
 
 
 def bench(
-    tools, fmt: str, scale: int, repeat: int, root: Path, work: Path, batch_files: int = BATCH_FILES
+    tools,
+    fmt: str,
+    scale: int,
+    repeat: int,
+    root: Path,
+    work: Path,
+    batch_files: int = BATCH_FILES,
+    buckets: int | None = None,
 ) -> dict:
     """``repeat`` rounds; the order of the tools rotates from one round to the next."""
     runs: dict[str, list[dict]] = {t: [] for t in tools}
     for r in range(repeat):
         order = list(tools[r % len(tools) :]) + list(tools[: r % len(tools)])
         for tool in order:
-            res = measure(tool, fmt, scale, root, work, batch_files)
+            res = measure(tool, fmt, scale, root, work, batch_files, buckets)
             runs[tool].append(res)
             print(
                 f"  [{fmt} x{scale} round {r + 1}/{repeat}] {tool:12s} {res['wall']:7.2f} s "
@@ -649,6 +683,12 @@ def main(argv: list[str] | None = None) -> None:
             default=BATCH_FILES,
             help="files per dbatch batch (default 8)",
         )
+        p.add_argument(
+            "--buckets",
+            type=int,
+            default=None,
+            help="dbatch reduce tasks (default: worker threads)",
+        )
     c.add_argument("--out", required=True)
     parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3); medians")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
@@ -674,7 +714,9 @@ def main(argv: list[str] | None = None) -> None:
     report: dict = {"repeat": args.repeat, "scale": args.scale, "results": {}}
     for fmt in formats:
         _ensure_data(fmt, args.scale, root)
-        runs = bench(tools, fmt, args.scale, args.repeat, root, work, args.batch_files)
+        runs = bench(
+            tools, fmt, args.scale, args.repeat, root, work, args.batch_files, args.buckets
+        )
         rows = summarise(runs)
         report["results"][f"{fmt}-x{args.scale}"] = {"runs": runs, "summary": rows}
         print(f"\n### {fmt}, {64 * args.scale} files, {args.repeat} rounds\n")
@@ -684,7 +726,9 @@ def main(argv: list[str] | None = None) -> None:
         by_scale = {}
         for scale in (1, args.scaling):
             _ensure_data("parquet", scale, root)
-            runs = bench(pair, "parquet", scale, args.repeat, root, work, args.batch_files)
+            runs = bench(
+                pair, "parquet", scale, args.repeat, root, work, args.batch_files, args.buckets
+            )
             by_scale[scale] = summarise(runs)
             report["results"][f"scaling-parquet-x{scale}"] = by_scale[scale]
         print(f"\n### memory as the Parquet input grows 1x -> {args.scaling}x\n")

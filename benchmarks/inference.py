@@ -15,7 +15,10 @@ starts), so no run inherits the memory or the loaded model of the one before.
 Two models: a small histogram gradient-boosting classifier and a large (about
 100 MB pickled) extra-trees regressor. For each run it records the bytes the
 workers read over TCP (task messages, scattered data, transfers between workers),
-the bytes the client sent to the scheduler, and how often each worker loaded the model.
+the bytes the client sent to the scheduler, how often each worker loaded the model,
+and the CPU seconds every process used. On a machine shared with other work, the CPU
+times also give the speed-up two idle cores would allow: pandas' CPU time over the
+longer of the busiest process's CPU time and half the total.
 
 Usage::
 
@@ -218,6 +221,21 @@ def _received_bytes(dask_worker=None) -> int:
     return tcp._bench_received[0]
 
 
+def _cpu_seconds(dask_worker=None) -> float:
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
+def cpu(client) -> dict[str, float]:
+    """CPU seconds used so far by this process (client and scheduler) and by each worker."""
+    used = {"main": _cpu_seconds()}
+    if client is not None:
+        used.update(client.run(_cpu_seconds))
+    return used
+
+
 def traffic(client) -> dict[str, int]:
     """Bytes so far: read by the workers from TCP, and sent by this client to the scheduler."""
     if client is None:
@@ -318,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         ways = _ways(folder, files, name, spec)
         times = {w: [] for w in ways}
         moved = {w: [] for w in ways}
+        cpus = {w: [] for w in ways}
         sums = {}
         for rep in range(args.repeat):
             for way, fn in ways.items():  # alternate, so load on the machine hits each way
@@ -328,17 +347,20 @@ def main(argv: list[str] | None = None) -> int:
                     client = (
                         None if way.startswith("pandas") else stack.enter_context(fresh_cluster())
                     )
-                    before = traffic(client)
+                    before, cpu_before = traffic(client), cpu(client)
                     start = time.perf_counter()
                     written = fn(out, rep, client)
                     times[way].append(time.perf_counter() - start)
-                    after = traffic(client)
+                    after, cpu_after = traffic(client), cpu(client)
+                    used = [cpu_after[k] - cpu_before[k] for k in cpu_after]
+                    cpus[way].append((sum(used), max(used)))
                     if way == "dbatch Predict":
                         loads[name] = model_loads(client, spec["path"], tag=f"{name}-{rep}")
                 moved[way].append({k: after[k] - before[k] for k in after})
                 sums[way] = checksum(written)
                 print(
                     f"  {name:5s} {way:38s} run {rep + 1}: {times[way][-1]:7.1f} s  "
+                    f"CPU {cpus[way][-1][0]:6.1f} s (busiest process {cpus[way][-1][1]:6.1f} s)  "
                     f"load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
@@ -347,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             if not np.isclose(total, ref, rtol=1e-9):
                 raise AssertionError(f"{way} scored differently: {total} != {ref}")
         base = args.rows / statistics.median(times["pandas, 1 process, 1 thread"])
+        base_cpu = statistics.median(c[0] for c in cpus["pandas, 1 process, 1 thread"])
         rows[name] = {
             "model": spec["describe"],
             "model_bytes": spec["bytes"],
@@ -359,6 +382,15 @@ def main(argv: list[str] | None = None) -> int:
                     "vs_pandas_1_thread": args.rows / statistics.median(t) / base,
                     "bytes": moved[way][-1],
                     "runs_s": t,
+                    "cpu_s": statistics.median(c[0] for c in cpus[way]),
+                    "busiest_process_cpu_s": statistics.median(c[1] for c in cpus[way]),
+                    # What the CPU time allows on two idle cores: the busiest process, or
+                    # the total spread over both cores, whichever is longer.
+                    "idle_machine_estimate_vs_pandas_1_thread": base_cpu
+                    / max(
+                        statistics.median(c[1] for c in cpus[way]),
+                        statistics.median(c[0] for c in cpus[way]) / 2,
+                    ),
                 }
                 for way, t in times.items()
             },
@@ -377,9 +409,10 @@ def _mb(n: int) -> str:
 def print_table(rows: dict, args) -> None:
     print(f"\n{args.rows:,} rows, median of {args.repeat} runs\n")
     print(
-        "| model | way | rows/s | × pandas 1 thread | bytes read by the workers | client→scheduler |"
+        "| model | way | rows/s | × pandas 1 thread | CPU s (busiest process) "
+        "| × from CPU time | bytes read by the workers | client→scheduler |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in rows.items():
         for way, w in r["ways"].items():
             b = w["bytes"]
@@ -387,7 +420,8 @@ def print_table(rows: dict, args) -> None:
             graph = "–" if way.startswith("pandas") else _mb(b["client_to_scheduler"])
             print(
                 f"| {name} ({_mb(r['model_bytes'])}) | {way} | {w['rows_per_s']:,.0f} | "
-                f"{w['vs_pandas_1_thread']:.2f} | {moved} | {graph} |"
+                f"{w['vs_pandas_1_thread']:.2f} | {w['cpu_s']:.0f} ({w['busiest_process_cpu_s']:.0f}) | "
+                f"{w['idle_machine_estimate_vs_pandas_1_thread']:.2f} | {moved} | {graph} |"
             )
     for name, r in rows.items():
         print(

@@ -14,6 +14,7 @@ from .errors import (
     TransientError,
 )
 from .ledger import Ledger
+from .monitor.alerts import Alert
 from .monitor.result import RunResult
 from .pipeline import Pipeline
 from .sinks import CsvSink, ParquetSink, ReportSink, SqlSink
@@ -22,6 +23,7 @@ from .sources import Files, HttpSource, SqlSource
 from .sources.xarray import NetCDFSource, ZarrSource
 from .steps import Aggregate, Derive, Enrich, Filter, Map, Predict, Sql
 from .steps.xarray import Anomaly, ConvertUnits, Resample, XarrayMap
+from .triggers import Arrival, Cron, Interval
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,10 @@ __all__ = [
     "ByCount",
     "ByWindow",
     "ByThreshold",
+    "Cron",
+    "Interval",
+    "Arrival",
+    "Alert",
     "Ledger",
     "connect",
     "DBatchError",

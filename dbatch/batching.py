@@ -7,12 +7,46 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pandas as pd
+from pandas.tseries.offsets import BaseOffset
 
 from .config import parse_bytes
 from .core import Batch, Unit
 from .errors import JobSpecError
 
-__all__ = ["BySize", "ByCount", "ByWindow", "ByThreshold", "Batcher", "make_batches"]
+__all__ = [
+    "BySize",
+    "ByCount",
+    "ByWindow",
+    "ByThreshold",
+    "Batcher",
+    "make_batches",
+    "frequency",
+    "window_start",
+]
+
+
+def frequency(freq: str, *, key: str) -> BaseOffset:
+    """The pandas offset of ``freq`` (``"1D"``, ``"6h"``, ``"MS"``); anything else names ``key``.
+
+    Examples
+    --------
+    >>> frequency("6h", key="batching.window")
+    <6 * Hours>
+    """
+    try:
+        return pd.tseries.frequencies.to_offset(freq)
+    except (TypeError, ValueError):
+        raise JobSpecError(
+            f"{freq!r} is not a pandas frequency such as 1D, 6h or MS", key=key
+        ) from None
+
+
+def window_start(ts: pd.Timestamp, offset: BaseOffset) -> pd.Timestamp:
+    """The start of the window of ``offset`` holding ``ts`` (fixed or calendar frequencies)."""
+    try:
+        return ts.floor(offset)  # fixed frequencies: days, hours, minutes
+    except ValueError:
+        return offset.rollback(ts.normalize())  # calendar ones: months, weeks
 
 
 class Batcher:
@@ -75,16 +109,10 @@ class ByWindow(Batcher):
     freq: str = "1D"
 
     def __post_init__(self):
-        try:
-            pd.tseries.frequencies.to_offset(self.freq)
-        except ValueError:
-            raise JobSpecError(
-                f"{self.freq!r} is not a pandas frequency such as 1D, 6h or MS",
-                key="batching.window",
-            ) from None
+        frequency(self.freq, key="batching.window")
 
     def groups(self, units):
-        offset = pd.tseries.frequencies.to_offset(self.freq)
+        offset = frequency(self.freq, key="batching.window")
         buckets: dict[pd.Timestamp, list[Unit]] = {}
         for u in units:
             if u.time is None:
@@ -93,7 +121,7 @@ class ByWindow(Batcher):
                     key="batching.window",
                 )
             ts = pd.Timestamp(datetime.fromtimestamp(u.time, tz=UTC)).tz_localize(None)
-            start = _window_start(ts, offset)
+            start = window_start(ts, offset)
             buckets.setdefault(start, []).append(u)
         return [buckets[k] for k in sorted(buckets)]
 
@@ -112,8 +140,20 @@ class ByThreshold(Batcher):
     def __post_init__(self):
         if (self.count is None) == (self.bytes is None):
             raise JobSpecError("set exactly one of count or bytes", key="batching.threshold")
+        if self.count is not None and (
+            not isinstance(self.count, int) or isinstance(self.count, bool) or self.count <= 0
+        ):
+            raise JobSpecError(
+                f"count must be a positive whole number, got {self.count!r}",
+                key="batching.threshold.count",
+            )
         if self.bytes is not None:
-            object.__setattr__(self, "bytes", parse_bytes(self.bytes))
+            size = parse_bytes(self.bytes)
+            object.__setattr__(self, "bytes", size)
+            if size <= 0:
+                raise JobSpecError(
+                    "bytes must be a positive size such as 1GiB", key="batching.threshold.bytes"
+                )
 
     def groups(self, units):
         if self.count is not None:
@@ -123,13 +163,6 @@ class ByThreshold(Batcher):
         if groups and sum(u.size for u in groups[-1]) < self.bytes:
             groups = groups[:-1]
         return groups
-
-
-def _window_start(ts: pd.Timestamp, offset) -> pd.Timestamp:
-    try:
-        return ts.floor(offset)  # fixed frequencies: days, hours, minutes
-    except ValueError:
-        return offset.rollback(ts.normalize())  # calendar ones: months, weeks
 
 
 def make_batches(units: Sequence[Unit], batcher: Batcher, salt: str = "") -> list[Batch]:

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from .core import BATCH_COLUMNS
 from .errors import DBatchError
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+    from .spec import JobFile
 
 __all__ = ["main"]
 
 
-def _fail(e: Exception) -> None:
+def _fail(e: Exception) -> NoReturn:
     click.echo(f"error: {e}", err=True)
     sys.exit(2)
 
@@ -41,12 +48,40 @@ def _client(job, scheduler: str | None, insecure: bool, show_link: bool):
     return None
 
 
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, default=str, sort_keys=True))
+
+
 def _emit(result, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(result.to_dict(), default=str, sort_keys=True))
+        _echo_json(result.to_dict())
     else:
         click.echo(repr(result))
     sys.exit(0 if result.ok else 1)
+
+
+def _params(job_path: str) -> dict[str, str]:
+    """The run parameters the ledger records for a run started from a job file."""
+    return {"job_file": str(Path(job_path).resolve())}
+
+
+@contextmanager
+def _ledger(job: JobFile) -> Iterator[Ledger]:
+    """The job's ledger, closed again however the command ends."""
+    from .ledger import Ledger
+
+    ledger = Ledger(job.pipeline.ledger_url())
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def _echo_frame(frame, columns: Sequence[str], nothing: str, **to_string: Any) -> None:
+    if frame.empty:
+        click.echo(nothing)
+    else:
+        click.echo(frame[list(columns)].to_string(index=False, **to_string))
 
 
 _scheduler = click.option(
@@ -60,6 +95,19 @@ _workers = click.option(
 )
 _json = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 _insecure = click.option("--insecure", is_flag=True, help="Allow a non-TLS non-loopback scheduler.")
+
+
+def _job_options(command: Callable) -> Callable:
+    """JOB.yaml, --scheduler, --workers, --json and --insecure: what every job command takes."""
+    for option in (
+        _insecure,
+        _json,
+        _workers,
+        _scheduler,
+        click.argument("job_path", metavar="JOB.yaml"),
+    ):
+        command = option(command)
+    return command
 
 
 @click.group(name="dbatch")
@@ -85,7 +133,7 @@ def _run(job_path, scheduler, workers, as_json, insecure, progress=None, window=
             common = {
                 "client": client,
                 "progress": False if as_json else progress,
-                "params": {"job_file": str(Path(job_path).resolve())},
+                "params": _params(job_path),
                 "listeners": list(job.alerts),
             }
             if window is None:
@@ -104,30 +152,19 @@ def _run(job_path, scheduler, workers, as_json, insecure, progress=None, window=
 
 
 @main.command()
-@click.argument("job_path", metavar="JOB.yaml")
-@_scheduler
-@_workers
-@_json
-@_insecure
+@_job_options
 def run(job_path, scheduler, workers, as_json, insecure):
     """Run a job: every batch not yet committed with the same inputs."""
     _run(job_path, scheduler, workers, as_json, insecure)
 
 
 @main.command()
-@click.argument("job_path", metavar="JOB.yaml")
-@_scheduler
-@_workers
-@_json
-@_insecure
+@_job_options
 def resume(job_path, scheduler, workers, as_json, insecure):
     """Continue the last unfinished run of a job under the same run id."""
-    from .ledger import Ledger
-
     job = _load(job_path)
-    ledger = Ledger(job.pipeline.ledger_url())
-    last = ledger.last_run(job.pipeline.name)
-    ledger.close()
+    with _ledger(job) as ledger:
+        last = ledger.last_run(job.pipeline.name)
     if last is None or last["status"] not in ("running", "failed"):
         click.echo("no unfinished run to resume; starting a new run", err=True)
         _run(job_path, scheduler, workers, as_json, insecure)
@@ -137,42 +174,30 @@ def resume(job_path, scheduler, workers, as_json, insecure):
 
 
 @main.command()
-@click.argument("job_path", metavar="JOB.yaml")
-@_scheduler
-@_workers
-@_json
-@_insecure
+@_job_options
 def replay(job_path, scheduler, workers, as_json, insecure):
     """Re-run batches that quarantined rows or files (after fixing data or the job)."""
     _run(job_path, scheduler, workers, as_json, insecure, replay=True)
 
 
 @main.command()
-@click.argument("job_path", metavar="JOB.yaml")
+@_job_options
 @click.option(
     "--start", required=True, help="First time included: 2026-11-01 or 2026-11-01T06:00 (UTC)."
 )
 @click.option("--end", required=True, help="First time excluded (the range is [start, end)).")
 @click.option("--force", is_flag=True, help="Re-run windows already committed, as a replay does.")
-@_scheduler
-@_workers
-@_json
-@_insecure
 def backfill(job_path, start, end, force, scheduler, workers, as_json, insecure):
     """Run only the batches whose units' times fall in [--start, --end)."""
     _run(job_path, scheduler, workers, as_json, insecure, window=(start, end, force))
 
 
 @main.command()
-@click.argument("job_path", metavar="JOB.yaml")
+@_job_options
 @click.option("--once", is_flag=True, help="Wait for the trigger once, run, and exit.")
 @click.option(
     "--max-runs", type=click.IntRange(min=1), default=None, help="Stop after this many runs."
 )
-@_scheduler
-@_workers
-@_json
-@_insecure
 def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
     """Run a job each time its schedule fires (cron, every or arrival) until stopped.
 
@@ -202,14 +227,13 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
 
     def on_result(result) -> None:
         if as_json:
-            click.echo(json.dumps(result.to_dict(), default=str, sort_keys=True))
+            _echo_json(result.to_dict())
         else:
             click.echo(summary_line(result))
 
     def on_error(error: Exception) -> None:
         if as_json:
-            record = {"job": job.pipeline.name, "status": "failed", "message": str(error)}
-            click.echo(json.dumps(record, sort_keys=True))
+            _echo_json({"job": job.pipeline.name, "status": "failed", "message": str(error)})
         else:
             click.echo(f"error: the run could not start: {error}", err=True)
 
@@ -234,7 +258,7 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
                 listeners=job.alerts,
                 on_result=on_result,
                 on_error=on_error,
-                params={"job_file": str(Path(job_path).resolve())},
+                params=_params(job_path),
             )
     except DBatchError as e:
         _fail(e)
@@ -289,7 +313,7 @@ def plan(job_path, as_json):
     except DBatchError as e:
         _fail(e)
     if as_json:
-        click.echo(json.dumps({"job": p.job, "batches": p.to_records()}, default=str))
+        _echo_json({"job": p.job, "batches": p.to_records()})
     else:
         click.echo(repr(p))
 
@@ -299,34 +323,17 @@ def plan(job_path, as_json):
 @_json
 def status(job_path, as_json):
     """Each batch's state in the ledger: committed, quarantined, failed, with counts."""
-    from .ledger import Ledger
-
     job = _load(job_path)
-    ledger = Ledger(job.pipeline.ledger_url())
-    frame = ledger.batches_frame(job.pipeline.name)
-    last = ledger.last_run(job.pipeline.name)
-    ledger.close()
+    with _ledger(job) as ledger:
+        frame = ledger.batches_frame(job.pipeline.name)
+        last = ledger.last_run(job.pipeline.name)
     if as_json:
-        click.echo(
-            json.dumps({"last_run": last, "batches": frame.to_dict(orient="records")}, default=str)
-        )
+        _echo_json({"last_run": last, "batches": frame.to_dict(orient="records")})
         return
     if last:
         click.echo(f"last run {last['run_id']}: {last['status']}")
-    if frame.empty:
-        click.echo("no batches recorded yet")
-        return
-    cols = [
-        "batch_id",
-        "state",
-        "attempts",
-        "rows_in",
-        "rows_out",
-        "rows_filtered",
-        "rows_quarantined",
-        "error_message",
-    ]
-    click.echo(frame[cols].to_string(index=False, max_colwidth=60))
+    columns = [*BATCH_COLUMNS, "error_message"]
+    _echo_frame(frame, columns, "no batches recorded yet", max_colwidth=60)
 
 
 @main.command()
@@ -334,19 +341,13 @@ def status(job_path, as_json):
 @_json
 def history(job_path, as_json):
     """Every run of a job: when, status, counts."""
-    from .ledger import Ledger
-
     job = _load(job_path)
-    ledger = Ledger(job.pipeline.ledger_url())
-    frame = ledger.runs_frame(job.pipeline.name)
-    ledger.close()
+    with _ledger(job) as ledger:
+        frame = ledger.runs_frame(job.pipeline.name)
     if as_json:
-        click.echo(json.dumps(frame.to_dict(orient="records"), default=str))
+        _echo_json(frame.to_dict(orient="records"))
         return
-    if frame.empty:
-        click.echo("no runs recorded yet")
-        return
-    cols = [
+    columns = [
         "run_id",
         "status",
         "started",
@@ -356,19 +357,16 @@ def history(job_path, as_json):
         "rows_in",
         "rows_out",
     ]
-    click.echo(frame[cols].to_string(index=False))
+    _echo_frame(frame, columns, "no runs recorded yet")
 
 
 @main.command()
 @click.argument("job_path", metavar="JOB.yaml")
 def unlock(job_path):
     """Clear the lock of a job whose driver died on another machine."""
-    from .ledger import Ledger
-
     job = _load(job_path)
-    ledger = Ledger(job.pipeline.ledger_url())
-    ledger.release(job.pipeline.name)
-    ledger.close()
+    with _ledger(job) as ledger:
+        ledger.release(job.pipeline.name)
     click.echo(f"unlocked {job.pipeline.name}")
 
 

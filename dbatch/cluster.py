@@ -14,9 +14,28 @@ import dask.config
 from . import config
 from .errors import InsecureConnectionError
 
-__all__ = ["connect", "dashboard_link", "is_loopback_address"]
+__all__ = ["connect", "dashboard_link", "has_active_client", "is_loopback_address", "owns_cluster"]
 
 log = logging.getLogger("dbatch")
+
+#: The attribute that marks a client whose LocalCluster dbatch started (and so closes).
+_OWNS_CLUSTER = "_dbatch_owns_cluster"
+
+
+def owns_cluster(client: Any) -> bool:
+    """Whether ``client``'s cluster was started by ``connect()``, so that its user closes it."""
+    return bool(getattr(client, _OWNS_CLUSTER, False))
+
+
+def has_active_client() -> bool:
+    """Whether this process (or this notebook) already has a ``distributed`` client."""
+    try:
+        from distributed import get_client
+
+        get_client()
+        return True
+    except (ValueError, ImportError):
+        return False
 
 
 def is_loopback_address(address: str) -> bool:
@@ -133,7 +152,7 @@ def _local_client(n_workers: int | None, threads: int | None):
             scheduler_kwargs={"host": host},
         )
     client = Client(cluster)
-    client._dbatch_owns_cluster = True
+    setattr(client, _OWNS_CLUSTER, True)  # Client has no slot for it; owns_cluster() reads it
     return client
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,7 @@ import pyarrow as pa
 
 from .core import Batch, QuarantinedFile
 from .errors import BadInputError
+from .redact import redact
 
 __all__ = ["BatchContext", "QUARANTINE_SCHEMA"]
 
@@ -51,6 +53,7 @@ class BatchContext:
 
     def quarantine_file(self, key: str, kind: str, message: str) -> None:
         """Set a whole unit aside. Its rows were never counted as read."""
+        key, message = redact(key), redact(message)
         if self.mode == "fail_fast":
             raise BadInputError(message, kind=kind, where=key)
         self.files.append(QuarantinedFile(key=key, kind=kind, message=message))
@@ -59,11 +62,12 @@ class BatchContext:
         self,
         source: str,
         kind: str,
-        reasons: list[str] | str,
-        raw: list[str],
-        lines: list[int | None] | None = None,
+        reasons: Sequence[str] | str,
+        raw: Sequence[str],
+        lines: Sequence[int | None] | None = None,
     ) -> None:
         """Set bad rows aside with their location, kind, reason and raw text."""
+        source = redact(source)
         n = len(raw)
         if n == 0:
             return

@@ -17,14 +17,36 @@ __all__ = [
     "BatchResult",
     "Event",
     "QuarantinedFile",
+    "ROW_COUNTS",
+    "BATCH_COLUMNS",
     "digest",
+    "row_balance",
 ]
+
+#: The row counts of a batch or a run: rows in = rows out + rows filtered + rows quarantined.
+ROW_COUNTS = ("rows_in", "rows_out", "rows_filtered", "rows_quarantined")
+
+#: The columns a table of batches shows first (the CLI, the notebook result, the report).
+BATCH_COLUMNS = ("batch_id", "state", "attempts", *ROW_COUNTS)
 
 
 def digest(*parts: Any, length: int = 16) -> str:
     """A short, stable hex digest of JSON-serialisable parts."""
     payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def row_balance(counts: Mapping[str, Any]) -> str:
+    """The row counts as one balance, with thousands separators.
+
+    Examples
+    --------
+    >>> counts = {"rows_in": 1200, "rows_out": 1100, "rows_filtered": 90, "rows_quarantined": 10}
+    >>> row_balance(counts)
+    '1,200 in = 1,100 out + 90 filtered + 10 quarantined'
+    """
+    n_in, n_out, n_filtered, n_bad = (int(counts.get(k) or 0) for k in ROW_COUNTS)
+    return f"{n_in:,} in = {n_out:,} out + {n_filtered:,} filtered + {n_bad:,} quarantined"
 
 
 @dataclass(frozen=True)
@@ -183,10 +205,6 @@ class BatchResult:
     worker: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def balanced(self) -> bool:
-        return self.rows_in == self.rows_out + self.rows_filtered + self.rows_quarantined
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -195,7 +213,7 @@ class BatchResult:
 class Event:
     """Something that happened in a run; every monitor consumes these and nothing else.
 
-    ``kind`` is one of ``planned``, ``batch_started``, ``batch_committed``,
+    ``kind`` is one of ``run_started``, ``batch_started``, ``batch_committed``,
     ``batch_skipped``, ``batch_retry``, ``batch_quarantined``, ``batch_failed``,
     ``published``, ``finished``.
     """
@@ -204,7 +222,7 @@ class Event:
     run_id: str
     job: str
     batch_id: str | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ __all__ = [
     "database_error",
     "engine",
     "redact_url",
+    "repr_hiding_passwords",
 ]
 
 _AUTH = re.compile(
@@ -44,6 +47,31 @@ def redact_url(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL is shown as nothing
         return "<unparsable database URL>"
+
+
+def repr_hiding_passwords(obj: Any, urls: Iterable[str]) -> str:
+    """The dataclass ``repr`` of ``obj``, with the passwords of its ``urls`` fields hidden.
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Target:
+    ...     url: str
+    ...     table: str
+    >>> repr_hiding_passwords(Target("postgresql://me:secret@db/shop", "t"), ["url"])
+    "Target(url='postgresql://me:***@db/shop', table='t')"
+    """
+    hidden = set(urls)
+    shown = []
+    for f in dataclasses.fields(obj):
+        if not f.repr:
+            continue
+        value = getattr(obj, f.name)
+        if f.name in hidden and isinstance(value, str):
+            value = redact_url(value)
+        shown.append(f"{f.name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(shown)})"
 
 
 def absolute_sqlite(url: str, *, key: str) -> str:

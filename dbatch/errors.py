@@ -23,7 +23,11 @@ class DBatchError(Exception):
 
 
 class JobSpecError(DBatchError, ValueError):
-    """A job file or pipeline definition is wrong; the message names the key and the fix."""
+    """A job file or pipeline definition is wrong; the message names the key and the fix.
+
+    ``message`` is the complaint alone, without the file and key that ``str()`` puts
+    before it, so a caller that knows better where it sits can raise it again there.
+    """
 
     def __init__(self, message: str, *, key: str | None = None, file: str | None = None):
         where = []
@@ -33,6 +37,7 @@ class JobSpecError(DBatchError, ValueError):
             where.append(f"key '{key}'")
         prefix = f"{': '.join(where)}: " if where else ""
         super().__init__(prefix + message)
+        self.message = message
         self.key = key
         self.file = file
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .core import Event
+from .core import ROW_COUNTS, Event
+from .database import redact_url
 from .errors import RunLockedError
 
-__all__ = ["Ledger", "BatchRecord", "redact_url"]
+__all__ = ["Ledger", "BatchRecord"]
 
 metadata = sa.MetaData()
 
@@ -83,19 +84,19 @@ _HELD: dict[tuple[str, str], str] = {}
 
 @dataclass(frozen=True)
 class BatchRecord:
+    """What the ledger holds about a batch's last attempt: enough to plan the next run."""
+
     batch_id: str
     fingerprint: str
     state: str
     run_id: str
     attempts: int
 
-
-def redact_url(url: str) -> str:
-    """A database URL with its password hidden."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as nothing
-        return "<url>"
+    @classmethod
+    def from_row(cls, row: Any) -> BatchRecord:
+        return cls(
+            row["batch_id"], row["fingerprint"], row["state"], row["run_id"], row["attempts"] or 0
+        )
 
 
 class Ledger:
@@ -120,10 +121,14 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            metadata.create_all(self.engine)
-        except sa.exc.DatabaseError:
-            # Another process or thread created the tables at the same moment: they exist now.
-            metadata.create_all(self.engine)
+            try:
+                metadata.create_all(self.engine)
+            except sa.exc.DatabaseError:
+                # Another process or thread created the tables at the same moment: they exist now.
+                metadata.create_all(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def __repr__(self) -> str:
         return f"Ledger({redact_url(self.url)!r})"
@@ -193,21 +198,12 @@ class Ledger:
                 .mappings()
                 .first()
             )
-        if row is None:
-            return None
-        return BatchRecord(
-            row["batch_id"], row["fingerprint"], row["state"], row["run_id"], row["attempts"] or 0
-        )
+        return None if row is None else BatchRecord.from_row(row)
 
     def batch_states(self, job: str) -> dict[str, BatchRecord]:
         with self.engine.connect() as con:
             rows = con.execute(sa.select(batches).where(batches.c.job == job)).mappings().all()
-        return {
-            r["batch_id"]: BatchRecord(
-                r["batch_id"], r["fingerprint"], r["state"], r["run_id"], r["attempts"] or 0
-            )
-            for r in rows
-        }
+        return {r["batch_id"]: BatchRecord.from_row(r) for r in rows}
 
     def last_run(self, job: str) -> dict[str, Any] | None:
         with self.engine.connect() as con:
@@ -224,27 +220,21 @@ class Ledger:
         return dict(row) if row else None
 
     def runs_frame(self, job: str | None = None):
-        import pandas as pd
-
-        q = sa.select(runs).order_by(runs.c.started)
-        if job is not None:
-            q = q.where(runs.c.job == job)
-        with self.engine.connect() as con:
-            frame = pd.DataFrame(con.execute(q).mappings().all(), columns=[c.name for c in runs.c])
-        for col in ("started", "ended"):
-            frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
-        return frame
+        """Every run (of ``job``), oldest first, with ``started``/``ended`` as UTC timestamps."""
+        return self._frame(runs, job)
 
     def batches_frame(self, job: str | None = None):
+        """Every batch's last attempt (of ``job``), in the order they started."""
+        return self._frame(batches, job)
+
+    def _frame(self, table: sa.Table, job: str | None):
         import pandas as pd
 
-        q = sa.select(batches).order_by(batches.c.started)
+        q = sa.select(table).order_by(table.c.started)
         if job is not None:
-            q = q.where(batches.c.job == job)
+            q = q.where(table.c.job == job)
         with self.engine.connect() as con:
-            frame = pd.DataFrame(
-                con.execute(q).mappings().all(), columns=[c.name for c in batches.c]
-            )
+            frame = pd.DataFrame(con.execute(q).mappings().all(), columns=[c.name for c in table.c])
         for col in ("started", "ended"):
             frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
         return frame
@@ -266,18 +256,10 @@ class Ledger:
             ended=None,
             batches_planned=e.data.get("batches", 0),
         )
-        exists = con.execute(sa.select(runs.c.run_id).where(runs.c.run_id == e.run_id)).first()
-        if exists:
-            con.execute(sa.update(runs).where(runs.c.run_id == e.run_id).values(**values))
-        else:
-            con.execute(sa.insert(runs).values(run_id=e.run_id, **values))
+        _upsert(con, runs, {"run_id": e.run_id}, values)
 
     def _upsert_batch(self, con, e: Event, **values) -> None:
-        key = (batches.c.job == e.job) & (batches.c.batch_id == e.batch_id)
-        if con.execute(sa.select(batches.c.batch_id).where(key)).first():
-            con.execute(sa.update(batches).where(key).values(**values))
-        else:
-            con.execute(sa.insert(batches).values(job=e.job, batch_id=e.batch_id, **values))
+        _upsert(con, batches, {"job": e.job, "batch_id": e.batch_id}, values)
 
     def _on_batch_started(self, con, e: Event) -> None:
         self._upsert_batch(
@@ -303,10 +285,7 @@ class Ledger:
             state=state,
             run_id=e.run_id,
             attempts=d.get("attempt", 1),
-            rows_in=d.get("rows_in", 0),
-            rows_out=d.get("rows_out", 0),
-            rows_filtered=d.get("rows_filtered", 0),
-            rows_quarantined=d.get("rows_quarantined", 0),
+            **{k: d.get(k, 0) for k in ROW_COUNTS},
             files_quarantined=d.get("files_quarantined", 0),
             ended=e.time,
             duration=d.get("duration"),
@@ -337,14 +316,20 @@ class Ledger:
                 batches_skipped=d.get("skipped", 0),
                 batches_quarantined=d.get("quarantined", 0),
                 batches_failed=d.get("failed", 0),
-                rows_in=d.get("rows_in", 0),
-                rows_out=d.get("rows_out", 0),
-                rows_filtered=d.get("rows_filtered", 0),
-                rows_quarantined=d.get("rows_quarantined", 0),
+                **{k: d.get(k, 0) for k in ROW_COUNTS},
                 output=d.get("output", ""),
                 message=d.get("message", ""),
             )
         )
+
+
+def _upsert(con, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:
+    """Update the row of ``table`` with this primary ``key``, or insert it."""
+    where = sa.and_(*(table.c[k] == v for k, v in key.items()))
+    if con.execute(sa.select(*(table.c[k] for k in key)).where(where)).first():
+        con.execute(sa.update(table).where(where).values(**values))
+    else:
+        con.execute(sa.insert(table).values(**key, **values))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -17,9 +17,10 @@ from .execute import run_steps
 from .steps.aggregate import Aggregate
 from .steps.base import Step
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "BAD_INPUT_MODES"]
 
-_MODES = ("quarantine", "drop", "fail_fast")
+#: What bad files and rows do: kept aside with their reason, only counted, or stop the run.
+BAD_INPUT_MODES = ("quarantine", "drop", "fail_fast")
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ class Pipeline:
 
     def __post_init__(self):
         object.__setattr__(self, "steps", tuple(self.steps))
-        if self.bad_input not in _MODES:
-            raise JobSpecError(f"bad_input must be one of {_MODES}", key="bad_input")
+        if self.bad_input not in BAD_INPUT_MODES:
+            raise JobSpecError(f"bad_input must be one of {BAD_INPUT_MODES}", key="bad_input")
         if not 0 <= float(self.max_bad_fraction) <= 1:
             raise JobSpecError("max_bad_fraction must be between 0 and 1", key="max_bad_fraction")
         for s in self.steps:
@@ -102,8 +103,10 @@ class Pipeline:
         )
 
     def work_area(self) -> Path:
-        base = Path(self.workdir) if self.workdir else config.workdir()
-        return base / self.name
+        return self._workdir() / self.name
+
+    def _workdir(self) -> Path:
+        return Path(self.workdir).expanduser() if self.workdir else config.workdir()
 
     def ledger_url(self) -> str:
         if self.ledger:
@@ -111,8 +114,7 @@ class Pipeline:
         url = config.get("ledger.url")
         if url:
             return url
-        base = Path(self.workdir) if self.workdir else config.workdir()
-        return f"sqlite:///{(base / 'ledger.sqlite').resolve()}"
+        return f"sqlite:///{(self._workdir() / 'ledger.sqlite').resolve()}"
 
     def shared_objects(self):
         return [obj for s in self.steps for obj in s.shared_objects()]

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import os
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -15,7 +16,16 @@ from typing import Any
 
 from .errors import JobSpecError
 
-__all__ = ["SOURCES", "SINKS", "STEPS", "build", "did_you_mean", "import_object", "register"]
+__all__ = [
+    "SOURCES",
+    "SINKS",
+    "STEPS",
+    "build",
+    "did_you_mean",
+    "import_object",
+    "refuse_unknown",
+    "register",
+]
 
 SOURCES: dict[str, str] = {
     "files": "dbatch.sources.files:Files",
@@ -119,13 +129,7 @@ def build(
             f"expected a mapping of options, got {type(options).__name__}", key=key, file=file
         )
     params = _parameters(cls)
-    unknown = [k for k in options if k not in params]
-    if unknown:
-        raise JobSpecError(
-            f"unknown key(s) {unknown}{did_you_mean(unknown, params)}; allowed: {sorted(params)}",
-            key=key,
-            file=file,
-        )
+    refuse_unknown(options, params, key=key, file=file)
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
     missing = [n for n in required if n not in options]
     if missing:
@@ -141,11 +145,32 @@ def build(
         return cls(**kwargs)
     except JobSpecError as e:
         if e.file is None:
-            message = str(e).removeprefix(f"key '{e.key}': ") if e.key else str(e)
-            raise JobSpecError(message, key=_nested_key(key, e.key), file=file) from None
+            raise JobSpecError(e.message, key=_nested_key(key, e.key), file=file) from None
         raise
     except (TypeError, ValueError) as e:
         raise JobSpecError(str(e), key=key, file=file) from None
+
+
+def refuse_unknown(
+    given: Iterable[Any], allowed: Iterable[Any], *, key: str | None, file: str | None
+) -> None:
+    """Raise ``JobSpecError`` for keys of ``given`` not in ``allowed``, suggesting near misses.
+
+    Examples
+    --------
+    >>> refuse_unknown({"pth": 1}, ["path", "format"], key="source", file=None)
+    Traceback (most recent call last):
+    ...
+    dbatch.errors.JobSpecError: key 'source': unknown key(s) ['pth'] (did you mean 'path'?); allowed: ['format', 'path']
+    """
+    names = sorted(map(str, allowed))
+    unknown = sorted({str(k) for k in given} - set(names))
+    if unknown:
+        raise JobSpecError(
+            f"unknown key(s) {unknown}{did_you_mean(unknown, names)}; allowed: {names}",
+            key=key,
+            file=file,
+        )
 
 
 def did_you_mean(unknown: Sequence[str], allowed: Iterable[str]) -> str:
@@ -178,10 +203,9 @@ def _parameters(cls) -> dict[str, inspect.Parameter]:
     }
 
 
-def _hints(cls) -> dict[str, Any]:
-    target = (
-        cls.__init__ if not dataclasses.is_dataclass(cls) or "__init__" in cls.__dict__ else cls
-    )
+def _hints(cls: Callable[..., Any]) -> dict[str, Any]:
+    generated_init = dataclasses.is_dataclass(cls) and "__init__" not in vars(cls)
+    target = cls if generated_init else cls.__init__
     try:
         return typing.get_type_hints(target)
     except Exception:  # noqa: BLE001 - unresolvable hints: skip the type check
@@ -189,8 +213,10 @@ def _hints(cls) -> dict[str, Any]:
 
 
 def _resolve_path(value: Any, base: Path) -> Any:
-    if isinstance(value, str) and "://" not in value and not Path(value).expanduser().is_absolute():
-        return str(base / value)
+    """A relative path from the job file's folder; ``~`` is the user's home, as in a shell."""
+    if isinstance(value, str) and "://" not in value:
+        expanded = os.path.expanduser(value)
+        return expanded if os.path.isabs(expanded) else str(base / value)
     if isinstance(value, list):
         return [_resolve_path(v, base) for v in value]
     return value

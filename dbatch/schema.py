@@ -94,16 +94,26 @@ class Schema:
                     f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_COLUMN_KEYS)}",
                     key=f"schema.{name}",
                 )
+            for flag in ("not_null", "unique"):
+                if not isinstance(value.get(flag, False), bool):
+                    raise JobSpecError(
+                        f"expected true or false, got {value[flag]!r}", key=f"schema.{name}.{flag}"
+                    )
             allowed = value.get("allowed")
+            if allowed is not None and not isinstance(allowed, (list, tuple)):
+                raise JobSpecError(
+                    f"expected a list of values such as [USD, EUR], got {allowed!r}",
+                    key=f"schema.{name}.allowed",
+                )
             cols.append(
                 Column(
                     str(name),
                     parse_type(value["type"], key=f"schema.{name}.type"),
-                    not_null=bool(value.get("not_null", False)),
+                    not_null=value.get("not_null", False),
                     min=value.get("min"),
                     max=value.get("max"),
                     allowed=tuple(allowed) if allowed is not None else None,
-                    unique=bool(value.get("unique", False)),
+                    unique=value.get("unique", False),
                 )
             )
         return cls(tuple(cols))
@@ -323,7 +333,8 @@ def _cast_plausible(arr: pa.Array, to: pa.DataType) -> tuple[pa.Array, pa.Array]
             pass
     if fixed:
         mask = np.zeros(len(arr), dtype=bool)
-        mask[[i for i in np.flatnonzero(~plausible.to_numpy(zero_copy_only=False)) if oks[i]]] = True
+        repaired = [i for i in np.flatnonzero(~plausible.to_numpy(zero_copy_only=False)) if oks[i]]
+        mask[repaired] = True
         values = pc.replace_with_mask(values, pa.array(mask), pa.concat_arrays(fixed))
     return pa.array(oks, pa.bool_()), values
 

@@ -7,7 +7,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +17,8 @@ from . import config
 from .batching import ByCount, BySize, ByThreshold, ByWindow
 from .core import Plan
 from .errors import JobSpecError, SourceError
-from .pipeline import Pipeline
-from .registry import build, did_you_mean, import_object, resolve_class
+from .pipeline import BAD_INPUT_MODES, Pipeline
+from .registry import build, did_you_mean, import_object, refuse_unknown, resolve_class
 from .steps.aggregate import Aggregate
 from .steps.base import Derive, Filter, Map, Sql
 
@@ -100,7 +100,7 @@ class JobFile:
     pipeline: Pipeline
     cluster: Mapping[str, Any]
     schedule: Trigger | None
-    raw: Mapping[str, Any]
+    raw: Mapping[str, Any] = field(repr=False)  # URLs in it may hold passwords
     alerts: tuple[Alert, ...] = ()
 
     @property
@@ -183,14 +183,7 @@ def _schedule(value: Any, file: str) -> Trigger | None:
             f"expected one of {_SCHEDULE_FORMS}; got {value!r}", key="schedule", file=file
         )
     ((kind, spec),) = ((k, v) for k, v in value.items() if k in kinds)
-    allowed = {kind, "tz"} if kind == "cron" else {kind}
-    unknown = sorted(map(str, set(value) - allowed))
-    if unknown:
-        raise JobSpecError(
-            f"unknown key(s) {unknown} next to {kind!r}; allowed: {sorted(allowed)}",
-            key="schedule",
-            file=file,
-        )
+    refuse_unknown(value, {kind, "tz"} if kind == "cron" else {kind}, key="schedule", file=file)
     try:
         if kind == "cron":
             return Cron(spec, tz=value.get("tz", "UTC"))
@@ -205,8 +198,7 @@ def _schedule(value: Any, file: str) -> Trigger | None:
             )
         return Arrival(**dict(spec))
     except JobSpecError as e:
-        message = str(e).removeprefix(f"key '{e.key}': ")
-        raise JobSpecError(message, key=e.key or "schedule", file=file) from None
+        raise JobSpecError(e.message, key=e.key or "schedule", file=file) from None
 
 
 def _alerts(value: Any, file: str, base_dir: Path) -> tuple[Alert, ...]:
@@ -224,22 +216,16 @@ def _alerts(value: Any, file: str, base_dir: Path) -> tuple[Alert, ...]:
         key = f"alerts[{i}]"
         if not isinstance(spec, Mapping):
             raise JobSpecError(f"expected a mapping such as {example[1:-1]}", key=key, file=file)
-        unknown = sorted(map(str, set(spec) - allowed))
-        if unknown:
-            raise JobSpecError(
-                f"unknown key(s) {unknown}{did_you_mean(unknown, allowed)}; "
-                f"allowed: {sorted(allowed)}",
-                key=key,
-                file=file,
-            )
+        refuse_unknown(spec, allowed, key=key, file=file)
         options = dict(spec)
         command = options.get("command")
         if isinstance(command, str) and command.strip():
             import shlex
 
             args = shlex.split(command)
-            if "/" in args[0] and not Path(args[0]).expanduser().is_absolute():
-                args[0] = str(base_dir / args[0])
+            if "/" in args[0]:  # a path to a program, not a name looked up on PATH
+                program = Path(args[0]).expanduser()
+                args[0] = str(program if program.is_absolute() else base_dir / program)
             options["command"] = tuple(args)
         elif command is not None and not isinstance(command, list):
             raise JobSpecError(
@@ -250,8 +236,7 @@ def _alerts(value: Any, file: str, base_dir: Path) -> tuple[Alert, ...]:
         try:
             alerts.append(Alert(**options))
         except JobSpecError as e:
-            message = str(e).removeprefix(f"key '{e.key}': ")
-            raise JobSpecError(message, key=f"{key}.{e.key}", file=file) from None
+            raise JobSpecError(e.message, key=f"{key}.{e.key}", file=file) from None
     return tuple(alerts)
 
 
@@ -273,11 +258,7 @@ def _cluster(value: Any, file: str, base_dir: Path) -> Mapping[str, Any]:
             key="cluster",
             file=file,
         )
-    unknown = sorted(map(str, set(value) - set(CLUSTER_KEYS)))
-    if unknown:
-        raise JobSpecError(
-            f"unknown key(s) {unknown}; allowed: {sorted(CLUSTER_KEYS)}", key="cluster", file=file
-        )
+    refuse_unknown(value, CLUSTER_KEYS, key="cluster", file=file)
     if "scheduler" in value and not isinstance(value["scheduler"], str):
         raise JobSpecError(
             f"expected {CLUSTER_KEYS['scheduler']}, got {value['scheduler']!r}",
@@ -367,9 +348,6 @@ def pipeline_from_dict(
         raise JobSpecError(str(e), file=file) from None
 
 
-_MODES = ("quarantine", "drop", "fail_fast")
-
-
 def _bad_input(bad: Any, file: str | None) -> dict[str, Any]:
     """``bad_input: {mode, max_bad_fraction}`` (or just the mode) -> Pipeline options."""
     if bad is None:
@@ -383,18 +361,12 @@ def _bad_input(bad: Any, file: str | None) -> dict[str, Any]:
             key="bad_input",
             file=file,
         )
-    unknown = sorted(map(str, set(bad) - {"mode", "max_bad_fraction"}))
-    if unknown:
-        raise JobSpecError(
-            f"unknown key(s) {unknown}; allowed: ['max_bad_fraction', 'mode']",
-            key="bad_input",
-            file=file,
-        )
+    refuse_unknown(bad, ("mode", "max_bad_fraction"), key="bad_input", file=file)
     options: dict[str, Any] = {}
     if "mode" in bad:
-        if bad["mode"] not in _MODES:
+        if bad["mode"] not in BAD_INPUT_MODES:
             raise JobSpecError(
-                f"expected one of {', '.join(_MODES)}, got {bad['mode']!r}",
+                f"expected one of {', '.join(BAD_INPUT_MODES)}, got {bad['mode']!r}",
                 key="bad_input.mode",
                 file=file,
             )
@@ -465,11 +437,7 @@ def _step(i: int, spec: Any, file: str | None, base_dir: Path | None) -> Any:
             raise JobSpecError(
                 "expected {function: package.module:name, on: pandas|arrow}", key=key, file=file
             )
-        extra = set(options) - {"function", "on"}
-        if extra:
-            raise JobSpecError(
-                f"unknown key(s) {sorted(extra)}; allowed: ['function', 'on']", key=key, file=file
-            )
+        refuse_unknown(options, ("function", "on"), key=key, file=file)
         func = import_object(options["function"], key=f"{key}.function", file=file)
         if not callable(func):
             raise JobSpecError(
@@ -489,6 +457,38 @@ def _step(i: int, spec: Any, file: str | None, base_dir: Path | None) -> Any:
     return build(cls, options, key=key, file=file, base_dir=base_dir)
 
 
+def _is_size(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# batching form -> (batcher, accepts the YAML value, what a value of another type is told,
+# what a value the batcher refuses is told)
+_BATCHING_FORMS: dict[str, tuple[type, Callable[[Any], bool], str, str]] = {
+    "size": (
+        BySize,
+        _is_size,
+        "expected a size such as 64MiB or a number of bytes, got {!r}",
+        "a size such as 64MiB",
+    ),
+    "count": (
+        ByCount,
+        _is_whole,
+        "expected a whole number of units per batch, such as 8; got {!r}",
+        "a positive whole number",
+    ),
+    "window": (
+        ByWindow,
+        lambda value: isinstance(value, str),
+        "expected a pandas frequency such as 1D, 6h or MS, got {!r}",
+        "a frequency such as 1D, 6h or MS",
+    ),
+}
+
+
 def _batching(spec: Any, file: str | None):
     key = "batching"
     if not isinstance(spec, Mapping) or len(spec) != 1:
@@ -499,41 +499,18 @@ def _batching(spec: Any, file: str | None):
         )
     ((kind, value),) = spec.items()
     key = f"batching.{kind}"
-    if kind == "size":
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise JobSpecError(
-                f"expected a size such as 64MiB or a number of bytes, got {value!r}",
-                key=key,
-                file=file,
-            )
-        return _batcher(BySize, (value,), key, file, "a size such as 64MiB")
-    if kind == "count":
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise JobSpecError(
-                f"expected a whole number of units per batch, such as 8; got {value!r}",
-                key=key,
-                file=file,
-            )
-        return _batcher(ByCount, (value,), key, file, "a positive whole number")
-    if kind == "window":
-        if not isinstance(value, str):
-            raise JobSpecError(
-                f"expected a pandas frequency such as 1D, 6h or MS, got {value!r}",
-                key=key,
-                file=file,
-            )
-        return _batcher(ByWindow, (value,), key, file, "a frequency such as 1D, 6h or MS")
+    if kind in _BATCHING_FORMS:
+        cls, accepts, wrong_type, expected = _BATCHING_FORMS[kind]
+        if not accepts(value):
+            raise JobSpecError(wrong_type.format(value), key=key, file=file)
+        return _batcher(cls, (value,), key, file, expected)
     if kind == "threshold":
         if not isinstance(value, Mapping) or set(value) - {"count", "bytes"} or len(value) != 1:
             raise JobSpecError(
                 f"expected {{count: N}} or {{bytes: SIZE}}, got {value!r}", key=key, file=file
             )
         ((which, amount),) = value.items()
-        if (
-            isinstance(amount, bool)
-            or not isinstance(amount, (int, str))
-            or (which == "count" and not isinstance(amount, int))
-        ):
+        if not (_is_whole(amount) if which == "count" else _is_size(amount)):
             raise JobSpecError(
                 f"expected {'a whole number' if which == 'count' else 'a size such as 1GiB'}, "
                 f"got {amount!r}",
@@ -552,7 +529,7 @@ def _batcher(cls, args: tuple, key: str, file: str | None, expected: str, **kwar
     try:
         return cls(*args, **kwargs)
     except JobSpecError as e:
-        raise JobSpecError(str(e).removeprefix(f"key '{e.key}': "), key=key, file=file) from None
+        raise JobSpecError(e.message, key=key, file=file) from None
     except (TypeError, ValueError) as e:
         raise JobSpecError(f"expected {expected}: {e}", key=key, file=file) from None
 
@@ -608,7 +585,7 @@ def _ledger_url(value: Any, base_dir: Path | None, file: str | None) -> str:
     if not isinstance(value, str):
         raise JobSpecError("expected a SQLAlchemy URL or a file path", key="ledger", file=file)
     if "://" not in value:
-        p = Path(value)
+        p = Path(value).expanduser()
         if not p.is_absolute() and base_dir is not None:
             p = base_dir / p
         return f"sqlite:///{p}"

@@ -455,6 +455,23 @@ class SinkContract:
         work = _Work(pipeline, run_id)
         return work, process_batch(pipeline, batch, run_id, str(work.staging), {}, 1)
 
+    def _one_more_input(self, tmp_path: Path, client) -> tuple[Any, Any, Any, Batch]:
+        """Run over all inputs but the last, then add it.
+
+        Returns the sink, a fresh pipeline over every input, the output before the
+        new input, and the batch the new input makes.
+        """
+        self._inputs(tmp_path, self.n_files - 1)
+        sink = self.make_sink(tmp_path / "subject")
+        first = self.make_pipeline(tmp_path, sink).run(client=client)
+        assert first.status == "succeeded", first
+        before = self.read_output(sink)
+        self.write_input(tmp_path / "input", self.n_files - 1)
+        pipeline = self.make_pipeline(tmp_path, sink)
+        last = f"{self.n_files - 1:03d}.csv"
+        [new] = [b for b in pipeline.plan() if b.units[0].key.endswith(last)]
+        return sink, pipeline, before, new
+
     def _staging_runs(self, pipeline) -> list[str]:
         staging = pipeline.work_area() / "staging"
         return sorted(p.name for p in staging.iterdir()) if staging.exists() else []
@@ -489,16 +506,8 @@ class SinkContract:
         self.assert_same_output(self.read_output(sink), want)
 
     def test_driver_died_before_promote(self, tmp_path, client):
-        self._inputs(tmp_path, self.n_files - 1)
-        sink = self.make_sink(tmp_path / "subject")
-        pipeline = self.make_pipeline(tmp_path, sink)
-        assert pipeline.run(client=client).status == "succeeded"
-        before = self.read_output(sink)
-
-        self.write_input(tmp_path / "input", self.n_files - 1)
-        pipeline = self.make_pipeline(tmp_path, sink)
-        new = [b for b in pipeline.plan() if b.units[0].key.endswith(f"{self.n_files - 1:03d}.csv")]
-        self._stage_as_dead_driver(pipeline, new[0], "dead-run")
+        sink, pipeline, before, new = self._one_more_input(tmp_path, client)
+        self._stage_as_dead_driver(pipeline, new, "dead-run")
         assert self._staging_runs(pipeline) == ["dead-run"]
         self.assert_same_output(self.read_output(sink), before)  # staged is not visible
 
@@ -506,7 +515,7 @@ class SinkContract:
         result = pipeline.run(client=client, listeners=[log])
         assert result.status == "succeeded", result
         assert self._staging_runs(pipeline) == []
-        assert log.started() == Counter({new[0].id: 1})
+        assert log.started() == Counter({new.id: 1})
         self.assert_same_output(self.read_output(sink), self.reference(tmp_path, client))
 
     def test_driver_died_after_promote(self, tmp_path, client):
@@ -540,18 +549,8 @@ class SinkContract:
         self.assert_same_output(self.read_output(sink), want)
 
     def test_failed_run_keeps_previous_output(self, tmp_path, client):
-        self._inputs(tmp_path, self.n_files - 1)
-        sink = self.make_sink(tmp_path / "subject")
-        pipeline = self.make_pipeline(tmp_path, sink)
-        assert pipeline.run(client=client).status == "succeeded"
-        before = self.read_output(sink)
-
-        self.write_input(tmp_path / "input", self.n_files - 1)
-        pipeline = self.make_pipeline(tmp_path, sink)
-        new = [
-            b.id for b in pipeline.plan() if b.units[0].key.endswith(f"{self.n_files - 1:03d}.csv")
-        ]
-        failed = pipeline.run(client=client, fault=RaiseOn(tuple(new)))
+        sink, pipeline, before, new = self._one_more_input(tmp_path, client)
+        failed = pipeline.run(client=client, fault=RaiseOn((new.id,)))
         assert failed.status == "failed" and failed.failed == 1, failed
         self.assert_same_output(self.read_output(sink), before)
         assert self._staging_runs(pipeline) == []

@@ -328,13 +328,18 @@ def watch(
     --------
     >>> watch(pipeline, Interval("1h"))  # doctest: +SKIP
     """
-    from .cluster import connect
+    from .cluster import connect, has_active_client, owns_cluster
     from .ledger import Ledger
 
     stop = stop or threading.Event()
-    connected = connect(client, show_link=False)
-    owns = client is None and getattr(connected, "_dbatch_owns_cluster", False)
     ledger = Ledger(pipeline.ledger_url())
+    # Close at the end only a client made here, never the caller's (nor the notebook's).
+    makes_client = client is None and not has_active_client()
+    try:
+        connected = connect(client, show_link=False)
+    except BaseException:
+        ledger.close()
+        raise
     runs = failed = 0
     last_result = None
     last_failed = False
@@ -360,8 +365,8 @@ def watch(
                 (on_result or _log_result)(outcome)
     finally:
         ledger.close()
-        if owns:
-            cluster = getattr(connected, "cluster", None)
+        if makes_client:
+            cluster = getattr(connected, "cluster", None) if owns_cluster(connected) else None
             connected.close()
             if cluster is not None:
                 cluster.close()

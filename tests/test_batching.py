@@ -162,6 +162,10 @@ def test_batcher_arguments_are_checked():
         BySize(0)
     with pytest.raises(JobSpecError, match="exactly one of count or bytes"):
         ByThreshold()
+    with pytest.raises(JobSpecError, match="batching.threshold.count"):
+        ByThreshold(count=0)  # would divide by zero when grouping
+    with pytest.raises(JobSpecError, match="batching.threshold.bytes"):
+        ByThreshold(bytes=0)
     assert BySize("1KiB").target_bytes == 1024
 
 

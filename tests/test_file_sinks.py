@@ -60,3 +60,17 @@ def test_csv_export_with_partitions(tmp_path, client):
     eu = pd.concat(pd.read_csv(f) for f in sorted((out / "region=eu").glob("*.csv")))
     assert len(eu) == 20 and "region" not in eu.columns
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["region=eu", "region=us"]
+
+
+def test_parquet_compression_is_part_of_the_fingerprint(tmp_path):
+    """Changing the compression rewrites the batches; a re-run would otherwise publish the old files."""
+    d = inputs(tmp_path, n=2)
+
+    def plan(compression):
+        sink = ParquetSink(str(tmp_path / "out"), compression=compression)
+        return Pipeline(Files(str(d / "*.csv")), sink, batching=ByCount(1)).plan()
+
+    snappy, zstd = plan("snappy"), plan("zstd")
+    assert [b.id for b in snappy] == [b.id for b in zstd]
+    assert not {b.fingerprint for b in snappy} & {b.fingerprint for b in zstd}
+    assert [b.fingerprint for b in plan("zstd")] == [b.fingerprint for b in zstd]

@@ -73,3 +73,15 @@ def test_credentials_are_redacted_in_errors(tmp_path):
     with pytest.raises(SourceError) as e:
         Files("s3://AKIAEXAMPLE:s3cret@bucket/landing/*.csv").list_units()
     assert "s3cret" not in str(e.value)
+
+
+def test_quarantine_never_keeps_credentials():
+    from dbatch.context import BatchContext
+    from dbatch.core import Batch
+
+    ctx = BatchContext(batch=Batch("b", (), "f"))
+    ctx.quarantine_file("s3://AKIA:s3cret@bucket/x.csv", "corrupt", "cannot read s3://AKIA:s3cret@bucket/x.csv")
+    ctx.quarantine_rows("https://api.example.com/items?token=s3cret", "json", "bad", ["{"], [1])
+    assert "s3cret" not in repr(ctx.files)
+    assert "s3cret" not in str(ctx.quarantined_rows().to_pylist())
+    assert ctx.files[0].key == "s3://***@bucket/x.csv"

@@ -20,11 +20,12 @@ import pytest
 import sqlalchemy as sa
 
 import dbatch
-from dbatch import ByCount, Files, ParquetSink, Pipeline
+from dbatch import ByCount, Files, ParquetSink, Pipeline, SqlSink, SqlSource
 from dbatch.cluster import _check_security, _local_client, is_loopback_address
 from dbatch.errors import InsecureConnectionError, PathEscapeError
 from dbatch.ledger import batches, locks, runs
 from dbatch.sinks.base import safe_join
+from dbatch.spec import load_job
 from dbatch.testing import EventLog
 
 # -- every listener on 127.0.0.1 ------------------------------------------------------------
@@ -465,3 +466,22 @@ def test_work_area_holds_no_pickles(tmp_path, client):
     for p in files:
         head = p.read_bytes()[:2]
         assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")), p
+
+
+def test_reprs_of_database_sources_sinks_and_jobs_hide_passwords(tmp_path):
+    """Printing a pipeline (a notebook cell, a traceback) never shows a database password."""
+    url = "postgresql+psycopg://etl:s3cret-pw@db.example.org:5432/shop"
+    source = SqlSource(
+        url, table="orders", key="id", incremental=True, watermark_table="o", watermark_url=url
+    )
+    sink = SqlSink(url, table="orders_clean")
+    pipeline = Pipeline(source, sink, name="pw")
+    for shown in (repr(source), repr(sink), repr(pipeline)):
+        assert "s3cret-pw" not in shown, shown
+        assert "etl:***@db.example.org" in shown, shown
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        f"source: {{type: files, path: in/*.csv}}\nsink: {{type: sql, url: '{url}', table: t}}\n"
+        f"ledger: '{url}'\n"
+    )
+    assert "s3cret-pw" not in repr(load_job(job))

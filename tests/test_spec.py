@@ -555,3 +555,40 @@ def test_unsafe_yaml_tags_are_refused(job_dir):
 def test_job_file_that_does_not_exist(tmp_path):
     with pytest.raises(JobSpecError, match="does not exist"):
         load_job(tmp_path / "nope.yaml")
+
+
+def test_a_leading_tilde_is_the_home_folder(job_dir, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    path = write_job(
+        job_dir,
+        """\
+        source: {type: files, path: ~/landing/*.csv}
+        sink: {type: parquet, path: ~/out/result}
+        ledger: ~/state/ledger.sqlite
+        workdir: ~/work
+        alerts: [{on: [failed], command: "~/bin/notify --loud"}]
+        """,
+        "home.yaml",
+    )
+    job = load_job(path)
+    assert job.pipeline.sink.path == str(home / "out" / "result")
+    assert job.pipeline.ledger_url() == f"sqlite:///{home / 'state' / 'ledger.sqlite'}"
+    assert job.pipeline.work_area() == home / "work" / "home"
+    assert job.alerts[0].command == (str(home / "bin" / "notify"), "--loud")
+    # From Python too: a sink path or work area given with ~ lands in the home folder.
+    assert ParquetSink("~/out").path == str(home / "out")
+    in_home = Pipeline(Files("x.csv"), ParquetSink("o"), workdir="~/w")
+    assert in_home.work_area() == home / "w" / "job"
+
+
+def test_schema_rules_take_booleans_and_lists_not_lookalike_strings(job_dir):
+    """YAML 1.2 keeps `no` a string: `not_null: no` used to switch the rule on."""
+    schema = "source:\n  type: files\n  path: landing/*.csv\n  schema:\n    txn_id: {}\n"
+    sink = "sink: {type: parquet, path: out/result}\n"
+    for rule, expected in (
+        ("{type: string, not_null: no}", "expected true or false, got 'no'"),
+        ("{type: string, unique: yes}", "expected true or false, got 'yes'"),
+        ("{type: string, allowed: USD}", "expected a list of values"),
+    ):
+        refused(job_dir, schema.replace("{}", rule) + sink, "source.schema.txn_id", expected)

@@ -199,6 +199,30 @@ def test_interval_watch_runs_twice_and_the_second_run_has_nothing_to_do(tmp_path
         history.close()
 
 
+def test_watch_leaves_open_a_client_it_did_not_make(tmp_path):
+    """A notebook's ``dbatch.connect()`` cluster outlives a ``watch`` that borrowed it."""
+    from dbatch.cluster import _local_client
+
+    write_csv(tmp_path / "in" / "a.csv", "a")
+    pipeline = Pipeline(
+        Files(str(tmp_path / "in" / "*.csv")),
+        ParquetSink(str(tmp_path / "out")),
+        name="borrow",
+        workdir=str(tmp_path / "work"),
+    )
+    mine = _local_client(1, 1)  # what dbatch.connect() makes when there is no client yet
+    cluster = mine.cluster
+    try:
+        with mine.as_current():
+            outcome = watch(pipeline, Interval(3600), max_runs=1)
+        assert outcome.runs == 1 and outcome.last.status == "succeeded", outcome
+        assert mine.status == "running" and cluster.status.name == "running"
+        assert mine.submit(sum, [1, 2]).result() == 3
+    finally:
+        mine.close()
+        cluster.close()
+
+
 def test_arrival_fires_only_after_three_new_files(tmp_path, client):
     landing = tmp_path / "in"
     write_csv(landing / "a-00.csv", "old")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from ..core import Event
+from ..core import ROW_COUNTS, Event
 from ..errors import JobSpecError
 
 __all__ = ["Alert", "ALERT_ON"]
@@ -201,8 +201,7 @@ class Alert:
                 "batches_skipped": d.get("skipped", 0),
                 "batches_quarantined": d.get("quarantined", 0),
                 "batches_failed": d.get("failed", 0),
-                **{k: d.get(k, 0) for k in ("rows_in", "rows_out", "rows_filtered")},
-                "rows_quarantined": d.get("rows_quarantined", 0),
+                **{k: d.get(k, 0) for k in ROW_COUNTS},
                 "files_quarantined": d.get("files_quarantined", 0),
             },
             "new_quarantine": {

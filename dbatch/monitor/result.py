@@ -7,12 +7,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core import Event, Plan
+from ..core import BATCH_COLUMNS, ROW_COUNTS, Event, Plan, row_balance
 
 __all__ = ["RunResult", "RunSummary"]
 
-_COUNTS = ("rows_in", "rows_out", "rows_filtered", "rows_quarantined")
-_BATCH_STATS = ("batch_id", "state", "attempts", *_COUNTS, "files_quarantined", "duration")
+_BATCH_STATS = (*BATCH_COLUMNS, "files_quarantined", "duration")
 
 
 @dataclass
@@ -72,8 +71,7 @@ class RunResult:
             f"  batches: {self.planned} planned, {self.committed} committed, {self.skipped} already done"
             + (f" ({self.recovered} recovered)" if self.recovered else "")
             + f", {self.quarantined} quarantined, {self.failed} failed",
-            f"  rows:    {self.rows_in:,} in = {self.rows_out:,} out + {self.rows_filtered:,} filtered"
-            f" + {self.rows_quarantined:,} quarantined",
+            f"  rows:    {row_balance(vars(self))}",
         ]
         if self.files_quarantined:
             lines.append(f"  files quarantined: {self.files_quarantined}")
@@ -90,18 +88,7 @@ class RunResult:
         )
         rows = "".join(
             "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(b.get(k, '')))}</td>"
-                for k in (
-                    "batch_id",
-                    "state",
-                    "attempts",
-                    "rows_in",
-                    "rows_out",
-                    "rows_filtered",
-                    "rows_quarantined",
-                )
-            )
+            + "".join(f"<td>{html.escape(str(b.get(k, '')))}</td>" for k in BATCH_COLUMNS)
             + f"<td>{b.get('duration') or 0:.2f}</td></tr>"
             for b in self.batches[:50]
         )
@@ -115,8 +102,7 @@ class RunResult:
             f"<code>{html.escape(self.job)}</code>: <span style='color:{color}'><b>{self.status}</b></span> "
             f"in {self.duration:.1f} s{dash}<br>"
             f"{self.committed} committed, {self.skipped} already done, {self.quarantined} quarantined, "
-            f"{self.failed} failed of {self.planned} batches · rows {self.rows_in:,} in = "
-            f"{self.rows_out:,} out + {self.rows_filtered:,} filtered + {self.rows_quarantined:,} quarantined"
+            f"{self.failed} failed of {self.planned} batches · rows {row_balance(vars(self))}"
             f"<br>output: <code>{html.escape(self.output)}</code>"
             + (f"<br><em>{html.escape(self.message)}</em>" if self.message else "")
             + "<details><summary>batches</summary><table><thead><tr><th>batch</th><th>state</th>"
@@ -186,7 +172,7 @@ class RunSummary:
             k: sum(
                 int(i.get(k) or 0) for b, i in self.info.items() if self.state.get(b) == "committed"
             )
-            for k in (*_COUNTS, "files_quarantined")
+            for k in (*ROW_COUNTS, "files_quarantined")
         }
 
     def status(self) -> str:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CommitError, PathEscapeError
+from ..errors import CommitError, JobSpecError, PathEscapeError
 from ..faults import crash_point
 
-__all__ = ["Sink", "Part", "PublishedDirectory", "file_checksum", "safe_join"]
+__all__ = ["Sink", "Part", "PublishedDirectory", "file_checksum", "local_path", "safe_join"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,29 @@ def file_checksum(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def local_path(path: Any, sink: str) -> str:
+    """A sink's output path, which must be local or mounted: its commits rename files.
+
+    ``file://`` is dropped and ``~`` is the user's home; other URLs (``s3://``...) are
+    refused, naming ``sink.path``.
+
+    Examples
+    --------
+    >>> local_path("file:///data/out", "parquet")
+    '/data/out'
+    """
+    if not path:
+        raise JobSpecError(f"the {sink} sink needs a path", key="sink.path")
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        raise JobSpecError(
+            f"the {sink} sink publishes with an atomic rename and needs a local or mounted "
+            f"path; got {text!r}",
+            key="sink.path",
+        )
+    return os.path.expanduser(text.removeprefix("file://"))
 
 
 def safe_join(root: str | Path, *parts: str) -> Path:

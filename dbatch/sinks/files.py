@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from ..errors import JobSpecError
 from ..steps.base import as_arrow
-from .base import Part, PublishedDirectory, Sink, file_checksum, safe_join
+from .base import Part, PublishedDirectory, Sink, file_checksum, local_path, safe_join
 
 __all__ = ["ParquetSink", "CsvSink"]
 
@@ -25,26 +25,22 @@ class _FileSink(Sink):
     suffix = ""
 
     def __post_init__(self):
-        if not self.path:
-            raise JobSpecError("the sink needs a path", key="sink.path")
-        if "://" in str(self.path) and not str(self.path).startswith("file://"):
-            raise JobSpecError(
-                "file sinks publish with an atomic rename and need a local or mounted path; "
-                f"got {self.path!r}",
-                key="sink.path",
-            )
-        object.__setattr__(self, "path", str(self.path).removeprefix("file://"))
+        object.__setattr__(self, "path", local_path(self.path, self._kind))
         parts = self.partition_by
         object.__setattr__(
             self, "partition_by", (parts,) if isinstance(parts, str) else tuple(parts)
         )
 
     @property
+    def _kind(self) -> str:
+        return type(self).__name__.removesuffix("Sink").lower()
+
+    @property
     def location(self) -> str:
         return str(self.path)
 
     def describe(self) -> str:
-        return f"{type(self).__name__.removesuffix('Sink').lower()} {self.path}"
+        return f"{self._kind} {self.path}"
 
     def token(self) -> list[Any]:
         return [type(self).__name__, list(self.partition_by)]
@@ -122,8 +118,7 @@ class _FileSink(Sink):
 
 
 def _path_value(v: Any) -> str:
-    text = "__null__" if v is None else str(v)
-    return text
+    return "__null__" if v is None else str(v)
 
 
 @dataclass(frozen=True)
@@ -142,6 +137,9 @@ class ParquetSink(_FileSink):
 
     compression: str = "snappy"
     suffix = ".parquet"
+
+    def token(self) -> list[Any]:
+        return [*super().token(), self.compression]  # it shapes the files a batch commits
 
     def _write(self, table: pa.Table, path: Path) -> None:
         import pyarrow.parquet as pq

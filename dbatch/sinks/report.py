@@ -15,9 +15,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..core import BATCH_COLUMNS, ROW_COUNTS, row_balance
 from ..errors import JobSpecError
 from ..steps.base import as_arrow
-from .base import Part, PublishedDirectory, Sink, file_checksum
+from .base import Part, PublishedDirectory, Sink, file_checksum, local_path
 
 __all__ = ["ReportSink"]
 
@@ -82,16 +83,7 @@ class ReportSink(Sink):
     agg: str = "sum"
 
     def __post_init__(self):
-        if not self.path:
-            raise JobSpecError("the report sink needs a path", key="sink.path")
-        text = str(self.path)
-        if "://" in text and not text.startswith("file://"):
-            raise JobSpecError(
-                "the report sink publishes with an atomic rename and needs a local or mounted "
-                f"path; got {text!r}",
-                key="sink.path",
-            )
-        object.__setattr__(self, "path", text.removeprefix("file://"))
+        object.__setattr__(self, "path", local_path(self.path, "report"))
         if (self.x is None) != (self.y is None):
             missing = "y" if self.y is None else "x"
             raise JobSpecError(
@@ -278,21 +270,9 @@ def _render_page(sink: ReportSink, run_id: str, summary: dict[str, Any], chart) 
 
 
 def _batch_rows(stats: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    counts = (*ROW_COUNTS, "files_quarantined")
     columns: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "number",
-            "batch_id",
-            "state",
-            "color",
-            "attempts",
-            "rows_in",
-            "rows_out",
-            "rows_filtered",
-            "rows_quarantined",
-            "files_quarantined",
-            "duration",
-        )
+        k: [] for k in ("number", "batch_id", "state", "color", "attempts", *counts, "duration")
     }
     for i, row in enumerate(stats, start=1):
         state = str(row.get("state") or "")
@@ -301,13 +281,7 @@ def _batch_rows(stats: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
         columns["state"].append(state)
         columns["color"].append(_STATE_COLORS.get(state, "#ff7f0e"))
         columns["attempts"].append(int(row.get("attempts") or 0))
-        for key in (
-            "rows_in",
-            "rows_out",
-            "rows_filtered",
-            "rows_quarantined",
-            "files_quarantined",
-        ):
+        for key in counts:
             columns[key].append(int(row.get(key) or 0))
         columns["duration"].append(round(float(row.get("duration") or 0.0), 3))
     return columns
@@ -471,10 +445,6 @@ def _header_html(title: str, run_id: str, summary: dict[str, Any], stats) -> str
     e = html.escape
     states = stats["state"]
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    counts = {
-        k: int(summary.get(k) or 0)
-        for k in ("rows_in", "rows_out", "rows_filtered", "rows_quarantined")
-    }
     done = states.count("committed")
     earlier = states.count("already done")
     quarantined = states.count("quarantined")
@@ -483,8 +453,7 @@ def _header_html(title: str, run_id: str, summary: dict[str, Any], stats) -> str
         f"<p>Run <code>{e(run_id)}</code> of job <code>{e(str(summary.get('job', '')))}</code>, "
         f"published {e(now)}.</p>"
         f"<p>{len(states)} batches: {done} committed in this run, {earlier} already done, "
-        f"{quarantined} quarantined. Rows: {counts['rows_in']:,} in = {counts['rows_out']:,} out "
-        f"+ {counts['rows_filtered']:,} filtered + {counts['rows_quarantined']:,} quarantined"
+        f"{quarantined} quarantined. Rows: {row_balance(summary)}"
         f" ({int(summary.get('files_quarantined') or 0):,} files quarantined).</p>"
         f"<p>Published data: {int(summary.get('output_rows') or 0):,} rows in the "
         f"<code>{DATA_FOLDER}/</code> folder next to this page (Parquet).</p>"
@@ -494,17 +463,7 @@ def _header_html(title: str, run_id: str, summary: dict[str, Any], stats) -> str
 def _table_html(stats: dict[str, list[Any]]) -> str:
     e = html.escape
     heads = ["#", "batch", "state", "attempts", "in", "out", "filtered", "quarantined", "seconds"]
-    keys = [
-        "number",
-        "batch_id",
-        "state",
-        "attempts",
-        "rows_in",
-        "rows_out",
-        "rows_filtered",
-        "rows_quarantined",
-        "duration",
-    ]
+    keys = ["number", *BATCH_COLUMNS, "duration"]
     n = len(stats["number"])
     body = "".join(
         "<tr>" + "".join(f"<td>{e(str(stats[k][i]))}</td>" for k in keys) + "</tr>"

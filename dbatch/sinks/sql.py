@@ -12,7 +12,14 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
-from ..database import absolute_sqlite, check_identifier, database_error, engine, redact_url
+from ..database import (
+    absolute_sqlite,
+    check_identifier,
+    database_error,
+    engine,
+    redact_url,
+    repr_hiding_passwords,
+)
 from ..errors import CommitError, JobSpecError
 from ..steps.base import as_arrow
 from .base import Part, Sink, file_checksum
@@ -110,6 +117,9 @@ class SqlSink(Sink):
             raise JobSpecError("must be a positive whole number", key="sink.chunk_rows")
 
     # -- description ----------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return repr_hiding_passwords(self, ("url",))
 
     @property
     def qualified(self) -> str:
@@ -360,18 +370,20 @@ class SqlSink(Sink):
         return n
 
     def _upsert(self, con, target: sa.Table):
+        from sqlalchemy.dialects import postgresql, sqlite
+
         dialect = con.dialect.name
+        stmt: postgresql.Insert | sqlite.Insert
         if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            stmt = postgresql.insert(target)
         elif dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
+            stmt = sqlite.insert(target)
         else:
             raise JobSpecError(
                 f"mode upsert uses ON CONFLICT, which dbatch supports on PostgreSQL and SQLite, "
                 f"not {dialect}; use mode: replace",
                 key="sink.mode",
             )
-        stmt = insert(target)
         keys = set(self.key or ())
         update = {c.name: stmt.excluded[c.name] for c in target.c if c.name not in keys}
         if not update:

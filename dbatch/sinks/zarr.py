@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import BadInputError, CommitError, JobSpecError
-from .base import Part, Sink, file_checksum, safe_join
+from .base import Part, Sink, file_checksum, local_path, safe_join
 from .files import _FileSink
 
 if TYPE_CHECKING:
@@ -47,17 +47,6 @@ def _dataset(data: Any, sink: str) -> xr.Dataset:
         "zarr source (table data goes to the parquet or csv sink)",
         key="sink.type",
     )
-
-
-def _local(path: str, sink: str) -> str:
-    if not path:
-        raise JobSpecError(f"the {sink} sink needs a path", key="sink.path")
-    if "://" in str(path) and not str(path).startswith("file://"):
-        raise JobSpecError(
-            f"the {sink} sink writes local or mounted paths (its commits rename files); got {path!r}",
-            key="sink.path",
-        )
-    return str(path).removeprefix("file://")
 
 
 @dataclass(frozen=True)
@@ -156,7 +145,7 @@ class ZarrSink(Sink):
     def __post_init__(self):
         import pandas as pd
 
-        object.__setattr__(self, "path", _local(self.path, "zarr"))
+        object.__setattr__(self, "path", local_path(self.path, "zarr"))
         step = _fixed_step(self.freq)
         object.__setattr__(self, "start", _timestamp(self.start, "sink.start").isoformat())
         if self.end is not None:
@@ -328,9 +317,10 @@ class ZarrSink(Sink):
             )
         return meta
 
-    def _arrays_along(self) -> list[tuple[str, Any, int]]:
+    def _arrays_along(self, group: Any = None) -> list[tuple[str, Any, int]]:
+        """``(name, array, axis of dim)`` of every array of the store (or of ``group``) along dim."""
         out = []
-        for name, arr in self._group().arrays():
+        for name, arr in (group if group is not None else self._group()).arrays():
             dims = list(arr.metadata.dimension_names or ())
             if self.dim in dims:
                 out.append((name, arr, dims.index(self.dim)))
@@ -608,11 +598,7 @@ class ZarrSink(Sink):
         import numpy as np
 
         group = self._group("r+")
-        arrays = []
-        for _, arr in group.arrays():
-            dims = list(arr.metadata.dimension_names or ())
-            if self.dim in dims:
-                arrays.append((arr, dims.index(self.dim)))
+        arrays = [(arr, ax) for _, arr, ax in self._arrays_along(group)]
         target = max([n] + [arr.shape[ax] for arr, ax in arrays])
         for arr, ax in arrays:
             if arr.shape[ax] < target:

@@ -22,7 +22,7 @@ from ..core import Batch, Unit, digest
 from ..errors import JobSpecError, SourceError, TransientError
 from ..schema import Schema
 
-__all__ = ["HttpSource", "HttpStatus", "redact_text"]
+__all__ = ["HttpSource", "HttpStatus", "RefusedError", "redact_text"]
 
 _PAGINATIONS = ("page", "offset", "cursor")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -51,6 +51,14 @@ class HttpStatus:
     """The HTTP status of a failed answer, kept on the error (``error.response.status_code``)."""
 
     status_code: int
+
+
+class RefusedError(SourceError):
+    """A client error (4xx other than 429): not worth retrying; ``response`` holds its status."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.response = HttpStatus(status)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ class HttpSource:
     retries: int = 4
     max_wait: float = 60.0
     schema: Schema | Mapping[str, Any] | None = None
+    _resolved: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         for name in ("url", "count_url"):
@@ -145,7 +154,7 @@ class HttpSource:
             raise JobSpecError(
                 "must be a positive number of requests per second", key="source.rate_limit"
             )
-        if not isinstance(self.retries, int) or self.retries < 0:
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
             raise JobSpecError("must be a whole number >= 0", key="source.retries")
         object.__setattr__(self, "schema", Schema.from_mapping(self.schema))
         object.__setattr__(self, "_resolved", _resolve_headers(self.headers))
@@ -153,15 +162,25 @@ class HttpSource:
     # -- description ------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        params = redact_text(urlencode(sorted((k, str(v)) for k, v in self.params.items())))
         return (
             f"HttpSource({self.where!r}, pagination={self.pagination!r}, "
-            f"records={self.records!r}, params={params!r}, headers={sorted(self.headers)})"
+            f"records={self.records!r}, params={self._shown_params!r}, "
+            f"headers={sorted(self.headers)})"
         )
+
+    @property
+    def _shown_params(self) -> str:
+        """The fixed query parameters as a query string, secret-looking values masked."""
+        return redact_text(urlencode(sorted((k, str(v)) for k, v in self.params.items())))
 
     @property
     def where(self) -> str:
         return redact_text(self.url)
+
+    @property
+    def declared(self) -> Schema | None:
+        """The declared columns (a mapping given as ``schema`` was turned into a ``Schema``)."""
+        return Schema.from_mapping(self.schema)
 
     def describe(self) -> str:
         return f"http {self.where} ({self.pagination} pagination)"
@@ -174,9 +193,9 @@ class HttpSource:
             self.records,
             self.page_size,
             self.pages_per_unit,
-            redact_text(urlencode(sorted((k, str(v)) for k, v in self.params.items()))),
+            self._shown_params,
             sorted(self.headers),
-            self.schema.token() if self.schema else None,
+            self.declared.token() if self.declared else None,
         ]
 
     # -- planning, on the client ------------------------------------------------------
@@ -272,7 +291,7 @@ class HttpSource:
                 tables.append(self._table(records, ctx, f"{self.where} {unit.key}"))
         tables = [t for t in tables if t.num_columns or t.num_rows]
         if not tables:
-            return self.schema.arrow().empty_table() if self.schema else pa.table({})
+            return self.declared.arrow().empty_table() if self.declared else pa.table({})
         try:
             return pa.concat_tables(tables, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
@@ -350,7 +369,8 @@ class HttpSource:
                 [json.dumps(records[i - 1]) for i in lines],
                 lines,
             )
-        if self.schema is None:
+        schema = self.declared
+        if schema is None:
             try:
                 return pa.Table.from_pylist(good)
             except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
@@ -361,18 +381,15 @@ class HttpSource:
         numbers = [i + 1 for i, r in enumerate(records) if isinstance(r, dict)]
         by_number = dict(zip(numbers, good, strict=True))
         text = pa.table(
-            {
-                n: pa.array([_as_text(r.get(n)) for r in good], pa.string())
-                for n in self.schema.names
-            }
+            {n: pa.array([_as_text(r.get(n)) for r in good], pa.string()) for n in schema.names}
         )
 
         def raw_of(nums: list) -> list:
             return [json.dumps(by_number.get(k), default=str) for k in nums]
 
         lines = pa.array(numbers, pa.int64())
-        table, lines = self.schema.cast_strings(text, ctx, where, raw_of, lines)
-        return self.schema.check_constraints(table, ctx, where, raw_of, lines)
+        table, lines = schema.cast_strings(text, ctx, where, raw_of, lines)
+        return schema.check_constraints(table, ctx, where, raw_of, lines)
 
 
 class _Garbage(Exception):
@@ -416,19 +433,17 @@ class _Client:
     """One ``requests`` session: rate limit, retries on 429/5xx honouring Retry-After."""
 
     def __init__(self, source: HttpSource):
-        self.source = source
-        self.session = None
-
-    def __enter__(self) -> _Client:
         import requests
 
+        self.source = source
         self.session = requests.Session()
-        self.session.headers.update(self.source._resolved)  # type: ignore[attr-defined]
+        self.session.headers.update(source._resolved)
+
+    def __enter__(self) -> _Client:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.session is not None:
-            self.session.close()
+        self.session.close()
 
     @staticmethod
     def url_of(url: str, params: Mapping[str, Any]) -> str:
@@ -486,7 +501,7 @@ class _Client:
         )
 
 
-def _refused(src: HttpSource, shown: str, response) -> SourceError:
+def _refused(src: HttpSource, shown: str, response) -> RefusedError:
     status = response.status_code
     if status in (401, 403):
         names = sorted(set(_ENV.findall(" ".join(str(v) for v in src.headers.values()))))
@@ -496,9 +511,7 @@ def _refused(src: HttpSource, shown: str, response) -> SourceError:
         hint = "check the URL and the pagination settings"
     else:
         hint = "check the URL, params and pagination settings"
-    err = SourceError(f"GET {shown} answered {status} {response.reason}; {hint}")
-    err.response = HttpStatus(status)  # a client error: not worth retrying
-    return err
+    return RefusedError(f"GET {shown} answered {status} {response.reason}; {hint}", status)
 
 
 def _resolve_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -14,6 +14,8 @@ from ..core import Batch
 from ..engine import query
 
 if TYPE_CHECKING:
+    import pyarrow.parquet as pq
+
     from ..schema import Column, Schema
     from .files import Files
 
@@ -70,7 +72,7 @@ def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Scan | None:
             return None
         files.append(found)
     ok = " AND ".join(predicates) or "TRUE"
-    total = sum(rows for _, _, rows in files)
+    total = sum(f.rows for f in files)
     quarantined = 0
     if predicates:
         calls = _bad_rows(schema, batch, files, ok)
@@ -83,14 +85,22 @@ def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Scan | None:
     else:
         ctx.read_rows(total)
     sql = " UNION ALL ".join(
-        f"SELECT * FROM ({_select(schema, path, casts)}) AS f{i} WHERE {ok}"
-        for i, (path, casts, _) in enumerate(files)
+        f"SELECT * FROM ({_select(schema, f.path, f.casts)}) AS f{i} WHERE {ok}"
+        for i, f in enumerate(files)
     )
     return Scan(sql=sql, columns=tuple(schema.names), rows=total - quarantined)
 
 
-def _footer(source: Files, key: str, schema: Schema) -> tuple[str, dict[str, str], int] | None:
-    """(path, casts, rows) of a local Parquet file that matches the schema, else None."""
+@dataclass(frozen=True)
+class _File:
+    path: str
+    casts: dict[str, str]  # column -> DuckDB type it is widened to
+    rows: int
+    clean: bool  # the file's statistics prove that no row breaks a constraint
+
+
+def _footer(source: Files, key: str, schema: Schema) -> _File | None:
+    """What the footer says of a local Parquet file that matches the schema, else None."""
     import pyarrow.parquet as pq
 
     if "://" in key and not key.startswith("file://"):
@@ -99,14 +109,14 @@ def _footer(source: Files, key: str, schema: Schema) -> tuple[str, dict[str, str
     if source._format_of(key) != "parquet" or not path.lower().endswith((".parquet", ".pq")):
         return None
     try:
-        meta = pq.ParquetFile(path)
-        found = meta.schema_arrow
-        rows = meta.metadata.num_rows
+        with pq.ParquetFile(path) as meta:
+            found = meta.schema_arrow
+            metadata = meta.metadata
     except Exception:  # noqa: BLE001 - load() quarantines it with the right reason
         return None
     casts: dict[str, str] = {}
     for col in schema.columns:
-        if col.name not in found.names or col.type not in _DUCK:
+        if found.names.count(col.name) != 1 or col.type not in _DUCK:
             return None
         have = found.field(col.name).type
         if have == col.type:
@@ -114,7 +124,41 @@ def _footer(source: Files, key: str, schema: Schema) -> tuple[str, dict[str, str
         if not _exact_widening(have, col.type):
             return None
         casts[col.name] = _DUCK[col.type]
-    return path, casts, rows
+    return _File(path, casts, metadata.num_rows, _clean(metadata, schema))
+
+
+def _clean(metadata: pq.FileMetaData, schema: Schema) -> bool:
+    """Whether every row group's statistics rule out a row breaking a constraint."""
+    names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    for col in schema.columns:
+        if not (col.not_null or col.min is not None or col.max is not None or col.allowed):
+            continue
+        if names.count(col.name) != 1:
+            return False
+        index = names.index(col.name)
+        for g in range(metadata.num_row_groups):
+            stats = metadata.row_group(g).column(index).statistics
+            if stats is None or not _holds(stats, col):
+                return False
+    return True
+
+
+def _holds(stats: Any, col: Column) -> bool:
+    if col.not_null and (not stats.has_null_count or stats.null_count > 0):
+        return False
+    if col.min is None and col.max is None and col.allowed is None:
+        return True
+    if not stats.has_min_max or stats.num_values == 0:
+        return False
+    low, high = stats.min, stats.max
+    try:
+        if col.min is not None and not low >= col.min:
+            return False
+        if col.max is not None and not high <= col.max:
+            return False
+    except TypeError:  # statistics in another type than the bound
+        return False
+    return col.allowed is None or (low == high and low in col.allowed)
 
 
 def _exact_widening(have: pa.DataType, want: pa.DataType) -> bool:
@@ -142,18 +186,23 @@ def _select(schema: Schema, path: str, casts: dict[str, str], extra: str = "") -
     return f"SELECT {cols}{extra} FROM read_parquet({_literal(path)}{options})"
 
 
-def _bad_rows(
-    schema: Schema, batch: Batch, files: list[tuple[str, dict[str, str], int]], ok: str
-) -> list[tuple] | None:
-    """The quarantine calls ``load`` would make, file by file; None if the checks disagree."""
+def _bad_rows(schema: Schema, batch: Batch, files: list[_File], ok: str) -> list[tuple] | None:
+    """The quarantine calls ``load`` would make, file by file; None if the checks disagree.
+
+    Files whose statistics prove them clean are not read.
+    """
     import numpy as np
 
-    sql = " UNION ALL ".join(
-        f"SELECT * FROM ({_select(schema, path, casts, f', {i} AS __unit, file_row_number AS __row')})"
-        f" AS f{i} WHERE NOT ({ok})"
-        for i, (path, casts, _) in enumerate(files)
-    )
-    bad = query(sql, {})
+    extra = ", {} AS __unit, file_row_number AS __row"
+    selects = [
+        f"SELECT * FROM ({_select(schema, f.path, f.casts, extra.format(i))}) AS f{i} "
+        f"WHERE NOT ({ok})"
+        for i, f in enumerate(files)
+        if not f.clean
+    ]
+    if not selects:
+        return []
+    bad = query(" UNION ALL ".join(selects), {})
     if bad.num_rows == 0:
         return []
     bad = bad.sort_by([("__unit", "ascending"), ("__row", "ascending")])

@@ -13,9 +13,17 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
+from ..batching import frequency, window_start
 from ..context import BatchContext
 from ..core import Batch, Unit, digest
-from ..database import absolute_sqlite, check_identifier, database_error, engine, redact_url
+from ..database import (
+    absolute_sqlite,
+    check_identifier,
+    database_error,
+    engine,
+    redact_url,
+    repr_hiding_passwords,
+)
 from ..errors import JobSpecError, SourceError
 from ..schema import parse_type
 
@@ -134,7 +142,7 @@ class SqlSource:
             if not isinstance(key, int) or isinstance(key, bool) or key <= 0:
                 raise JobSpecError("must be a positive whole number", key=f"source.{name}")
         if self.time_key is not None:
-            _offset(self.window)
+            frequency(self.window, key="source.window")
         for name, typ in self.dtypes.items():
             parse_type(typ, key=f"source.dtypes.{name}")
         if self.incremental:
@@ -152,9 +160,14 @@ class SqlSource:
                 absolute_sqlite(self.watermark_url, key="source.watermark_url"),
             )
 
+    def __repr__(self) -> str:
+        return repr_hiding_passwords(self, ("url", "watermark_url"))
+
     @property
     def split_column(self) -> str:
-        return self.key if self.key is not None else self.time_key  # type: ignore[return-value]
+        column = self.key if self.key is not None else self.time_key
+        assert column is not None  # exactly one of them is set (checked in __post_init__)
+        return column
 
     @property
     def _what(self) -> str:
@@ -240,7 +253,7 @@ class SqlSource:
         return units
 
     def _time_units(self, lo: Any, hi: Any, n: int, since: Any) -> list[Unit]:
-        offset = _offset(self.window)
+        offset = frequency(self.window, key="source.window")
         first, last = _timestamp(lo, self.time_key), _timestamp(hi, self.time_key)
         start, lo_op = first, ">="
         if since is not None:
@@ -251,7 +264,7 @@ class SqlSource:
                 start, lo_op = mark, ">"
         span = max((last - first).total_seconds(), 1e-6)
         units = []
-        cell = _window_start(start, offset)
+        cell = window_start(start, offset)
         while cell <= last:
             end = cell + offset
             a, a_op = (start, lo_op) if start >= cell else (cell, ">=")
@@ -345,6 +358,7 @@ class SqlSource:
             sub = text.columns(sa.column(split, typ)).subquery("dbatch_q")
             types = {n: parse_type(t) for n, t in self.dtypes.items()}
             return _Relation(sub, [sa.literal_column("*")], sub.c[split], types)
+        assert self.table is not None  # exactly one of table and query (checked in __post_init__)
         try:
             table = sa.Table(self.table, sa.MetaData(), schema=self.db_schema, autoload_with=con)
         except sa.exc.NoSuchTableError:
@@ -373,7 +387,8 @@ class SqlSource:
         where: str,
     ) -> pa.Table:
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-        arrays, bad = {}, {}
+        arrays: dict[str, pa.Array] = {}
+        bad: dict[int, str] = {}
         for name, values in zip(names, columns, strict=True):
             arrays[name] = _column(name, list(values), types.get(name), bad)
         table = pa.table(arrays)
@@ -547,19 +562,3 @@ def _bound(iso: str) -> datetime:
 
 def _epoch(ts: pd.Timestamp) -> float:
     return ts.timestamp() if ts.tzinfo else ts.tz_localize(UTC).timestamp()
-
-
-def _offset(window: str):
-    try:
-        return pd.tseries.frequencies.to_offset(window)
-    except (TypeError, ValueError):
-        raise JobSpecError(
-            f"{window!r} is not a pandas frequency such as 1D, 6h or MS", key="source.window"
-        ) from None
-
-
-def _window_start(ts: pd.Timestamp, offset) -> pd.Timestamp:
-    try:
-        return ts.floor(offset)
-    except ValueError:
-        return offset.rollback(ts.normalize())

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..batching import frequency, window_start
 from ..context import BatchContext
 from ..core import Batch, Unit, digest
 from ..errors import JobSpecError, SourceError
@@ -219,11 +220,11 @@ def _windows(times: Any, freq: str) -> Iterator[tuple[str, int, int]]:
     import pandas as pd
 
     index = pd.DatetimeIndex(times)
-    offset = pd.tseries.frequencies.to_offset(freq)
+    offset = frequency(freq, key="source.split")
     try:
         starts = index.floor(offset)
     except ValueError:  # calendar frequencies (months, weeks)
-        starts = pd.DatetimeIndex([offset.rollback(t.normalize()) for t in index])
+        starts = pd.DatetimeIndex([window_start(t, offset) for t in index])
     if len(index) and not index.is_monotonic_increasing:
         raise SourceError(f"values along the dimension are not sorted ({_summary(times)})")
     values = starts.values
@@ -231,19 +232,6 @@ def _windows(times: Any, freq: str) -> Iterator[tuple[str, int, int]]:
     stops = np.r_[edges[1:], len(values)]
     for i0, i1 in zip(edges, stops, strict=True):
         yield pd.Timestamp(values[i0]).isoformat(), int(i0), int(i1)
-
-
-def _check_freq(freq: str | None, key: str) -> None:
-    if freq is None:
-        return
-    import pandas as pd
-
-    try:
-        pd.tseries.frequencies.to_offset(freq)
-    except ValueError:
-        raise JobSpecError(
-            f"{freq!r} is not a pandas frequency such as 1D, 6h or MS", key=key
-        ) from None
 
 
 def _combine(pieces: list[xr.Dataset], dim: str) -> xr.Dataset:
@@ -266,12 +254,23 @@ def _combine(pieces: list[xr.Dataset], dim: str) -> xr.Dataset:
 
 
 class _GriddedSource:
-    """What NetCDF and Zarr sources share: units per member or per slice, layout checks."""
+    """What NetCDF and Zarr sources share: options, units per member or per slice, layout checks."""
 
+    path: str | Sequence[str]
     dim: str
     variables: Sequence[str] | None
     split: str | None
     kind = ""
+
+    def __post_init__(self):
+        if not self.path:
+            raise JobSpecError(f"the {self.kind.lower()} source needs a path", key="source.path")
+        if not isinstance(self.path, str):
+            object.__setattr__(self, "path", tuple(self.path))
+        if self.variables is not None:
+            object.__setattr__(self, "variables", tuple(self.variables))
+        if self.split is not None:
+            frequency(self.split, key="source.split")
 
     def _members(self) -> list[_Member]:  # pragma: no cover
         raise NotImplementedError
@@ -441,17 +440,11 @@ class NetCDFSource(_GriddedSource):
     kind = "NetCDF"
 
     def __post_init__(self):
-        if not self.path:
-            raise JobSpecError("the netcdf source needs a path", key="source.path")
-        if not isinstance(self.path, str):
-            object.__setattr__(self, "path", tuple(self.path))
-        if self.variables is not None:
-            object.__setattr__(self, "variables", tuple(self.variables))
+        super().__post_init__()
         if self.engine not in _ENGINES:
             raise JobSpecError(
                 f"engine must be one of {[e for e in _ENGINES if e]}", key="source.engine"
             )
-        _check_freq(self.split, "source.split")
 
     def describe(self) -> str:
         return f"netcdf {self.path!r} along {self.dim}"
@@ -542,15 +535,6 @@ class ZarrSource(_GriddedSource):
     consolidated: bool = False
 
     kind = "Zarr"
-
-    def __post_init__(self):
-        if not self.path:
-            raise JobSpecError("the zarr source needs a path", key="source.path")
-        if not isinstance(self.path, str):
-            object.__setattr__(self, "path", tuple(self.path))
-        if self.variables is not None:
-            object.__setattr__(self, "variables", tuple(self.variables))
-        _check_freq(self.split, "source.split")
 
     def describe(self) -> str:
         return f"zarr {self.path!r} along {self.dim}"

@@ -90,7 +90,7 @@ class Aggregate:
         Output column -> ``sum(col)``, ``count(*)``, ``count(col)``,
         ``mean(col)``, ``min(col)`` or ``max(col)``.
     buckets
-        Number of reduce tasks (default: the cluster's worker threads).
+        Number of reduce tasks (default: twice the cluster's worker threads).
     sort
         Sort the output by the keys, so that re-runs are byte-identical.
 

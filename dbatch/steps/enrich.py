@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,20 +117,22 @@ class Enrich(Step):
         if self.unmatched == "filter":
             ctx.filtered(n_miss)
         else:
-            bad = out.filter(misses)
-            key_text = [
-                ", ".join(f"{k}={row[k]!r}" for k in self.on)
-                for row in bad.select(list(self.on)).to_pylist()
-            ]
-            import json
-
-            ctx.quarantine_rows(
-                "enrich",
-                "no_match",
-                [f"no lookup row for {k}" for k in key_text],
-                [json.dumps(r, default=str) for r in bad.to_pylist()],
-            )
+            _quarantine_unmatched(self, out.filter(misses), ctx)
         return out.filter(flag)
+
+
+def _quarantine_unmatched(step: Enrich, bad: pa.Table, ctx: BatchContext) -> None:
+    """Set rows that found no lookup row aside, naming their keys."""
+    key_text = [
+        ", ".join(f"{k}={row[k]!r}" for k in step.on)
+        for row in bad.select(list(step.on)).to_pylist()
+    ]
+    ctx.quarantine_rows(
+        "enrich",
+        "no_match",
+        [f"no lookup row for {k}" for k in key_text],
+        [json.dumps(r, default=str) for r in bad.to_pylist()],
+    )
 
 
 def _load_lookup(lookup: Any) -> pa.Table:
@@ -154,8 +158,6 @@ def _load_lookup(lookup: Any) -> pa.Table:
 
 
 def _table_digest(table: pa.Table) -> str:
-    import hashlib
-
     import pyarrow.ipc as ipc
 
     sink = pa.BufferOutputStream()

@@ -39,8 +39,8 @@ def fuse(
 
     Examples
     --------
-    >>> fuse([Filter("a > 0"), Derive({"b": "a * 2"})])  # doctest: +SKIP
-    [FusedSql(steps=(Filter(where='a > 0'), Derive(columns={'b': 'a * 2'})))]
+    >>> fuse([Filter("a > 0"), Derive({"b": "a * 2"})])
+    [FusedSql(steps=(Filter(where='a > 0'), Derive(columns={'b': 'a * 2'})), keep=None, extra=())]
     """
     out: list[Step] = []
     run: list[Step] = []
@@ -87,7 +87,13 @@ def _may_follow(run: Sequence[Step], step: Step) -> bool:
 
 @dataclass(frozen=True)
 class FusedSql(Step):
-    """Several Filter / Derive / Enrich steps compiled into one DuckDB query."""
+    """Several Filter / Derive / Enrich steps compiled into one DuckDB query.
+
+    Made by ``fuse``; applied like any step, to a table or to a source's ``Scan``.
+
+    >>> FusedSql((Filter("a > 0"),), keep=("a",)).apply(pa.table({"a": [1, -1]}), ctx).num_rows  # doctest: +SKIP
+    1
+    """
 
     steps: tuple[Step, ...]
     keep: tuple[str, ...] | None = None

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from ..batching import frequency
 from ..context import BatchContext
 from ..core import digest
 from ..errors import BadInputError, JobSpecError
@@ -120,8 +121,6 @@ class Resample(Step):
     dim: str = "time"
 
     def __post_init__(self):
-        import pandas as pd
-
         how = (self.how,) if isinstance(self.how, str) else tuple(self.how)
         unknown = [h for h in how if h not in _STATS]
         if not how or unknown:
@@ -130,13 +129,7 @@ class Resample(Step):
                 key="steps.resample.how",
             )
         object.__setattr__(self, "how", how)
-        try:
-            pd.tseries.frequencies.to_offset(self.freq)
-        except ValueError:
-            raise JobSpecError(
-                f"{self.freq!r} is not a pandas frequency such as 1D, 6h or MS",
-                key="steps.resample.freq",
-            ) from None
+        frequency(self.freq, key="steps.resample.freq")
 
     def apply(self, data, ctx: BatchContext):
         import xarray as xr
