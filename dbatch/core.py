@@ -228,9 +228,9 @@ class Event:
 
 def _hide_credentials(key: str) -> str:
     """``s3://key:secret@bucket/x`` -> ``s3://***@bucket/x``, for showing unit keys."""
-    import re
+    from .redact import redact
 
-    return re.sub(r"(://)([^/@\s]+)@", r"\1***@", key)
+    return redact(key)
 
 
 def _human_bytes(n: float) -> str:

@@ -23,6 +23,7 @@ from .faults import crash_point as _crash_point
 from .ledger import Ledger
 from .monitor.result import RunResult, RunSummary
 from .pipeline import Pipeline
+from .redact import redact
 from .sinks.base import Part
 
 __all__ = ["run", "RetryPolicy"]
@@ -122,6 +123,7 @@ def run(
     work = _Work(pipeline, run_id)
     ledger.acquire(pipeline.name, run_id)
     owned_client = None
+    bar = None
     try:
         if select is not None:  # under the lock: what is committed cannot change meanwhile
             plan = _selected(plan, select, ledger, work)
@@ -171,6 +173,8 @@ def run(
         finish = {**summary.finish_data(status), "dashboard": summary.dashboard}
         bus.emit(Event("finished", run_id, pipeline.name, data=finish))
     finally:
+        if bar is not None and hasattr(bar, "close"):
+            bar.close()  # also when the run raised, so the terminal is left clean
         shutil.rmtree(work.staging, ignore_errors=True)
         ledger.release(pipeline.name, run_id)
         ledger.close()
@@ -375,10 +379,14 @@ def _warm(client) -> None:
 
 
 def _scatter(client, obj: Any):
-    """Broadcast ``obj`` to every worker; a worker dying during the broadcast is retried."""
+    """Broadcast ``obj`` to every worker; a worker dying during the broadcast is retried.
+
+    ``direct=True``: the client hands the object to a worker itself and workers copy it
+    among themselves, so a large model or lookup never passes through the scheduler.
+    """
     for attempt in range(1, 4):
         try:
-            [future] = client.scatter([obj], broadcast=True, hash=False)
+            [future] = client.scatter([obj], broadcast=True, hash=False, direct=True)
             return future
         except OSError:
             if attempt == 3:
@@ -525,7 +533,7 @@ def _execute(
                 else:
                     why = "deterministic error (not retried)"
                 ev = _fail_event("batch_failed", pipeline, batch, run_id, n, exc, why)
-                ev.data["traceback"] = _redact(tb[-4000:])
+                ev.data["traceback"] = redact(tb[-4000:])
                 bus.emit(ev)
                 if pipeline.bad_input == "fail_fast":
                     stop = True
@@ -549,17 +557,11 @@ def _execute(
     pipeline_future.release()
 
 
-def _redact(text: str) -> str:
-    from .sources.files import _redact as hide_credentials
-
-    return hide_credentials(text)
-
-
 def _short(exc: BaseException | None) -> str:
     if exc is None:
         return ""
     text = f"{exc}"
-    return _redact(text)[:2000] if "://" in text else text[:2000]
+    return redact(text)[:2000] if "://" in text else text[:2000]
 
 
 def _fail_event(kind, pipeline, batch, run_id, attempt, exc, why) -> Event:

@@ -84,7 +84,7 @@ def test_enrich_pickles_without_its_table():
 
 def test_enrich_lookup_is_sent_to_each_worker_once(tmp_path, client):
     (tmp_path / "in").mkdir()
-    for f in range(6):
+    for f in range(12):
         pd.DataFrame({"k": ["a", "b", "c"] * 10, "v": range(30)}).to_csv(tmp_path / "in" / f"{f}.csv", index=False)
     lookup = pd.DataFrame({"k": ["a", "b", "c"], "label": ["A", "B", "C"]})
 
@@ -100,8 +100,9 @@ def test_enrich_lookup_is_sent_to_each_worker_once(tmp_path, client):
         workdir=str(tmp_path / "w"),
     )
     result = p.run(client=client)
-    assert result.committed == 6
-    # Six batches ran, yet no worker fetched anything from another: the lookup (and the
-    # pipeline) were scattered to every worker up front.
-    assert sum(client.run(incoming).values()) == before
+    assert result.committed == 12
+    # Twelve batches ran, yet each worker received the lookup (and the pipeline) at most
+    # once: they were broadcast up front, not sent along with each task.
+    workers = len(client.scheduler_info()["workers"])
+    assert sum(client.run(incoming).values()) - before <= 2 * workers < 12
     assert set(pd.read_parquet(tmp_path / "out")["label"]) == {"A", "B", "C"}

@@ -69,6 +69,9 @@ class TerminalProgress:
     def set_dashboard(self, link: str | None) -> None:
         pass
 
+    def close(self) -> None:
+        self.bar.close()
+
     def __call__(self, e: Event) -> None:
         before = self.counts.done + self.counts.failed + self.counts.quarantined
         if not self.counts.update(e):

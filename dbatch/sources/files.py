@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from ..context import BatchContext
 from ..core import Batch, Unit
 from ..errors import JobSpecError, SourceError
+from ..redact import redact
 from ..schema import Schema
 
 __all__ = ["Files"]
@@ -561,9 +562,4 @@ def _portable_error(e: BaseException, key: str) -> Exception:
     return TransientError(message) if is_transient(e) else SourceError(message)
 
 
-_CRED = re.compile(r"(://)([^/@\s]+)@")
-
-
-def _redact(text: str) -> str:
-    """Hide ``user:password@`` in URLs."""
-    return _CRED.sub(r"\1***@", text)
+_redact = redact  # the name used throughout this module
