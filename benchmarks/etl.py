@@ -114,7 +114,7 @@ def _dbatch_pipeline(
         aggregate=Aggregate(
             by=["account", "day"],
             metrics={"total": "sum(amount_usd)", "n": "count(*)", "mean": "mean(amount_usd)"},
-            buckets=buckets,  # default: one per worker thread
+            buckets=buckets,  # default: twice the worker threads
             sort=False,  # like the other tools: groups in no particular order
         ),
         sink=ParquetSink(str(out / "daily")),
@@ -687,7 +687,7 @@ def main(argv: list[str] | None = None) -> None:
             "--buckets",
             type=int,
             default=None,
-            help="dbatch reduce tasks (default: worker threads)",
+            help="dbatch reduce tasks (default: twice the worker threads)",
         )
     c.add_argument("--out", required=True)
     parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3); medians")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from conftest import unavailable
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from dbatch import ByCount, Files, ParquetSink, Pipeline, Predict
@@ -457,9 +458,10 @@ def test_yaml_job_with_a_model_file(tmp_path, client):
 
 
 def test_pytorch_model_files(tmp_path, client):
-    torch = pytest.importorskip(
-        "torch", reason="the PyTorch extra is not installed (CI installs torch==2.13.0)"
-    )
+    try:
+        import torch
+    except ImportError:
+        unavailable("needs the PyTorch extra (pip install torch==2.13.0; CI installs it)")
     frame = write_inputs(tmp_path / "in", n_files=4)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
