@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from ..context import BatchContext
 from ..engine import query
 from ..errors import JobSpecError
 from .base import Derive, Filter, Step, _quote, as_arrow
-from .enrich import Enrich
+from .enrich import Enrich, _quarantine_unmatched
 
 __all__ = ["FusedSql", "fuse", "fusable"]
 
@@ -215,16 +214,3 @@ def _enrich(sql: str, cols: list[str], step: Enrich, i: int, *, flag: bool, hidd
         right = f"lookup{i}"
     sql = f"SELECT {select} FROM ({sql}) AS b LEFT JOIN {right} AS l USING ({keys})"
     return sql, kept + list(step.columns)
-
-
-def _quarantine_unmatched(step: Enrich, bad: pa.Table, ctx: BatchContext) -> None:
-    key_text = [
-        ", ".join(f"{k}={row[k]!r}" for k in step.on)
-        for row in bad.select(list(step.on)).to_pylist()
-    ]
-    ctx.quarantine_rows(
-        "enrich",
-        "no_match",
-        [f"no lookup row for {k}" for k in key_text],
-        [json.dumps(r, default=str) for r in bad.to_pylist()],
-    )
