@@ -657,9 +657,10 @@ def _write_quarantine(pipeline, committed, dirs, work: _Work) -> None:
         if (d / "_quarantine.parquet").exists():
             rows = pq.read_table(d / "_quarantine.parquet")
             tables.append(rows.select(schema.names).cast(schema))
-        files = _read_result(d).files_quarantined if pipeline.bad_input != "drop" else []
+        stats = _read_result(d)
+        files = stats.files_quarantined if pipeline.bad_input != "drop" else []
         if files:
-            run_of = Path(_read_result(d).staging).parent.name
+            run_of = Path(stats.staging).parent.name
             tables.append(
                 pa.table(
                     {

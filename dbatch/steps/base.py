@@ -36,7 +36,7 @@ class SharedObject:
 
     Pickles as its token only, so tasks that carry a step holding it stay
     small; on a worker the object is found in the batch context, where the
-    runner placed it through ``Client.scatter(..., broadcast=True)``.
+    runner placed it through ``Client.scatter(..., broadcast=True, direct=True)``.
     """
 
     def __init__(self, obj: Any, token: str):
