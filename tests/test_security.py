@@ -9,6 +9,7 @@ import logging
 import os
 import socketserver
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -241,6 +242,13 @@ def test_tls_scheduler_accepts_its_ca_and_rejects_another(tls_cluster, tmp_path)
     try:
         with pytest.raises((OSError, TimeoutError)):
             dbatch.connect(address, security=tls_cluster["rogue"], show_link=False)
+        # The scheduler logs the refused handshake on its own event-loop thread, which
+        # may happen a moment after the client has given up: wait for it.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(
+            "certificate verify failed" in m for m in seen.messages
+        ):
+            time.sleep(0.05)
     finally:
         comm_log.removeHandler(seen)
     # Rejected by the scheduler for its certificate, not for some other reason.
