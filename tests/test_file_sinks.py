@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pandas as pd
@@ -25,8 +26,25 @@ def test_manifest_lists_files_rows_and_checksums(tmp_path, client):
     Pipeline(Files(str(d / "*.csv")), ParquetSink(str(out)), batching=ByCount(2), workdir=str(tmp_path / "w")).run(client=client)
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["rows_out"] == 40 and len(manifest["files"]) == 2
-    assert all(len(f["sha256"]) == 64 for f in manifest["files"])
+    for f in manifest["files"]:
+        data = (out / f["path"]).read_bytes()
+        assert f["sha256"] == hashlib.sha256(data).hexdigest() and f["bytes"] == len(data)
     assert (out / "_SUCCESS").read_text().strip() == manifest["run_id"]
+
+
+def test_publishing_reuses_the_checksums_taken_when_the_batch_was_staged(tmp_path, client, monkeypatch):
+    """The driver does not read every output file again at the end of a run."""
+    import dbatch.sinks.files as files_module
+
+    d = inputs(tmp_path)
+    out = tmp_path / "out"
+    read_again = []
+    monkeypatch.setattr(files_module, "file_checksum", lambda path: read_again.append(path) or "x")
+    Pipeline(Files(str(d / "*.csv")), ParquetSink(str(out)), batching=ByCount(2), workdir=str(tmp_path / "w")).run(client=client)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert read_again == []  # staged on the workers (their own processes), not here
+    for f in manifest["files"]:
+        assert f["sha256"] == hashlib.sha256((out / f["path"]).read_bytes()).hexdigest()
 
 
 def test_new_version_replaces_old_only_when_complete(tmp_path, client):

@@ -233,7 +233,8 @@ def test_retry_after_longer_than_max_wait_goes_back_to_the_runner(api, token_env
     with pytest.raises(TransientError) as info:
         src.list_units()
     assert info.value.retry_after == 120  # the runner waits (capped by retry.backoff-max)
-    assert time.monotonic() - started < 2 and api.hits[("/items", "1")] == 1
+    # Given back at once (not after 120 s); the margin is for a loaded machine.
+    assert time.monotonic() - started < 30 and api.hits[("/items", "1")] == 1
 
 
 def test_timeouts_are_retried_then_transient(api, token_env):

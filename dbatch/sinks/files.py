@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +61,12 @@ class _FileSink(Sink):
                 {
                     "path": str(out.relative_to(directory)),
                     "rows": piece.num_rows,
+                    "bytes": out.stat().st_size,
                     "sha256": file_checksum(out),
                 }
             )
+        # The checksums travel with the files, so that publishing need not read them again.
+        (directory / _LISTING).write_text(json.dumps(files))
         return {"files": files, "rows": table.num_rows}
 
     def _split(self, table: pa.Table):
@@ -92,13 +96,16 @@ class _FileSink(Sink):
         files: list[tuple[str, Path]] = []
         listing = []
         for part in parts:
+            staged = _staged_checksums(part.directory)
             for f in sorted(part.directory.rglob(f"*{self.suffix}")):
                 rel = f.relative_to(part.directory)
                 if rel.name.startswith("_"):  # dbatch's own files (_quarantine.parquet)
                     continue
                 files.append((str(rel), f))
+                size = f.stat().st_size
+                known = staged.get((str(rel), size))
                 listing.append(
-                    {"path": str(rel), "bytes": f.stat().st_size, "sha256": file_checksum(f)}
+                    {"path": str(rel), "bytes": size, "sha256": known or file_checksum(f)}
                 )
         manifest = {"run_id": run_id, "files": listing, **summary}
         final = PublishedDirectory(self.path).publish(run_id, files, manifest)
@@ -115,6 +122,18 @@ class _FileSink(Sink):
             return json.loads(manifest.read_text())
         except ValueError:
             return None
+
+
+_LISTING = "_files.json"  # written by stage: each file's path, rows, bytes and checksum
+
+
+def _staged_checksums(directory: Path) -> dict[tuple[str, int], str]:
+    """(path, bytes) -> checksum, as ``stage`` recorded them; empty if it did not."""
+    try:
+        entries = json.loads((directory / _LISTING).read_text())
+        return {(e["path"], int(e["bytes"])): str(e["sha256"]) for e in entries}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _path_value(v: Any) -> str:
