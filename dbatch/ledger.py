@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,11 +122,8 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            try:
-                metadata.create_all(self.engine)
-            except sa.exc.DatabaseError:
-                # Another process or thread created the tables at the same moment: they exist now.
-                metadata.create_all(self.engine)
+            with _CREATING:  # threads of this process, one at a time
+                _create_tables(self.engine)
         except BaseException:
             self.engine.dispose()
             raise
@@ -347,9 +345,29 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+_CREATING = threading.Lock()
+
+
+def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
+    """Create the ledger's tables that do not exist yet.
+
+    Another process may be creating them at the same moment (two runs starting
+    together on a new ledger); its CREATE TABLE wins and ours fails with "already
+    exists". Each attempt gets further, since it skips the tables that exist by then.
+    """
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except sa.exc.DatabaseError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def _sqlite_pragmas(dbapi_con, _record) -> None:
     cur = dbapi_con.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may wait for a lock
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()

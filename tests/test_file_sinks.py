@@ -92,3 +92,31 @@ def test_parquet_compression_is_part_of_the_fingerprint(tmp_path):
     assert [b.id for b in snappy] == [b.id for b in zstd]
     assert not {b.fingerprint for b in snappy} & {b.fingerprint for b in zstd}
     assert [b.fingerprint for b in plan("zstd")] == [b.fingerprint for b in zstd]
+
+
+def test_parquet_dictionary_only_where_values_repeat(tmp_path, client):
+    """Scores and amounts are written plainly (faster, smaller); codes and text keep a dictionary."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "score": rng.random(30_000),
+            "code": rng.integers(0, 5, 30_000),
+            "region": rng.choice(["eu", "us"], 30_000),
+        }
+    )
+    frame.to_parquet(d / "a.parquet", index=False)
+    out = tmp_path / "out"
+    Pipeline(Files(str(d / "*.parquet")), ParquetSink(str(out)), workdir=str(tmp_path / "w")).run(client=client)
+    [written] = sorted(out.glob("*.parquet"))
+    meta = pq.ParquetFile(written).metadata
+    encodings = {
+        meta.schema.column(i).name: meta.row_group(0).column(i).encodings for i in range(meta.num_columns)
+    }
+    assert "RLE_DICTIONARY" not in encodings["score"]
+    assert "RLE_DICTIONARY" in encodings["code"] and "RLE_DICTIONARY" in encodings["region"]
+    pd.testing.assert_frame_equal(pd.read_parquet(written), frame)

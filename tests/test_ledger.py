@@ -177,3 +177,46 @@ def test_ledger_tables_hold_plain_values_only():
     for table in (runs, batches, locks):
         for column in table.columns:
             assert isinstance(column.type, plain), (table.name, column.name, column.type)
+
+
+def _open_ledger(url: str) -> None:
+    dbatch.Ledger(url).close()
+
+
+def test_a_new_ledger_opened_by_many_at_once(tmp_path):
+    """Two runs (threads of a kernel, or processes) starting together on a ledger that
+    does not exist yet: each creates the tables the others have not, none fails."""
+    import multiprocessing
+    import threading
+
+    for i in range(15):
+        url = f"sqlite:///{tmp_path / f't{i}' / 'ledger.sqlite'}"
+        errors: list[BaseException] = []
+
+        def open_it(url=url, errors=errors):
+            try:
+                _open_ledger(url)
+            except BaseException as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(e)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+    spawn = multiprocessing.get_context("spawn")
+    for i in range(3):
+        url = f"sqlite:///{tmp_path / f'p{i}' / 'ledger.sqlite'}"
+        procs = [spawn.Process(target=_open_ledger, args=(url,)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0, 0, 0]
+    ledger = dbatch.Ledger(url)
+    try:
+        names = set(sa.inspect(ledger.engine).get_table_names())
+        assert {"dbatch_runs", "dbatch_batches"} <= names
+    finally:
+        ledger.close()

@@ -124,6 +124,33 @@ class _FileSink(Sink):
             return None
 
 
+_SAMPLE_ROWS = 10_000
+
+
+def _dictionary_columns(table: pa.Table) -> bool | list[str]:
+    """The columns worth dictionary-encoding in Parquet.
+
+    pyarrow encodes every column with a dictionary until the dictionary grows too
+    large; for measurements, scores or amounts, where nearly every value differs,
+    that is wasted work (a 500,000-row table of floats: 0.27 s instead of 0.06 s)
+    and a larger file. A number or timestamp column keeps its dictionary only when
+    fewer than half of the first rows differ; text and other types always do.
+    """
+    if any(pa.types.is_nested(f.type) for f in table.schema):
+        return True  # leave nested columns to pyarrow
+    sample = table.slice(0, _SAMPLE_ROWS)
+    keep = []
+    for field in table.schema:
+        t = field.type
+        numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t)
+        if numeric and sample.num_rows:
+            distinct = pc.count_distinct(sample.column(field.name), mode="all").as_py()
+            if 2 * distinct > sample.num_rows:
+                continue
+        keep.append(field.name)
+    return keep
+
+
 _LISTING = "_files.json"  # written by stage: each file's path, rows, bytes and checksum
 
 
@@ -163,7 +190,12 @@ class ParquetSink(_FileSink):
     def _write(self, table: pa.Table, path: Path) -> None:
         import pyarrow.parquet as pq
 
-        pq.write_table(table, path, compression=self.compression)
+        pq.write_table(
+            table,
+            path,
+            compression=self.compression,
+            use_dictionary=_dictionary_columns(table),
+        )
 
 
 @dataclass(frozen=True)
