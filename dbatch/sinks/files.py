@@ -140,14 +140,14 @@ def _dictionary_columns(table: pa.Table) -> bool | list[str]:
         return True  # leave nested columns to pyarrow
     sample = table.slice(0, _SAMPLE_ROWS)
     keep = []
-    for field in table.schema:
-        t = field.type
+    for col in table.schema:
+        t = col.type
         numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t)
         if numeric and sample.num_rows:
-            distinct = pc.count_distinct(sample.column(field.name), mode="all").as_py()
+            distinct = pc.count_distinct(sample.column(col.name), mode="all").as_py()
             if 2 * distinct > sample.num_rows:
                 continue
-        keep.append(field.name)
+        keep.append(col.name)
     return keep
 
 
