@@ -114,7 +114,7 @@ def _dbatch_pipeline(
         aggregate=Aggregate(
             by=["account", "day"],
             metrics={"total": "sum(amount_usd)", "n": "count(*)", "mean": "mean(amount_usd)"},
-            buckets=buckets,  # default: twice the worker threads
+            buckets=buckets,  # default: four per worker thread
             sort=False,  # like the other tools: groups in no particular order
         ),
         sink=ParquetSink(str(out / "daily")),
@@ -191,14 +191,11 @@ class Job:
     # dbatch ------------------------------------------------------------------------
 
     def _prepare_dbatch(self) -> None:
-        import dbatch  # noqa: F401
+        import dbatch.runner  # noqa: F401  (the driver's part of a run, as after a first run)
+        from dbatch.execute import warm_worker
 
         self.cluster, self.client = _cluster()
-
-        def warm():
-            import dbatch.execute  # noqa: F401
-
-        self.client.run(warm)
+        self.client.run(warm_worker)
 
     def _run_dbatch(self) -> None:
         pipeline = _dbatch_pipeline(
@@ -687,7 +684,7 @@ def main(argv: list[str] | None = None) -> None:
             "--buckets",
             type=int,
             default=None,
-            help="dbatch reduce tasks (default: twice the worker threads)",
+            help="dbatch reduce tasks (default: four per worker thread)",
         )
     c.add_argument("--out", required=True)
     parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3); medians")

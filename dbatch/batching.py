@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-import pandas as pd
-from pandas.tseries.offsets import BaseOffset
+from typing import TYPE_CHECKING
 
 from .config import parse_bytes
 from .core import Batch, Unit
 from .errors import JobSpecError
+
+if TYPE_CHECKING:  # pandas is imported where windows are computed, not with the package
+    import pandas as pd
+    from pandas.tseries.offsets import BaseOffset
 
 __all__ = [
     "BySize",
@@ -33,6 +35,8 @@ def frequency(freq: str, *, key: str) -> BaseOffset:
     >>> frequency("6h", key="batching.window")
     <6 * Hours>
     """
+    import pandas as pd
+
     try:
         return pd.tseries.frequencies.to_offset(freq)
     except (TypeError, ValueError):
@@ -112,6 +116,8 @@ class ByWindow(Batcher):
         frequency(self.freq, key="batching.window")
 
     def groups(self, units):
+        import pandas as pd
+
         offset = frequency(self.freq, key="batching.window")
         buckets: dict[pd.Timestamp, list[Unit]] = {}
         for u in units:

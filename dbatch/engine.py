@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["query", "connection"]
+__all__ = ["query", "query_batches", "connection"]
 
 _local = threading.local()
 
@@ -37,3 +38,28 @@ def query(sql: str, tables: dict[str, Any], params: list | None = None) -> pa.Ta
     finally:
         for name in tables:
             con.unregister(name)
+
+
+def query_batches(
+    sql: str, tables: dict[str, Any], rows: int = 1 << 17
+) -> Iterator[pa.RecordBatch]:
+    """Run ``sql`` and yield its result ``rows`` at a time, never all of it at once.
+
+    At least one batch is yielded (an empty one for an empty result).
+
+    The query runs on a cursor of its own, so ``query`` can be used while the
+    batches are read; the cursor is closed when the iterator ends or is dropped.
+    """
+    cursor = connection().cursor()
+    try:
+        for name, table in tables.items():
+            cursor.register(name, table)
+        reader = cursor.sql(sql).to_arrow_reader(rows)
+        empty = True
+        for batch in reader:
+            empty = False
+            yield batch
+        if empty:  # one empty batch: the consumer still learns the columns
+            yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+    finally:
+        cursor.close()

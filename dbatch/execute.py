@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -13,13 +14,22 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .context import BatchContext
-from .core import Batch, BatchResult
+from .core import Batch, BatchResult, QuarantinedFile
 from .errors import BadInputError
+from .steps.fusion import BatchStream
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
-__all__ = ["process_batch", "run_steps", "reduce_bucket", "count_rows"]
+__all__ = [
+    "process_batch",
+    "run_steps",
+    "reduce_bucket",
+    "count_rows",
+    "gather_quarantine",
+    "read_result",
+    "warm_worker",
+]
 
 
 def count_rows(data: Any, dim: str | None = None) -> int:
@@ -39,11 +49,13 @@ def run_steps(
     ctx: BatchContext,
     keep: list[str] | None = None,
     extra: dict[str, str] | None = None,
+    stream: bool = False,
 ) -> Any:
     """Load the batch and apply the steps; consecutive SQL steps run as one query.
 
     ``keep``: the only columns the caller reads afterwards (the aggregate's), so
     that a final SQL step hands back just those, plus ``extra`` (name -> SQL).
+    ``stream``: a final SQL step returns a ``BatchStream`` instead of a table.
     """
     from .steps.fusion import FusedSql, fusable, fuse
 
@@ -58,18 +70,28 @@ def run_steps(
         saved = _snapshot(ctx)
         try:
             found = scan(batch, ctx)
-            data = steps[0].apply(found, ctx) if found is not None else None
+            last = stream and len(steps) == 1
+            data = _apply(steps[0], found, ctx, last) if found is not None else None
         except Exception:  # noqa: BLE001 - load() gives the error, or quarantines the file
             data = None
         if data is not None:
             for step in steps[1:]:
-                data = step.apply(data, ctx)
+                data = _apply(step, data, ctx, last=step is steps[-1] and stream)
             return data
         vars(ctx).update(saved)
     data = pipeline.source.load(batch, ctx)
     for step in steps:
-        data = step.apply(data, ctx)
+        data = _apply(step, data, ctx, last=step is steps[-1] and stream)
     return data
+
+
+def _apply(step, data, ctx: BatchContext, last: bool):
+    """``step.apply``; the last SQL step streams its rows when the caller asked for that."""
+    from .steps.fusion import FusedSql
+
+    if last and isinstance(step, FusedSql):
+        return step.stream(data, ctx)
+    return step.apply(data, ctx)
 
 
 def _snapshot(ctx: BatchContext) -> dict[str, Any]:
@@ -99,23 +121,26 @@ def process_batch(
     if pipeline.aggregate is not None:  # hand over only what the aggregate reads
         keep = pipeline.aggregate.input_columns()
         extra = pipeline.aggregate.bucket_column(pipeline.buckets_for_run)
-    data = run_steps(pipeline, batch, ctx, keep=keep, extra=extra)
-    rows_out = count_rows(data, getattr(pipeline.source, "dim", None))
-    bad = ctx.rows_quarantined
-    if ctx.rows_in and bad / ctx.rows_in > pipeline.max_bad_fraction:
-        raise BadInputError(
-            f"{bad} of {ctx.rows_in} rows are bad ({bad / ctx.rows_in:.1%}), more than "
-            f"max_bad_fraction={pipeline.max_bad_fraction:.1%}; nothing of this batch was committed. "
-            "Inspect the files named in the quarantine, or raise max_bad_fraction.",
-            kind="too_many_bad_rows",
-            where=f"batch {batch.id}",
-        )
+    # An aggregate writes the rows into its buckets as they come: a batch is never
+    # all in memory at once.
+    data = run_steps(pipeline, batch, ctx, keep=keep, extra=extra, stream=keep is not None)
+    streamed = isinstance(data, BatchStream)
+    if not streamed:
+        rows_out = count_rows(data, getattr(pipeline.source, "dim", None))
+        _check_bad_fraction(pipeline, batch, ctx)
     staging = Path(staging_root) / f"{batch.id}.{uuid.uuid4().hex[:12]}"
     staging.mkdir(parents=True, exist_ok=False)
     if pipeline.aggregate is not None:
         info = pipeline.aggregate.map_side(data, staging, pipeline.buckets_for_run)
     else:
         info = pipeline.sink.stage(data, staging, name=batch.id)
+    if streamed:  # the counts are complete once the rows have been read
+        rows_out = data.rows
+        try:
+            _check_bad_fraction(pipeline, batch, ctx)
+        except BadInputError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     quarantined = ctx.quarantined_rows()
     if quarantined.num_rows:
         import pyarrow.parquet as pq
@@ -142,6 +167,36 @@ def process_batch(
     return result
 
 
+def warm_worker() -> bool:
+    """Import what batches use and open this thread's DuckDB connection, ahead of the first one.
+
+    pandas is among them: pyarrow loads it when it converts Python objects, which
+    every batch with a quarantine does.
+    """
+    import duckdb  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow.compute  # noqa: F401
+    import pyarrow.ipc  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from .engine import connection
+
+    connection()
+    return True
+
+
+def _check_bad_fraction(pipeline: Pipeline, batch: Batch, ctx: BatchContext) -> None:
+    bad = ctx.rows_quarantined
+    if ctx.rows_in and bad / ctx.rows_in > pipeline.max_bad_fraction:
+        raise BadInputError(
+            f"{bad} of {ctx.rows_in} rows are bad ({bad / ctx.rows_in:.1%}), more than "
+            f"max_bad_fraction={pipeline.max_bad_fraction:.1%}; nothing of this batch was committed. "
+            "Inspect the files named in the quarantine, or raise max_bad_fraction.",
+            kind="too_many_bad_rows",
+            where=f"batch {batch.id}",
+        )
+
+
 def reduce_bucket(
     pipeline: Pipeline, bucket: int, directories: list[str], staging_root: str
 ) -> dict:
@@ -161,3 +216,60 @@ def _checksum(info: dict) -> str:
     for f in info.get("files", []):
         h.update(f.get("sha256", "").encode())
     return h.hexdigest()[:32]
+
+
+def read_result(directory: Path) -> BatchResult:
+    """The ``BatchResult`` a worker left next to a staged (later committed) batch."""
+    raw = json.loads((Path(directory) / "_result.json").read_text())
+    raw["files_quarantined"] = [QuarantinedFile(**f) for f in raw.get("files_quarantined", [])]
+    return BatchResult(**raw)
+
+
+def gather_quarantine(bad_input: str, batches: list[tuple[str, str]], target: str) -> int:
+    """Write the quarantined rows and files of ``batches`` (id, directory) to ``target``.
+
+    A quarantined file is one row with an empty ``line`` and no ``raw`` text. Only
+    committed batches are given, and the file is replaced with a rename, so each bad
+    row or file appears exactly once however often batches were retried or replayed.
+    Returns the number of rows written (the file is removed when there are none).
+    """
+    import pyarrow.parquet as pq
+
+    from .context import QUARANTINE_SCHEMA
+
+    schema = QUARANTINE_SCHEMA.append(pa.field("batch_id", pa.string())).append(
+        pa.field("run_id", pa.string())
+    )
+    tables = []
+    for batch_id, directory in batches:
+        d = Path(directory)
+        if (d / "_quarantine.parquet").exists():
+            rows = pq.read_table(d / "_quarantine.parquet")
+            tables.append(rows.select(schema.names).cast(schema))
+        stats = read_result(d)
+        files = stats.files_quarantined if bad_input != "drop" else []
+        if files:
+            run_of = Path(stats.staging).parent.name
+            tables.append(
+                pa.table(
+                    {
+                        "source": [f.key for f in files],
+                        "line": [None] * len(files),
+                        "kind": [f.kind for f in files],
+                        "reason": [f.message for f in files],
+                        "raw": [None] * len(files),
+                        "batch_id": [batch_id] * len(files),
+                        "run_id": [run_of] * len(files),
+                    },
+                    schema=schema,
+                )
+            )
+    out = Path(target)
+    if not tables:
+        out.unlink(missing_ok=True)
+        return 0
+    table = pa.concat_tables(tables)
+    tmp = out.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
+    return table.num_rows

@@ -255,3 +255,61 @@ def test_buckets_of_raw_rows_and_of_partials_combine_to_the_exact_totals(tmp_pat
     assert (got.n == want["count"]).all()
     for col, ref in (("s", "sum"), ("m", "mean"), ("lo", "min"), ("hi", "max")):
         np.testing.assert_allclose(got[col], want[ref], rtol=1e-9, atol=1e-9)
+
+
+# -- streamed rows: an aggregate's map side reads the last query a chunk at a time --
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("filter", "derive", "quarantine", "after"),
+        ("filter_null", "replace", "drop", "after", "keep"),
+        ("derive", "keep"),
+    ],
+)
+def test_streamed_rows_counts_and_quarantine_match_the_whole_table(names):
+    from dbatch.steps.fusion import BatchStream
+
+    [step] = fuse([STEPS[n] for n in names], keep=["k", "v"])
+    data = batch_table(300_000, seed=4)  # more than two chunks of 2**17 rows
+    a, b = new_ctx(), new_ctx()
+    want = step.apply(data, a)
+    stream = step.stream(data, b)
+    assert isinstance(stream, BatchStream)
+    chunks = list(stream)
+    assert len(chunks) >= 2
+    assert stream.rows == want.num_rows
+    assert same_table(pa.Table.from_batches(chunks), want)
+    same_context(a, b)
+    with pytest.raises(RuntimeError, match="only once"):
+        list(stream)
+
+
+def test_map_side_writes_a_streamed_batch_chunk_by_chunk(tmp_path):
+    import pyarrow.ipc as ipc
+
+    from dbatch.steps.fusion import FusedSql
+
+    rng = np.random.default_rng(5)
+    n = 400_000
+    wide = pa.table({"g": rng.integers(0, 300_000, n), "x": rng.normal(size=n)})
+    narrow = pa.table({"g": rng.integers(0, 20, n), "x": rng.normal(size=n)})
+    agg = Aggregate(by="g", metrics={"s": "sum(x)", "n": "count(*)"}, buckets=3)
+    keep = FusedSql(
+        (Filter("x > -10"),), keep=("g", "x"), extra=tuple(agg.bucket_column(3).items())
+    )
+    for name, table in (("wide", wide), ("narrow", narrow)):
+        for how in ("table", "stream"):
+            (tmp_path / name / how).mkdir(parents=True)
+            data = getattr(keep, "apply" if how == "table" else "stream")(table, new_ctx())
+            info = agg.map_side(data, tmp_path / name / how, 3)
+            assert info["preaggregated"] is (name == "narrow")
+            assert sum(info["bucket_rows"]) == (n if name == "wide" else 20)
+        for k in range(3):
+            files = [tmp_path / name / how / f"bucket-{k:03d}.arrow" for how in ("table", "stream")]
+            tables = [ipc.open_file(f).read_all() for f in files]
+            got = [t.sort_by([(c, "ascending") for c in t.column_names]) for t in tables]
+            assert got[0].equals(got[1]), (name, k)
+            if name == "wide":  # written as the chunks came: several record batches
+                assert ipc.open_file(files[1]).num_record_batches >= 2

@@ -1,7 +1,20 @@
 """Sources: list units cheaply on the client, load a batch on a worker."""
 
-from .files import Files
-from .http import HttpSource
-from .sql import SqlSource
+from typing import TYPE_CHECKING
 
-__all__ = ["Files", "SqlSource", "HttpSource"]
+from .._lazy import lazy_exports
+
+_WHERE = {
+    "Files": ".files",
+    "SqlSource": ".sql",
+    "HttpSource": ".http",
+}
+
+__all__ = list(_WHERE)
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+
+if TYPE_CHECKING:
+    from .files import Files as Files
+    from .http import HttpSource as HttpSource
+    from .sql import SqlSource as SqlSource

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import dataclass
@@ -191,8 +192,6 @@ def _bad_rows(schema: Schema, batch: Batch, files: list[_File], ok: str) -> list
 
     Files whose statistics prove them clean are not read.
     """
-    import numpy as np
-
     extra = ", {} AS __unit, file_row_number AS __row"
     selects = [
         f"SELECT * FROM ({_select(schema, f.path, f.casts, extra.format(i))}) AS f{i} "
@@ -206,11 +205,11 @@ def _bad_rows(schema: Schema, batch: Batch, files: list[_File], ok: str) -> list
     if bad.num_rows == 0:
         return []
     bad = bad.sort_by([("__unit", "ascending"), ("__row", "ascending")])
-    units = bad.column("__unit").to_numpy()
+    units = bad.column("__unit").to_pylist()  # sorted; to_numpy() would import pandas
     calls: list[tuple] = []
     recorder = _Recorder(calls)
     for i, unit in enumerate(batch.units):
-        lo, hi = (int(x) for x in np.searchsorted(units, [i, i + 1]))
+        lo, hi = bisect.bisect_left(units, i), bisect.bisect_left(units, i + 1)
         if lo == hi:
             continue
         part = bad.slice(lo, hi - lo)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pyarrow.ipc as ipc
 from ..engine import query
 from ..errors import JobSpecError
 from .base import _quote, as_arrow
+from .fusion import BatchStream
 
 __all__ = ["Aggregate"]
 
@@ -90,7 +93,7 @@ class Aggregate:
         Output column -> ``sum(col)``, ``count(*)``, ``count(col)``,
         ``mean(col)``, ``min(col)`` or ``max(col)``.
     buckets
-        Number of reduce tasks (default: twice the cluster's worker threads).
+        Number of reduce tasks (default: four per worker thread of the cluster).
     sort
         Sort the output by the keys, so that re-runs are byte-identical.
 
@@ -179,19 +182,69 @@ class Aggregate:
 
         With many groups per row the batch's rows themselves (keys and metric
         columns only) are written; pre-aggregated partials when that shrinks
-        them by more than half. The reduce side reads both.
+        them by more than half. The reduce side reads both. ``data`` is a table,
+        or a ``BatchStream`` whose chunks are written as they come.
         """
-        table = as_arrow(data)
+        if not isinstance(data, BatchStream):
+            return self._map_table(as_arrow(data), directory, buckets)
+        # Chunks of about _CHUNK rows per bucket: the reduce reads few, large record batches.
+        chunks = data.chunks(_CHUNK * buckets)
+        first = next(chunks)  # there is always one, perhaps empty: it holds the schema
+        self._check_columns(first.schema.names)
+        sample = pa.Table.from_batches([first])
+        if first.num_rows and self._worth_preaggregating(sample):
+            # Few groups: the partials are small, so the batch may be gathered for them.
+            return self._map_table(pa.Table.from_batches([first, *chunks]), directory, buckets)
+        columns = self.input_columns()
+        schema = first.schema.remove_metadata()
+        schema = pa.schema([schema.field(c) for c in columns], metadata={_KIND: b"raw"})
+        rows = [0] * buckets
+        with ExitStack() as stack:
+            writers = [
+                stack.enter_context(ipc.new_file(str(directory / f"bucket-{k:03d}.arrow"), schema))
+                for k in range(buckets)
+            ]
+            for chunk in itertools.chain([first], chunks):
+                bucket_of = self._buckets_of(chunk, buckets)
+                part = pa.RecordBatch.from_arrays([chunk.column(c) for c in columns], schema=schema)
+                for k, writer in enumerate(writers):
+                    piece = (
+                        part
+                        if bucket_of is None
+                        else part.filter(pc.equal(bucket_of, pa.scalar(k, bucket_of.type)))
+                    )
+                    if piece.num_rows:
+                        writer.write_batch(piece)
+                        rows[k] += piece.num_rows
+        return {"buckets": buckets, "bucket_rows": rows, "preaggregated": False}
+
+    def _check_columns(self, names: Sequence[str]) -> None:
+        missing = [c for c in self.input_columns() if c not in names]
+        if missing:
+            raise JobSpecError(
+                f"aggregate: the batch has no column(s) {missing}; it has "
+                f"{[n for n in names if n != BUCKET]}",
+                key="aggregate",
+            )
+
+    def _buckets_of(self, chunk: pa.RecordBatch, buckets: int) -> pa.Array | None:
+        """Each row's bucket: computed by the steps' query, or here."""
+        if buckets == 1:
+            return None
+        if BUCKET in chunk.schema.names:
+            return chunk.column(BUCKET)
+        keys = ", ".join(_quote(k) for k in self.by)
+        table = pa.Table.from_batches([chunk.select(list(self.by))])
+        return query(
+            f"SELECT CAST(hash({keys}) % {buckets} AS INTEGER) AS b FROM batch", {"batch": table}
+        ).column("b")
+
+    def _map_table(self, table: pa.Table, directory: Path, buckets: int) -> dict:
         given = None  # buckets the query before computed (see bucket_column)
         if BUCKET in table.column_names:
             given = table.column(BUCKET)
             table = table.drop_columns([BUCKET])
-        missing = [c for c in self.input_columns() if c not in table.column_names]
-        if missing:
-            raise JobSpecError(
-                f"aggregate: the batch has no column(s) {missing}; it has {table.column_names}",
-                key="aggregate",
-            )
+        self._check_columns(table.column_names)
         keys = ", ".join(_quote(k) for k in self.by)
         pre = table.num_rows > 0 and self._worth_preaggregating(table)
         if pre:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..context import BatchContext
-from ..engine import query
+from ..engine import query, query_batches
 from ..errors import JobSpecError
 from .base import Derive, Filter, Step, _quote, as_arrow
 from .enrich import Enrich, _quarantine_unmatched
 
-__all__ = ["FusedSql", "fuse", "fusable"]
+__all__ = ["FusedSql", "BatchStream", "fuse", "fusable"]
 
 _FLAG = "__dbatch_matched"
 
@@ -110,6 +110,31 @@ class FusedSql(Step):
         Rows an ``Enrich`` finds no match for travel through the query flagged,
         and the later steps leave them alone.
         """
+        compiled = self._compile(data, ctx)
+        if not isinstance(compiled, _Compiled):
+            return compiled  # the steps had to run in two parts
+        out = query(compiled.sql, compiled.tables)
+        if compiled.guard is None:
+            ctx.filtered(compiled.rows_in - out.num_rows)
+            return out
+        flag = out.column(_FLAG)
+        out = out.drop_columns([_FLAG])
+        misses = _misses(flag)
+        compiled.finish(ctx, out.num_rows, misses)
+        return out.filter(flag) if misses else out
+
+    def stream(self, data, ctx: BatchContext) -> BatchStream | pa.Table:
+        """Like ``apply``, but the rows come as a ``BatchStream`` a chunk at a time.
+
+        For a consumer that writes each chunk away (an aggregate's map side), so a
+        batch's rows are never all in memory at once.
+        """
+        compiled = self._compile(data, ctx)
+        if not isinstance(compiled, _Compiled):
+            return compiled
+        return BatchStream(compiled, ctx)
+
+    def _compile(self, data, ctx: BatchContext):
         from ..sources.parquet_scan import Scan
 
         tables: dict[str, pa.Table] = {}
@@ -149,30 +174,82 @@ class FusedSql(Step):
             picked = [_quote(c) for c in [*self.keep, *hidden]]
             picked += [f"{expr} AS {_quote(name)}" for name, expr in self.extra]
             sql = f"SELECT {', '.join(picked)} FROM ({sql}) AS kept"
-        out = query(sql, tables)
-        if guard is None:
-            ctx.filtered(n_in - out.num_rows)
-            return out
-        flag = out.column(_FLAG)
-        out = out.drop_columns([_FLAG])
-        ctx.filtered(n_in - out.num_rows)  # what the filters dropped
-        misses = pc.invert(flag)
-        n_miss = pc.sum(misses.cast(pa.int64())).as_py() or 0
-        if n_miss == 0:
-            return out
-        if guard.unmatched == "filter":
-            ctx.filtered(n_miss)
-        else:  # the unmatched rows as the Enrich saw them (a rare, second query)
-            cols_sql = ", ".join(_quote(c) for c in guard_cols)
-            bad_rows = query(f"SELECT {cols_sql} FROM ({guard_sql}) AS g WHERE NOT {_FLAG}", tables)
-            _quarantine_unmatched(guard, bad_rows, ctx)
-        return out.filter(flag)
+        return _Compiled(sql, tables, n_in, guard, guard_cols, guard_sql)
 
     def _split(self, i: int, data, ctx: BatchContext):
         data = FusedSql(self.steps[:i]).apply(data, ctx)
         for step in fuse(self.steps[i:], keep=self.keep, extra=dict(self.extra)):
             data = step.apply(data, ctx)
         return data
+
+
+@dataclass
+class _Compiled:
+    """The query of a ``FusedSql`` for one batch, and what to do with unmatched rows."""
+
+    sql: str
+    tables: dict[str, pa.Table]
+    rows_in: int
+    guard: Enrich | None  # the Enrich whose unmatched rows come flagged, if any
+    guard_cols: list[str]
+    guard_sql: str
+
+    def finish(self, ctx: BatchContext, rows: int, misses: int) -> None:
+        """Count what the filters dropped and set the unmatched rows aside.
+
+        ``rows``: what the query returned, ``misses`` of them unmatched.
+        """
+        ctx.filtered(self.rows_in - rows)
+        if misses == 0 or self.guard is None:
+            return
+        if self.guard.unmatched == "filter":
+            ctx.filtered(misses)
+        else:  # the unmatched rows as the Enrich saw them (a rare, second query)
+            cols_sql = ", ".join(_quote(c) for c in self.guard_cols)
+            bad_rows = query(
+                f"SELECT {cols_sql} FROM ({self.guard_sql}) AS g WHERE NOT {_FLAG}", self.tables
+            )
+            _quarantine_unmatched(self.guard, bad_rows, ctx)
+
+
+class BatchStream:
+    """A batch's rows as record batches, read once; ``rows`` is final after the last one.
+
+    Iterating runs the query; when it is exhausted the context gets the counts
+    (and the unmatched rows of an ``Enrich``), exactly as ``FusedSql.apply`` gives them.
+    """
+
+    def __init__(self, compiled: _Compiled, ctx: BatchContext):
+        self._compiled, self._ctx = compiled, ctx
+        self.rows = 0
+        self.done = False
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self.chunks()
+
+    def chunks(self, rows: int = 1 << 17) -> Iterator[pa.RecordBatch]:
+        """The rows, ``rows`` at a time (the last chunk may be smaller)."""
+        if self.done:
+            raise RuntimeError("a BatchStream can be read only once")
+        c = self._compiled
+        total = misses = 0
+        for chunk in query_batches(c.sql, c.tables, rows):
+            total += chunk.num_rows
+            if c.guard is not None:
+                flag = chunk.column(_FLAG)
+                chunk = chunk.drop_columns([_FLAG])
+                miss = _misses(flag)
+                if miss:
+                    misses += miss
+                    chunk = chunk.filter(flag)
+            self.rows += chunk.num_rows
+            yield chunk
+        c.finish(self._ctx, total, misses)
+        self.done = True
+
+
+def _misses(flag) -> int:
+    return int(pc.sum(pc.invert(flag).cast(pa.int64())).as_py() or 0)
 
 
 def _alive(hidden: list[str]) -> str:
