@@ -166,7 +166,8 @@ def run(
             summary.output_rows = _published_rows(pipeline)
             # The driver may have died between publishing and gathering the quarantine.
             committed = [b for b in plan if summary.state.get(b.id) == "committed"]
-            _write_quarantine(pipeline, committed, [work.batch_dir(b) for b in committed], work)
+            dirs = [work.batch_dir(b) for b in committed]
+            _Quarantine(pipeline, committed, dirs, work, client).put_in_place()
         elif summary.failed == 0 and summary.publishable:
             _publish(pipeline, plan, client, work, bus, run_id, summary)
         status = summary.status()
@@ -590,6 +591,8 @@ def _commit(pipeline, batch: Batch, result: BatchResult, work: _Work, bus, run_i
 def _publish(pipeline, plan: Plan, client, work: _Work, bus, run_id, summary: RunSummary) -> None:
     committed = [b for b in plan if summary.state.get(b.id) == "committed"]
     dirs = [work.batch_dir(b) for b in committed]
+    # Gathered while the reduce tasks run; put in place once the output is published.
+    quarantine = _Quarantine(pipeline, committed, dirs, work, client)
     if pipeline.aggregate is not None:
         buckets = _buckets(pipeline, client, work)
         run_pipeline = pipeline.replace(buckets_for_run=buckets)
@@ -618,28 +621,42 @@ def _publish(pipeline, plan: Plan, client, work: _Work, bus, run_id, summary: Ru
         "output_rows": summary.output_rows,
     }
     info = pipeline.sink.publish(run_id, parts, manifest)
-    _write_quarantine(pipeline, committed, dirs, work, client)
+    quarantine.put_in_place()
     bus.emit(Event("published", run_id, pipeline.name, data=info))
     _gc_committed(plan, work)
 
 
-def _write_quarantine(pipeline, committed, dirs, work: _Work, client=None) -> None:
-    """Gather every committed batch's quarantined rows and files into one table for inspection.
+class _Quarantine:
+    """Every committed batch's quarantined rows and files, gathered into ``quarantine.parquet``.
 
-    Run on a worker when there is a cluster: the driver then never loads the Parquet
-    reader and the quarantined rows, and stays small next to the workers.
+    Gathered by a task on a worker when there is a cluster (the driver never loads
+    the Parquet reader or the rows), into the run's staging area; ``put_in_place``
+    renames it next to the work area once the output is published, so the file
+    always describes the published output.
     """
-    args = (
-        pipeline.bad_input,
-        [(b.id, str(d)) for b, d in zip(committed, dirs, strict=True)],
-        str(work.root / "quarantine.parquet"),
-    )
-    if client is None:
-        gather_quarantine(*args)
-    else:
-        client.submit(
-            gather_quarantine, *args, key=f"dbatch-quarantine-{uuid.uuid4().hex[:12]}", pure=False
-        ).result()
+
+    def __init__(self, pipeline, committed, dirs, work: _Work, client=None):
+        work.staging.mkdir(parents=True, exist_ok=True)
+        self.pending = work.staging / "quarantine.parquet"
+        self.target = work.root / "quarantine.parquet"
+        args = (
+            pipeline.bad_input,
+            [(b.id, str(d)) for b, d in zip(committed, dirs, strict=True)],
+            str(self.pending),
+        )
+        if client is None:
+            self.rows = gather_quarantine(*args)
+            self.future = None
+        else:
+            key = f"dbatch-quarantine-{uuid.uuid4().hex[:12]}"
+            self.future = client.submit(gather_quarantine, *args, key=key, pure=False)
+
+    def put_in_place(self) -> None:
+        rows = self.future.result() if self.future is not None else self.rows
+        if rows:
+            os.replace(self.pending, self.target)
+        else:
+            self.target.unlink(missing_ok=True)
 
 
 def _gc_committed(plan: Plan, work: _Work) -> None:
