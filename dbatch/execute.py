@@ -121,26 +121,38 @@ def process_batch(
     if pipeline.aggregate is not None:  # hand over only what the aggregate reads
         keep = pipeline.aggregate.input_columns()
         extra = pipeline.aggregate.bucket_column(pipeline.buckets_for_run)
+    staging = Path(staging_root) / f"{batch.id}.{uuid.uuid4().hex[:12]}"
+    before = _snapshot(ctx)
     # An aggregate writes the rows into its buckets as they come: a batch is never
     # all in memory at once.
     data = run_steps(pipeline, batch, ctx, keep=keep, extra=extra, stream=keep is not None)
-    streamed = isinstance(data, BatchStream)
-    if not streamed:
-        rows_out = count_rows(data, getattr(pipeline.source, "dim", None))
-        _check_bad_fraction(pipeline, batch, ctx)
-    staging = Path(staging_root) / f"{batch.id}.{uuid.uuid4().hex[:12]}"
-    staging.mkdir(parents=True, exist_ok=False)
-    if pipeline.aggregate is not None:
-        info = pipeline.aggregate.map_side(data, staging, pipeline.buckets_for_run)
-    else:
-        info = pipeline.sink.stage(data, staging, name=batch.id)
-    if streamed:  # the counts are complete once the rows have been read
-        rows_out = data.rows
+    if isinstance(data, BatchStream):
+        staging.mkdir(parents=True, exist_ok=False)
         try:
+            info = pipeline.aggregate.map_side(data, staging, pipeline.buckets_for_run)
+            rows_out = data.rows  # the counts are complete once the rows have been read
             _check_bad_fraction(pipeline, batch, ctx)
         except BadInputError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        except Exception:  # noqa: BLE001 - redone below the plain way, which gives the error
+            # The query failed while its rows were read (a damaged page that the
+            # footer did not show): redo the batch as a whole, which falls back to
+            # the source's own load() and quarantines such a file.
+            shutil.rmtree(staging, ignore_errors=True)
+            vars(ctx).update(before)
+            data = run_steps(pipeline, batch, ctx, keep=keep, extra=extra)
+            info = rows_out = None
+    else:
+        info = rows_out = None
+    if info is None:
+        rows_out = count_rows(data, getattr(pipeline.source, "dim", None))
+        _check_bad_fraction(pipeline, batch, ctx)
+        staging.mkdir(parents=True, exist_ok=False)
+        if pipeline.aggregate is not None:
+            info = pipeline.aggregate.map_side(data, staging, pipeline.buckets_for_run)
+        else:
+            info = pipeline.sink.stage(data, staging, name=batch.id)
     quarantined = ctx.quarantined_rows()
     if quarantined.num_rows:
         import pyarrow.parquet as pq

@@ -313,3 +313,55 @@ def test_replay_after_fixing_a_file(tmp_path, corpus, client):
     assert len(q) == 15 and not q["source"].str.endswith("12-missing-column.csv").any()
     out = pd.read_parquet(tmp_path / "out").sort_values("id").reset_index(drop=True)
     pd.testing.assert_frame_equal(out, expected_frame(corpus + fixed))
+
+
+def test_a_damaged_page_behind_a_good_footer_is_quarantined_in_an_aggregate_job(tmp_path, client):
+    """The footer reads and its statistics spare the file the bad-row scan, so the
+    damage shows only while the steps' query streams its rows: the batch is redone
+    through the source's own reader, which quarantines the file."""
+    import numpy as np
+
+    from dbatch import Aggregate, Filter
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tables = []
+    for i in range(2):
+        table = pa.table({"g": rng.integers(0, 100, 50_000), "amount": rng.random(50_000) * 100})
+        pq.write_table(table, folder / f"{i}.parquet", use_dictionary=False)
+        tables.append(table)
+    damaged = folder / "1.parquet"
+    data = bytearray(damaged.read_bytes())
+    page = pq.ParquetFile(damaged).metadata.row_group(0).column(1).data_page_offset
+    data[page + 80 : page + 110] = bytes(b ^ 0x5A for b in data[page + 80 : page + 110])
+    damaged.write_bytes(bytes(data))
+    assert pq.ParquetFile(damaged).metadata.num_rows == 50_000  # the footer still reads
+
+    pipeline = Pipeline(
+        source=Files(
+            str(folder / "*.parquet"),
+            schema={"g": "int64", "amount": {"type": "float64", "not_null": True}},
+        ),
+        steps=[Filter("amount >= 0")],
+        aggregate=Aggregate(by="g", metrics={"total": "sum(amount)", "n": "count(*)"}),
+        sink=ParquetSink(str(tmp_path / "out")),
+        batching=ByCount(2),
+        workdir=str(tmp_path / "work"),
+    )
+    result = pipeline.run(client=client, progress=False)
+    assert result.status == "succeeded"
+    assert result.batches[0]["files_quarantined"] == 1
+    kept = pd.read_parquet(pipeline.work_area() / "quarantine.parquet")
+    assert [(Path(s).name, k) for s, k in zip(kept.source, kept.kind, strict=True)] == [
+        ("1.parquet", "corrupt")
+    ]
+    out = pd.read_parquet(tmp_path / "out")
+    assert out.n.sum() == 50_000
+    assert out.total.sum() == pytest.approx(pc_sum(tables[0]["amount"]))
+
+
+def pc_sum(column) -> float:
+    import pyarrow.compute as pc
+
+    return pc.sum(column).as_py()
