@@ -16,7 +16,7 @@ import pyarrow as pa
 from .context import BatchContext
 from .core import Batch, BatchResult, QuarantinedFile
 from .errors import BadInputError
-from .steps.fusion import BatchStream
+from .steps.fusion import BatchStream, FusedSql, fusable, fuse
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -57,8 +57,6 @@ def run_steps(
     that a final SQL step hands back just those, plus ``extra`` (name -> SQL).
     ``stream``: a final SQL step returns a ``BatchStream`` instead of a table.
     """
-    from .steps.fusion import FusedSql, fusable, fuse
-
     steps = fuse(pipeline.steps, keep=keep, extra=extra)
     scan = getattr(pipeline.source, "scan", None)
     if scan is not None and steps and fusable(steps[0]):
@@ -87,8 +85,6 @@ def run_steps(
 
 def _apply(step, data, ctx: BatchContext, last: bool):
     """``step.apply``; the last SQL step streams its rows when the caller asked for that."""
-    from .steps.fusion import FusedSql
-
     if last and isinstance(step, FusedSql):
         return step.stream(data, ctx)
     return step.apply(data, ctx)
@@ -126,26 +122,17 @@ def process_batch(
     # An aggregate writes the rows into its buckets as they come: a batch is never
     # all in memory at once.
     data = run_steps(pipeline, batch, ctx, keep=keep, extra=extra, stream=keep is not None)
-    if isinstance(data, BatchStream):
-        staging.mkdir(parents=True, exist_ok=False)
-        try:
-            info = pipeline.aggregate.map_side(data, staging, pipeline.buckets_for_run)
-            rows_out = data.rows  # the counts are complete once the rows have been read
-            _check_bad_fraction(pipeline, batch, ctx)
-        except BadInputError:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        except Exception:  # noqa: BLE001 - redone below the plain way, which gives the error
-            # The query failed while its rows were read (a damaged page that the
-            # footer did not show): redo the batch as a whole, which falls back to
-            # the source's own load() and quarantines such a file.
-            shutil.rmtree(staging, ignore_errors=True)
-            vars(ctx).update(before)
-            data = run_steps(pipeline, batch, ctx, keep=keep, extra=extra)
-            info = rows_out = None
+    streamed = isinstance(data, BatchStream)
+    staged = _stage_stream(pipeline, batch, ctx, data, staging) if streamed else None
+    if streamed and staged is None:
+        # The query failed while its rows were read (a damaged page that the footer
+        # did not show): redo the batch as a whole, which falls back to the source's
+        # own load() and quarantines such a file, or raises the error.
+        vars(ctx).update(before)
+        data = run_steps(pipeline, batch, ctx, keep=keep, extra=extra)
+    if staged is not None:
+        info, rows_out = staged
     else:
-        info = rows_out = None
-    if info is None:
         rows_out = count_rows(data, getattr(pipeline.source, "dim", None))
         _check_bad_fraction(pipeline, batch, ctx)
         staging.mkdir(parents=True, exist_ok=False)
@@ -177,6 +164,24 @@ def process_batch(
     )
     (staging / "_result.json").write_text(json.dumps(result.to_dict(), default=str))
     return result
+
+
+def _stage_stream(
+    pipeline: Pipeline, batch: Batch, ctx: BatchContext, data: BatchStream, staging: Path
+) -> tuple[dict, int] | None:
+    """Write a streamed batch into the aggregate's buckets: (info, rows out), or None
+    when its query failed while the rows were read (nothing is left staged then)."""
+    staging.mkdir(parents=True, exist_ok=False)
+    try:
+        info = pipeline.aggregate.map_side(data, staging, pipeline.buckets_for_run)
+        _check_bad_fraction(pipeline, batch, ctx)  # complete once the rows have been read
+    except BadInputError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except Exception:  # noqa: BLE001 - the caller redoes the batch, which gives the error
+        shutil.rmtree(staging, ignore_errors=True)
+        return None
+    return info, data.rows
 
 
 def warm_worker() -> bool:

@@ -227,50 +227,40 @@ class Aggregate:
                 key="aggregate",
             )
 
-    def _buckets_of(self, chunk: pa.RecordBatch, buckets: int) -> pa.Array | None:
-        """Each row's bucket: computed by the steps' query, or here."""
-        if buckets == 1:
+    def _buckets_of(self, rows: pa.Table | pa.RecordBatch, buckets: int) -> pa.Array | None:
+        """Each row's bucket: the column the steps' query added, or computed here."""
+        if buckets <= 1:
             return None
-        if BUCKET in chunk.schema.names:
-            return chunk.column(BUCKET)
-        keys = ", ".join(_quote(k) for k in self.by)
-        table = pa.Table.from_batches([chunk.select(list(self.by))])
-        return query(
-            f"SELECT CAST(hash({keys}) % {buckets} AS INTEGER) AS b FROM batch", {"batch": table}
-        ).column("b")
+        if BUCKET in rows.schema.names:
+            return rows.column(BUCKET)
+        keys = rows.select(list(self.by))
+        if isinstance(keys, pa.RecordBatch):
+            keys = pa.Table.from_batches([keys])
+        sql = self.bucket_column(buckets)[BUCKET]
+        return query(f"SELECT {sql} AS b FROM batch", {"batch": keys}).column("b")
 
     def _map_table(self, table: pa.Table, directory: Path, buckets: int) -> dict:
-        given = None  # buckets the query before computed (see bucket_column)
-        if BUCKET in table.column_names:
-            given = table.column(BUCKET)
-            table = table.drop_columns([BUCKET])
         self._check_columns(table.column_names)
         keys = ", ".join(_quote(k) for k in self.by)
         pre = table.num_rows > 0 and self._worth_preaggregating(table)
         if pre:
             parts = self._partials()
             exprs = ", ".join(f"{p.on_rows()} AS {p.name}" for p in parts)
-            bucket = f"CAST(hash({keys}) % {buckets} AS INTEGER)" if buckets > 1 else "0"
-            partial = query(
-                f"SELECT *, {bucket} AS __bucket FROM "
-                f"(SELECT {keys}, {exprs} FROM batch GROUP BY {keys})",
-                {"batch": table},
-            )
-            bucket_of = partial.column("__bucket")
-            partial = partial.drop_columns(["__bucket"])
+            batch = table.drop_columns([BUCKET]) if BUCKET in table.column_names else table
+            partial = query(f"SELECT {keys}, {exprs} FROM batch GROUP BY {keys}", {"batch": batch})
+            bucket_of = self._buckets_of(partial, buckets)
         else:
             partial = table.select(self.input_columns())
-            bucket_of = given
-            if buckets > 1 and given is None:
-                bucket_of = query(
-                    f"SELECT CAST(hash({keys}) % {buckets} AS INTEGER) AS b FROM batch",
-                    {"batch": table.select(list(self.by))},
-                ).column("b")
+            bucket_of = self._buckets_of(table, buckets)
         kind = b"pre" if pre else b"raw"
         partial = partial.replace_schema_metadata({_KIND: kind})
         rows = []
         for k in range(buckets):
-            piece = partial.filter(pc.equal(bucket_of, k)) if bucket_of is not None else partial
+            piece = (
+                partial
+                if bucket_of is None
+                else partial.filter(pc.equal(bucket_of, pa.scalar(k, bucket_of.type)))
+            )
             with ipc.new_file(str(directory / f"bucket-{k:03d}.arrow"), piece.schema) as w:
                 w.write_table(piece, max_chunksize=_CHUNK)
             rows.append(piece.num_rows)

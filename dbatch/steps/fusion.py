@@ -221,16 +221,20 @@ class BatchStream:
 
     def __init__(self, compiled: _Compiled, ctx: BatchContext):
         self._compiled, self._ctx = compiled, ctx
+        self._read = False
         self.rows = 0
-        self.done = False
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return self.chunks()
 
     def chunks(self, rows: int = 1 << 17) -> Iterator[pa.RecordBatch]:
         """The rows, ``rows`` at a time (the last chunk may be smaller)."""
-        if self.done:
+        if self._read:
             raise RuntimeError("a BatchStream can be read only once")
+        self._read = True
+        return self._chunks(rows)
+
+    def _chunks(self, rows: int) -> Iterator[pa.RecordBatch]:
         c = self._compiled
         total = misses = 0
         for chunk in query_batches(c.sql, c.tables, rows):
@@ -245,7 +249,6 @@ class BatchStream:
             self.rows += chunk.num_rows
             yield chunk
         c.finish(self._ctx, total, misses)
-        self.done = True
 
 
 def _misses(flag) -> int:
