@@ -7,6 +7,7 @@ of: a Parquet job does not load SQLAlchemy, pandas or xarray into every worker.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 
 
@@ -20,16 +21,10 @@ def lazy_exports(
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(module, package), name)
-        setattr(importlib.import_module(package), name, value)  # next time: no lookup
+        setattr(sys.modules[package], name, value)  # next time: no lookup
         return value
 
     def __dir__() -> list[str]:
-        return sorted({*where, *_module_globals(package)})
+        return sorted({*where, *vars(sys.modules[package])})
 
     return __getattr__, __dir__
-
-
-def _module_globals(package: str) -> list[str]:
-    import sys
-
-    return list(vars(sys.modules[package]))

@@ -246,9 +246,10 @@ def gather_quarantine(bad_input: str, batches: list[tuple[str, str]], target: st
     """Write the quarantined rows and files of ``batches`` (id, directory) to ``target``.
 
     A quarantined file is one row with an empty ``line`` and no ``raw`` text. Only
-    committed batches are given, and the file is replaced with a rename, so each bad
-    row or file appears exactly once however often batches were retried or replayed.
-    Returns the number of rows written (the file is removed when there are none).
+    committed batches are given, so each bad row or file appears exactly once however
+    often batches were retried or replayed. ``target`` is a file of the run's staging
+    area, which the driver renames into place. Returns the number of rows written
+    (nothing is written when there are none).
     """
     import pyarrow.parquet as pq
 
@@ -281,12 +282,8 @@ def gather_quarantine(bad_input: str, batches: list[tuple[str, str]], target: st
                     schema=schema,
                 )
             )
-    out = Path(target)
     if not tables:
-        out.unlink(missing_ok=True)
         return 0
     table = pa.concat_tables(tables)
-    tmp = out.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    pq.write_table(table, target)
     return table.num_rows
