@@ -41,9 +41,10 @@ sys.path.insert(0, str(HERE))
 
 from generate import CURRENCIES, DATA, data_dir, generate  # noqa: E402
 
-TOOLS = ("dbatch", "dbatch-cold", "dask", "pandas", "duckdb", "polars")
+TOOLS = ("dbatch", "dbatch-drop", "dbatch-cold", "dask", "pandas", "duckdb", "polars")
 LABELS = {
     "dbatch": "dbatch, LocalCluster 2x1, running",
+    "dbatch-drop": "dbatch, the same, bad_input: drop",
     "dbatch-cold": "dbatch run job.yaml (cold, CLI)",
     "dask": "dask.dataframe, LocalCluster 2x1, running",
     "pandas": "pandas, file by file",
@@ -91,6 +92,7 @@ def _dbatch_pipeline(
     out: Path,
     batch_files: int = BATCH_FILES,
     buckets: int | None = None,
+    bad_input: str = "quarantine",
 ):
     from dbatch import (
         Aggregate,
@@ -121,6 +123,7 @@ def _dbatch_pipeline(
         batching=ByCount(batch_files),
         name="etl",
         workdir=str(out / "work"),
+        bad_input=bad_input,  # quarantine: keep each malformed row and its reason; drop: count it
     )
 
 
@@ -200,6 +203,15 @@ class Job:
     def _run_dbatch(self) -> None:
         pipeline = _dbatch_pipeline(
             self.fmt, self.glob, self.fx, self.out, self.batch_files, self.buckets
+        )
+        result = pipeline.run(client=self.client, progress=False)
+        self._dbatch_result(result.to_dict())
+
+    _prepare_dbatch_drop = _prepare_dbatch
+
+    def _run_dbatch_drop(self) -> None:
+        pipeline = _dbatch_pipeline(
+            self.fmt, self.glob, self.fx, self.out, self.batch_files, self.buckets, "drop"
         )
         result = pipeline.run(client=self.client, progress=False)
         self._dbatch_result(result.to_dict())

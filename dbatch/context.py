@@ -51,6 +51,12 @@ class BatchContext:
     def filtered(self, n: int) -> None:
         self.rows_filtered += int(n)
 
+    def drop_rows(self, n: int) -> None:
+        """Count bad rows a source found without reading them (``drop`` mode only)."""
+        if self.mode != "drop":
+            raise RuntimeError("drop_rows is for bad_input='drop'; use quarantine_rows")
+        self.rows_quarantined += int(n)
+
     def quarantine_file(self, key: str, kind: str, message: str) -> None:
         """Set a whole unit aside. Its rows were never counted as read."""
         key, message = redact(key), redact(message)

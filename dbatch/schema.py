@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,14 @@ from .context import BatchContext
 from .errors import JobSpecError
 
 __all__ = ["Column", "Schema", "parse_type"]
+
+_ENCODER = json.JSONEncoder(default=str)
+
+
+def row_json(row: Mapping[str, Any]) -> str:
+    """A row as the JSON text the quarantine keeps as its raw form (other values as ``str``)."""
+    return _ENCODER.encode(row)
+
 
 #: Turns line (or row) numbers of a file into the raw text of those rows.
 RawText = Callable[[list], list]

@@ -195,6 +195,39 @@ def test_parquet_read_by_duckdb_matches_load(tmp_path, narrow_ids, clean):
     assert kinds == set() if clean else {"not_null", "range", "allowed", "no_match"} <= kinds
 
 
+@pytest.mark.parametrize("narrow_ids,clean", [(False, False), (True, False), (False, True)])
+def test_dropped_rows_are_counted_without_being_read(tmp_path, monkeypatch, narrow_ids, clean):
+    """bad_input='drop' needs only how many rows are bad: one count per file, not the rows."""
+    import dbatch.sources.parquet_scan as parquet_scan
+
+    write_files(tmp_path / "in", narrow_ids=narrow_ids, clean=clean)
+    p = pipeline(tmp_path / "in", bad_input="drop")
+    batch = p.plan()[0]
+    want_ctx = BatchContext(batch=batch, mode="drop")
+    want = through_load(p, batch, want_ctx)
+    full_ctx = BatchContext(batch=batch, mode="quarantine")
+    run_steps(p, batch, full_ctx)
+
+    def no_reading(*args):
+        raise AssertionError("drop mode read the bad rows")
+
+    monkeypatch.setattr(parquet_scan, "_bad_rows", no_reading)
+    ctx = BatchContext(batch=batch, mode="drop")
+    assert isinstance(p.source.scan(batch, BatchContext(batch=batch, mode="drop")), Scan)
+    got = run_steps(p, batch, ctx)
+    assert same_table(got, want)
+    same_context(want_ctx, ctx)
+    assert ctx.quarantined_rows().num_rows == 0  # counted, not kept
+    # The same rows are bad as in quarantine mode (which reads them).
+    assert (ctx.rows_in, ctx.rows_quarantined) == (full_ctx.rows_in, full_ctx.rows_quarantined)
+    assert (ctx.rows_quarantined == 0) == clean
+
+
+def test_drop_rows_belongs_to_drop_mode():
+    with pytest.raises(RuntimeError, match="bad_input='drop'"):
+        BatchContext(batch=Batch("b", (), "f"), mode="quarantine").drop_rows(3)
+
+
 @pytest.mark.parametrize(
     "change",
     ["drift", "corrupt", "unique", "fail_fast"],
@@ -228,6 +261,19 @@ def test_parquet_read_falls_back_to_load_when_that_alone_is_exact(tmp_path, chan
 
 
 # -- aggregate: raw rows or partials per batch, one reduce per bucket -------------
+
+
+def test_rows_split_by_bucket_keep_their_order():
+    from dbatch.steps.aggregate import _by_bucket
+
+    ids = pa.array([2, 0, 2, 1, 0, 2, 0], pa.int32())
+    rows = pa.record_batch({"x": list(range(7)), "b": ids})
+    pieces = _by_bucket(rows, ids, 4)
+    assert [piece.column("x").to_pylist() for piece in pieces] == [[1, 4, 6], [3], [0, 2, 5], []]
+    table = pa.Table.from_batches([rows.slice(0, 3), rows.slice(3)])
+    assert [t.column("x").to_pylist() for t in _by_bucket(table, table["b"], 3)][2] == [0, 2, 5]
+    with pytest.raises(ValueError, match="0..1"):
+        _by_bucket(rows, ids, 2)
 
 
 def test_buckets_of_raw_rows_and_of_partials_combine_to_the_exact_totals(tmp_path):

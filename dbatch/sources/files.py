@@ -19,7 +19,7 @@ from ..context import BatchContext
 from ..core import Batch, Unit
 from ..errors import JobSpecError, SourceError
 from ..redact import redact
-from ..schema import Schema
+from ..schema import Schema, row_json
 
 __all__ = ["Files"]
 
@@ -507,7 +507,7 @@ def _rows_as_json(table: pa.Table):
 
     def raw_of(numbers: list) -> list:
         rows = table.take([n for n in numbers]).to_pylist()
-        return [json.dumps(r, default=str) for r in rows]
+        return [row_json(r) for r in rows]
 
     return raw_of
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ import pyarrow as pa
 from ..context import BatchContext
 from ..core import Batch
 from ..engine import query
+from ..schema import row_json
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
@@ -75,7 +75,12 @@ def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Scan | None:
     ok = " AND ".join(predicates) or "TRUE"
     total = sum(f.rows for f in files)
     quarantined = 0
-    if predicates:
+    if predicates and ctx.mode == "drop":
+        # Dropped rows are only counted: no need to read them, let alone all their columns.
+        quarantined = _bad_count(schema, files, ok)
+        ctx.read_rows(total)
+        ctx.drop_rows(quarantined)
+    elif predicates:
         calls = _bad_rows(schema, batch, files, ok)
         if calls is None:
             return None
@@ -187,6 +192,19 @@ def _select(schema: Schema, path: str, casts: dict[str, str], extra: str = "") -
     return f"SELECT {cols}{extra} FROM read_parquet({_literal(path)}{options})"
 
 
+def _bad_count(schema: Schema, files: list[_File], ok: str) -> int:
+    """How many rows of the files break a constraint (files proven clean are not read)."""
+    counts = [
+        f"SELECT count_if(NOT ({ok})) AS n FROM ({_select(schema, f.path, f.casts)}) AS f{i}"
+        for i, f in enumerate(files)
+        if not f.clean
+    ]
+    if not counts:
+        return 0
+    found = query(f"SELECT CAST(sum(n) AS BIGINT) AS n FROM ({' UNION ALL '.join(counts)})", {})
+    return int(found.column("n")[0].as_py() or 0)
+
+
 def _bad_rows(schema: Schema, batch: Batch, files: list[_File], ok: str) -> list[tuple] | None:
     """The quarantine calls ``load`` would make, file by file; None if the checks disagree.
 
@@ -215,9 +233,7 @@ def _bad_rows(schema: Schema, batch: Batch, files: list[_File], ok: str) -> list
         part = bad.slice(lo, hi - lo)
         rows = part.select(schema.names)
         numbers = part.column("__row").to_pylist()
-        text = {
-            n: json.dumps(r, default=str) for n, r in zip(numbers, rows.to_pylist(), strict=True)
-        }
+        text = {n: row_json(r) for n, r in zip(numbers, rows.to_pylist(), strict=True)}
         kept = schema.check_constraints(
             rows, recorder, unit.key, lambda ns, t=text: [t.get(n) for n in ns], pa.array(numbers)
         )

@@ -68,6 +68,24 @@ def _stream(files: Sequence[str]) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
+def _by_bucket(rows, bucket_of: pa.Array | pa.ChunkedArray | None, buckets: int) -> list:
+    """``rows`` (a table or record batch) split into ``buckets`` pieces by ``bucket_of``.
+
+    One stable sort by bucket and one gather, then zero-copy slices: a pass over
+    the rows, where filtering once per bucket makes ``buckets`` passes.
+    """
+    if bucket_of is None:
+        return [rows]
+    import numpy as np
+
+    counts = np.bincount(np.asarray(bucket_of), minlength=buckets)  # raises below 0
+    if len(counts) > buckets:
+        raise ValueError(f"bucket ids must lie in 0..{buckets - 1}")
+    ordered = rows.take(pc.sort_indices(bucket_of))  # a stable sort: rows keep their order
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    return [ordered.slice(int(starts[k]), int(counts[k])) for k in range(buckets)]
+
+
 @dataclass(frozen=True)
 class _Metric:
     name: str
@@ -205,14 +223,9 @@ class Aggregate:
                 for k in range(buckets)
             ]
             for chunk in itertools.chain([first], chunks):
-                bucket_of = self._buckets_of(chunk, buckets)
                 part = pa.RecordBatch.from_arrays([chunk.column(c) for c in columns], schema=schema)
-                for k, writer in enumerate(writers):
-                    piece = (
-                        part
-                        if bucket_of is None
-                        else part.filter(pc.equal(bucket_of, pa.scalar(k, bucket_of.type)))
-                    )
+                pieces = _by_bucket(part, self._buckets_of(chunk, buckets), buckets)
+                for k, (writer, piece) in enumerate(zip(writers, pieces, strict=True)):
                     if piece.num_rows:
                         writer.write_batch(piece)
                         rows[k] += piece.num_rows
@@ -255,12 +268,7 @@ class Aggregate:
         kind = b"pre" if pre else b"raw"
         partial = partial.replace_schema_metadata({_KIND: kind})
         rows = []
-        for k in range(buckets):
-            piece = (
-                partial
-                if bucket_of is None
-                else partial.filter(pc.equal(bucket_of, pa.scalar(k, bucket_of.type)))
-            )
+        for k, piece in enumerate(_by_bucket(partial, bucket_of, buckets)):
             with ipc.new_file(str(directory / f"bucket-{k:03d}.arrow"), piece.schema) as w:
                 w.write_table(piece, max_chunksize=_CHUNK)
             rows.append(piece.num_rows)
