@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["query", "query_batches", "connection"]
+__all__ = ["query", "query_batches", "copy_to_parquet", "connection"]
 
 _local = threading.local()
 
@@ -63,3 +64,26 @@ def query_batches(
             yield pa.RecordBatch.from_pylist([], schema=reader.schema)
     finally:
         cursor.close()
+
+
+def copy_to_parquet(
+    sql: str, tables: dict[str, Any], path: str | Path, compression: str, types: frozenset[str]
+) -> int | None:
+    """Write the result of ``sql`` to the Parquet file ``path``; return its row count.
+
+    Returns None, writing nothing, when a result column's DuckDB type is not in ``types``.
+    """
+    con = connection()
+    for name, table in tables.items():
+        con.register(name, table)
+    try:
+        if any(str(t) not in types for t in con.sql(sql).types):
+            return None
+        target = str(path).replace("'", "''")
+        copied = con.execute(
+            f"COPY ({sql}) TO '{target}' (FORMAT parquet, COMPRESSION {compression})"
+        ).fetchone()
+        return int(copied[0])
+    finally:
+        for name in tables:
+            con.unregister(name)

@@ -219,11 +219,16 @@ def reduce_bucket(
 ) -> dict:
     """Combine bucket ``bucket`` of every committed batch and stage that part of the output."""
     files = [Path(d) / f"bucket-{bucket:03d}.arrow" for d in directories]
-    table = pipeline.aggregate.reduce_side([f for f in files if f.exists()])
+    found = pipeline.aggregate.reduce_query([f for f in files if f.exists()])
     staging = Path(staging_root) / f"reduce-{bucket:03d}.{uuid.uuid4().hex[:12]}"
     staging.mkdir(parents=True)
-    info = pipeline.sink.stage(table, staging, name=f"{bucket:03d}")
-    return {"bucket": bucket, "staging": str(staging), "rows": table.num_rows, **info}
+    name = f"{bucket:03d}"
+    if found is None:
+        table = pipeline.aggregate.empty_output()
+        info, rows = pipeline.sink.stage(table, staging, name=name), table.num_rows
+    else:
+        info, rows = pipeline.sink.stage_query(*found, staging, name=name)
+    return {"bucket": bucket, "staging": str(staging), "rows": rows, **info}
 
 
 def _checksum(info: dict) -> str:

@@ -120,3 +120,69 @@ def test_parquet_dictionary_only_where_values_repeat(tmp_path, client):
     assert "RLE_DICTIONARY" not in encodings["score"]
     assert "RLE_DICTIONARY" in encodings["code"] and "RLE_DICTIONARY" in encodings["region"]
     pd.testing.assert_frame_equal(pd.read_parquet(written), frame)
+
+
+# -- an aggregate's reduce output, written by DuckDB itself -------------------------
+
+
+def _reduce_inputs():
+    import pyarrow as pa
+
+    return {
+        "t": pa.table(
+            {
+                "k": ["a", "b", "a", None],
+                "d": pa.array([1, 2, 1, 3], pa.date32()),
+                "x": [1.0, 2.0, 3.0, 4.0],
+                "ts": pa.array([1, 2, 3, 4], pa.timestamp("us")),
+            }
+        )
+    }
+
+
+def test_reduce_output_written_by_duckdb_reads_back_like_the_arrow_path(tmp_path):
+    import pyarrow.parquet as pq
+
+    from dbatch.engine import query
+    from dbatch.sinks.base import file_checksum
+
+    tables = _reduce_inputs()
+    sql = "SELECT k, d, sum(x) AS s, count(*) AS n FROM t GROUP BY k, d ORDER BY k NULLS LAST"
+    sink = ParquetSink(str(tmp_path / "out"))
+    direct, arrow = tmp_path / "direct", tmp_path / "arrow"
+    direct.mkdir(), arrow.mkdir()
+    info, rows = sink.stage_query(sql, tables, direct, "000")
+    want = sink.stage(query(sql, tables), arrow, "000")
+    assert rows == info["rows"] == want["rows"] == 3
+    got_file, want_file = direct / "part-000.parquet", arrow / "part-000.parquet"
+    assert "DuckDB" in pq.ParquetFile(got_file).metadata.created_by  # not through Arrow
+    assert pq.read_table(got_file).equals(pq.read_table(want_file))  # same types and rows
+    listing = json.loads((direct / "_files.json").read_text())
+    assert listing == info["files"]
+    assert listing[0] == {
+        "path": "part-000.parquet",
+        "rows": 3,
+        "bytes": got_file.stat().st_size,
+        "sha256": file_checksum(got_file),
+    }
+
+
+@pytest.mark.parametrize("case", ["partitioned", "lz4", "timestamp"])
+def test_reduce_output_goes_through_arrow_where_duckdb_would_write_it_differently(tmp_path, case):
+    import pyarrow.parquet as pq
+
+    sql = "SELECT k, d, sum(x) AS s FROM t GROUP BY k, d"
+    options = {}
+    if case == "partitioned":
+        options["partition_by"] = ["d"]
+    elif case == "lz4":
+        options["compression"] = "lz4"
+    else:
+        sql = "SELECT k, max(ts) AS last FROM t GROUP BY k"
+    sink = ParquetSink(str(tmp_path / "out"), **options)
+    info, rows = sink.stage_query(sql, _reduce_inputs(), tmp_path, "000")
+    assert rows == 3
+    written = sorted(tmp_path.rglob("*.parquet"))
+    assert len(written) == len(info["files"]) == (3 if case == "partitioned" else 1)
+    for f in written:
+        assert pq.ParquetFile(f).metadata.created_by.startswith("parquet-cpp-arrow")

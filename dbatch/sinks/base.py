@@ -45,6 +45,18 @@ class Sink:
     def stage(self, data: Any, directory: Path, name: str) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
 
+    def stage_query(
+        self, sql: str, tables: dict[str, Any], directory: Path, name: str
+    ) -> tuple[dict[str, Any], int]:
+        """Stage the result of a DuckDB query (an aggregate's reduce); return (info, rows).
+
+        Sinks that can write the rows straight from DuckDB override this.
+        """
+        from ..engine import query
+
+        table = query(sql, tables)
+        return self.stage(table, directory, name), table.num_rows
+
     def commit_batch(self, batch_id: str, fingerprint: str, part: Part) -> None:
         """Per-batch publication (no-op for sinks that publish per run)."""
 

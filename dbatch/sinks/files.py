@@ -151,6 +151,19 @@ def _dictionary_columns(table: pa.Table) -> bool | list[str]:
     return keep
 
 
+# ParquetSink compression -> DuckDB's name for it, where both write the same codec.
+_DUCKDB_CODECS = {
+    "snappy": "snappy",
+    "zstd": "zstd",
+    "gzip": "gzip",
+    "none": "uncompressed",
+    "uncompressed": "uncompressed",
+}
+# DuckDB types whose Parquet form matches what pyarrow writes for their Arrow form.
+_PLAIN_TYPES = frozenset(
+    {"BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "FLOAT", "DOUBLE", "VARCHAR", "DATE"}
+)
+
 _LISTING = "_files.json"  # written by stage: each file's path, rows, bytes and checksum
 
 
@@ -186,6 +199,31 @@ class ParquetSink(_FileSink):
 
     def token(self) -> list[Any]:
         return [*super().token(), self.compression]  # it shapes the files a batch commits
+
+    def stage_query(
+        self, sql: str, tables: dict[str, Any], directory: Path, name: str
+    ) -> tuple[dict[str, Any], int]:
+        """DuckDB writes the file itself, when the rows need no splitting and every
+        column has a type both writers store alike: the rows never become Arrow."""
+        from ..engine import copy_to_parquet
+
+        codec = _DUCKDB_CODECS.get(self.compression.lower())
+        if self.partition_by or codec is None:
+            return super().stage_query(sql, tables, directory, name)
+        out = directory / f"part-{name}{self.suffix}"
+        rows = copy_to_parquet(sql, tables, out, codec, _PLAIN_TYPES)
+        if rows is None:  # a column type the two writers could store differently
+            return super().stage_query(sql, tables, directory, name)
+        files = [
+            {
+                "path": out.name,
+                "rows": rows,
+                "bytes": out.stat().st_size,
+                "sha256": file_checksum(out),
+            }
+        ]
+        (directory / _LISTING).write_text(json.dumps(files))
+        return {"files": files, "rows": rows}, rows
 
     def _write(self, table: pa.Table, path: Path) -> None:
         import pyarrow.parquet as pq

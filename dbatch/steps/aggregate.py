@@ -285,7 +285,12 @@ class Aggregate:
         return groups * 2 < sample.num_rows
 
     def reduce_side(self, files: Sequence[str | Path]) -> pa.Table:
-        """Combine the partials of one bucket from every batch into final rows.
+        """Combine the partials of one bucket from every batch into final rows."""
+        found = self.reduce_query(files)
+        return self.empty_output() if found is None else query(*found)
+
+    def reduce_query(self, files: Sequence[str | Path]) -> tuple[str, dict] | None:
+        """The query (SQL, tables) that combines one bucket's files; None if there are none.
 
         The files are streamed into DuckDB one record batch at a time, so memory
         follows the number of groups, not the number of batches.
@@ -296,7 +301,7 @@ class Aggregate:
                 kind = (reader.schema.metadata or {}).get(_KIND, b"pre")
             (raw if kind == b"raw" else pre).append(str(f))
         if not raw and not pre:
-            return self.empty_output()
+            return None
         keys = ", ".join(_quote(k) for k in self.by)
         parts = self._partials()
         tables = {}
@@ -325,7 +330,7 @@ class Aggregate:
             outer.append(f"{expr} AS {_quote(m.name)}")
         order = f" ORDER BY {keys}" if self.sort else ""
         sql = f"SELECT {keys}, {', '.join(outer)} FROM ({inner}){order}"
-        return query(sql, tables)
+        return sql, tables
 
     def empty_output(self) -> pa.Table:
         return pa.table({})
