@@ -60,7 +60,8 @@ def _stream(files: Sequence[str]) -> pa.RecordBatchReader:
 
     def batches():
         for f in files:
-            with ipc.open_file(f) as reader:
+            # Mapped, not read: the record batches are views of the file, mapped one file at a time.
+            with pa.memory_map(f) as source, ipc.open_file(source) as reader:
                 for i in range(reader.num_record_batches):
                     batch = reader.get_batch(i)
                     yield batch.cast(schema) if not batch.schema.equals(schema) else batch
