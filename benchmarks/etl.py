@@ -731,7 +731,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n### {fmt}, {64 * args.scale} files, {args.repeat} rounds\n")
         print(table(rows), flush=True)
     if args.scaling and args.scaling > 1 and "parquet" in formats:
-        pair = [t for t in ("dbatch", "duckdb") if t in tools]
+        pair = [t for t in ("dbatch", "dbatch-drop", "duckdb") if t in tools]
         by_scale = {}
         for scale in (1, args.scaling):
             _ensure_data("parquet", scale, root)
