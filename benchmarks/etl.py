@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/etl.py                       # everything: Parquet, CSV, memory 1x vs 4x
     python benchmarks/etl.py --format parquet --repeat 5 --scaling 0
-    python benchmarks/etl.py --tools dbatch,duckdb --format parquet
+    python benchmarks/etl.py --tools dbatch,dbatch-drop,duckdb --format parquet
 
 The job: read 64 files of transactions, drop malformed rows, keep
 ``status = 'settled'``, derive the day and the amount in USD through a join
