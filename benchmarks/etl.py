@@ -200,9 +200,9 @@ class Job:
         self.cluster, self.client = _cluster()
         self.client.run(warm_worker)
 
-    def _run_dbatch(self) -> None:
+    def _run_dbatch(self, bad_input: str = "quarantine") -> None:
         pipeline = _dbatch_pipeline(
-            self.fmt, self.glob, self.fx, self.out, self.batch_files, self.buckets
+            self.fmt, self.glob, self.fx, self.out, self.batch_files, self.buckets, bad_input
         )
         result = pipeline.run(client=self.client, progress=False)
         self._dbatch_result(result.to_dict())
@@ -210,11 +210,7 @@ class Job:
     _prepare_dbatch_drop = _prepare_dbatch
 
     def _run_dbatch_drop(self) -> None:
-        pipeline = _dbatch_pipeline(
-            self.fmt, self.glob, self.fx, self.out, self.batch_files, self.buckets, "drop"
-        )
-        result = pipeline.run(client=self.client, progress=False)
-        self._dbatch_result(result.to_dict())
+        self._run_dbatch("drop")
 
     def _prepare_dbatch_cold(self) -> None:
         self.job_file = self.out / "job.yaml"
