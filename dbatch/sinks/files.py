@@ -57,17 +57,8 @@ class _FileSink(Sink):
             target.mkdir(parents=True, exist_ok=True)
             out = target / f"part-{name}{self.suffix}"
             self._write(piece, out)
-            files.append(
-                {
-                    "path": str(out.relative_to(directory)),
-                    "rows": piece.num_rows,
-                    "bytes": out.stat().st_size,
-                    "sha256": file_checksum(out),
-                }
-            )
-        # The checksums travel with the files, so that publishing need not read them again.
-        (directory / _LISTING).write_text(json.dumps(files))
-        return {"files": files, "rows": table.num_rows}
+            files.append(_listed(out, directory, piece.num_rows))
+        return _write_listing(directory, files, table.num_rows)
 
     def _split(self, table: pa.Table):
         if not self.partition_by:
@@ -167,6 +158,21 @@ _PLAIN_TYPES = frozenset(
 _LISTING = "_files.json"  # written by stage: each file's path, rows, bytes and checksum
 
 
+def _listed(path: Path, directory: Path, rows: int) -> dict[str, Any]:
+    return {
+        "path": str(path.relative_to(directory)),
+        "rows": rows,
+        "bytes": path.stat().st_size,
+        "sha256": file_checksum(path),
+    }
+
+
+def _write_listing(directory: Path, files: list[dict[str, Any]], rows: int) -> dict[str, Any]:
+    # The checksums travel with the files, so that publishing need not read them again.
+    (directory / _LISTING).write_text(json.dumps(files))
+    return {"files": files, "rows": rows}
+
+
 def _staged_checksums(directory: Path) -> dict[tuple[str, int], str]:
     """(path, bytes) -> checksum, as ``stage`` recorded them; empty if it did not."""
     try:
@@ -214,16 +220,7 @@ class ParquetSink(_FileSink):
         rows = copy_to_parquet(sql, tables, out, codec, _PLAIN_TYPES)
         if rows is None:  # a column type the two writers could store differently
             return super().stage_query(sql, tables, directory, name)
-        files = [
-            {
-                "path": out.name,
-                "rows": rows,
-                "bytes": out.stat().st_size,
-                "sha256": file_checksum(out),
-            }
-        ]
-        (directory / _LISTING).write_text(json.dumps(files))
-        return {"files": files, "rows": rows}, rows
+        return _write_listing(directory, [_listed(out, directory, rows)], rows), rows
 
     def _write(self, table: pa.Table, path: Path) -> None:
         import pyarrow.parquet as pq
