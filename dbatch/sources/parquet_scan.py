@@ -137,35 +137,35 @@ def _footer(source: Files, key: str, schema: Schema) -> _File | None:
 
 def _clean(metadata: pq.FileMetaData, schema: Schema) -> bool:
     """Whether every row group's statistics rule out a row breaking a constraint."""
-    names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
     for col in schema.columns:
         if not (col.not_null or col.min is not None or col.max is not None or col.allowed):
             continue
-        if names.count(col.name) != 1:
+        stats = _statistics(metadata, col.name)
+        if stats is None or not all(s is not None and _holds(s, col) for s in stats):
             return False
-        index = names.index(col.name)
-        for g in range(metadata.num_row_groups):
-            stats = metadata.row_group(g).column(index).statistics
-            if stats is None or not _holds(stats, col):
-                return False
     return True
 
 
 def _no_nulls(metadata: pq.FileMetaData, schema: Schema) -> frozenset[str]:
     """The schema's columns whose every row group's statistics count no null."""
-    names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
     found = set()
     for col in schema.columns:
-        if names.count(col.name) != 1:
-            continue
-        index = names.index(col.name)
-        for g in range(metadata.num_row_groups):
-            stats = metadata.row_group(g).column(index).statistics
-            if stats is None or not stats.has_null_count or stats.null_count:
-                break
-        else:
+        stats = _statistics(metadata, col.name)
+        if stats is not None and all(
+            s is not None and s.has_null_count and not s.null_count for s in stats
+        ):
             found.add(col.name)
     return frozenset(found)
+
+
+def _statistics(metadata: pq.FileMetaData, name: str) -> list[Any] | None:
+    """The statistics of column ``name`` in each row group (None where a group has none);
+    None if the file has no single column of that name."""
+    names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    if names.count(name) != 1:
+        return None
+    index = names.index(name)
+    return [metadata.row_group(g).column(index).statistics for g in range(metadata.num_row_groups)]
 
 
 def _ok(schema: Schema, file: _File) -> str:
