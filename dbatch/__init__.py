@@ -27,9 +27,9 @@ _WHERE = {
     "ZarrSink": ".sinks.zarr",
     "NetCDFSink": ".sinks.zarr",
     "Map": ".steps.base",
-    "Filter": ".steps.base",
-    "Derive": ".steps.base",
-    "Sql": ".steps.base",
+    "Filter": ".steps.sql",
+    "Derive": ".steps.sql",
+    "Sql": ".steps.sql",
     "Enrich": ".steps.enrich",
     "Aggregate": ".steps.aggregate",
     "Predict": ".steps.predict",
@@ -93,10 +93,10 @@ if TYPE_CHECKING:  # for type checkers and editors
     from .sources.xarray import NetCDFSource as NetCDFSource
     from .sources.xarray import ZarrSource as ZarrSource
     from .steps.aggregate import Aggregate as Aggregate
-    from .steps.base import Derive as Derive
-    from .steps.base import Filter as Filter
     from .steps.base import Map as Map
-    from .steps.base import Sql as Sql
+    from .steps.sql import Derive as Derive
+    from .steps.sql import Filter as Filter
+    from .steps.sql import Sql as Sql
     from .steps.enrich import Enrich as Enrich
     from .steps.predict import Predict as Predict
     from .steps.xarray import Anomaly as Anomaly

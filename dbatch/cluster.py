@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import dask.config
 
 from . import config
+from .display import show_link
 from .errors import InsecureConnectionError
 
 __all__ = ["connect", "dashboard_link", "has_active_client", "is_loopback_address", "owns_cluster"]
@@ -166,20 +167,5 @@ def dashboard_link(client) -> str | None:
 
 def show_dashboard_link(client) -> None:
     link = dashboard_link(client)
-    if not link:
-        return
-    if _in_notebook():
-        from IPython.display import HTML, display
-
-        display(HTML(f'Dask dashboard: <a href="{link}" target="_blank">{link}</a>'))
-    else:
-        print(f"Dask dashboard: {link}", flush=True)
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    if link:
+        show_link("Dask dashboard", link)

@@ -1,13 +1,15 @@
-"""Plain data: units, batches, plans, batch results and run events (no Dask here)."""
+"""Plain data: units, batches, plans, batch results, run events and their vocabularies (no Dask)."""
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import html
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -16,11 +18,18 @@ __all__ = [
     "Plan",
     "BatchResult",
     "Event",
+    "EventKind",
+    "BatchState",
+    "RunStatus",
+    "BadInputMode",
     "QuarantinedFile",
+    "Part",
+    "BatchRecord",
     "ROW_COUNTS",
     "BATCH_COLUMNS",
     "digest",
     "row_balance",
+    "human_bytes",
 ]
 
 #: The row counts of a batch or a run: rows in = rows out + rows filtered + rows quarantined.
@@ -30,8 +39,57 @@ ROW_COUNTS = ("rows_in", "rows_out", "rows_filtered", "rows_quarantined")
 BATCH_COLUMNS = ("batch_id", "state", "attempts", *ROW_COUNTS)
 
 
+class BadInputMode(enum.StrEnum):
+    """What bad files and rows do: kept aside with their reason, only counted, or stop the run."""
+
+    QUARANTINE = "quarantine"
+    DROP = "drop"
+    FAIL_FAST = "fail_fast"
+
+
+class BatchState(enum.StrEnum):
+    """Where a batch stands, in the ledger and in a run's summary."""
+
+    PLANNED = "planned"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMMITTED = "committed"
+    QUARANTINED = "quarantined"
+    FAILED = "failed"
+
+
+class RunStatus(enum.StrEnum):
+    """How a run ended (``running`` while it goes on)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    SUCCEEDED_WITH_QUARANTINE = "succeeded_with_quarantine"
+    NOTHING_TO_DO = "nothing_to_do"
+    FAILED = "failed"
+
+
+class EventKind(enum.StrEnum):
+    """The things that happen in a run, in the order a run reaches them."""
+
+    RUN_STARTED = "run_started"
+    BATCH_STARTED = "batch_started"
+    BATCH_RETRY = "batch_retry"
+    BATCH_COMMITTED = "batch_committed"
+    BATCH_SKIPPED = "batch_skipped"
+    BATCH_QUARANTINED = "batch_quarantined"
+    BATCH_FAILED = "batch_failed"
+    PUBLISHED = "published"
+    FINISHED = "finished"
+
+
 def digest(*parts: Any, length: int = 16) -> str:
-    """A short, stable hex digest of JSON-serialisable parts."""
+    """A short, stable hex digest of JSON-serialisable parts.
+
+    Examples
+    --------
+    >>> digest("a", [1, 2], length=8)
+    '8f72e7aa'
+    """
     payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
 
@@ -110,11 +168,15 @@ class Plan:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         return iter(self.batches)
 
     def __getitem__(self, i: int) -> Batch:
         return self.batches[i]
+
+    def only(self, batches: Iterable[Batch]) -> Plan:
+        """The same plan with just ``batches`` (a backfill's range)."""
+        return Plan(job=self.job, batches=tuple(batches), source=self.source, sink=self.sink)
 
     @property
     def n_units(self) -> int:
@@ -137,7 +199,7 @@ class Plan:
             for b in self.batches
         ]
 
-    def to_frame(self):
+    def to_frame(self) -> Any:
         import pandas as pd
 
         return pd.DataFrame.from_records(
@@ -148,12 +210,12 @@ class Plan:
     def __repr__(self) -> str:
         head = (
             f"Plan(job={self.job!r}, batches={len(self.batches)}, units={self.n_units}, "
-            f"bytes={_human_bytes(self.total_bytes)})"
+            f"bytes={human_bytes(self.total_bytes)})"
         )
         lines = [head]
         for r in self.to_records()[:10]:
             lines.append(
-                f"  {r['batch_id']}  {r['units']:>5} units  {_human_bytes(r['bytes']):>9}  {r['first']}"
+                f"  {r['batch_id']}  {r['units']:>5} units  {human_bytes(r['bytes']):>9}  {r['first']}"
             )
         if len(self.batches) > 10:
             lines.append(f"  ... {len(self.batches) - 10} more")
@@ -162,7 +224,7 @@ class Plan:
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td><code>{html.escape(r['batch_id'])}</code></td><td>{r['units']}</td>"
-            f"<td>{_human_bytes(r['bytes'])}</td><td>{html.escape(r['first'])}</td></tr>"
+            f"<td>{human_bytes(r['bytes'])}</td><td>{html.escape(r['first'])}</td></tr>"
             for r in self.to_records()[:20]
         )
         more = (
@@ -172,7 +234,7 @@ class Plan:
         )
         return (
             f"<div><strong>dbatch plan</strong> <code>{html.escape(self.job)}</code>: "
-            f"{len(self.batches)} batches, {self.n_units} units, {_human_bytes(self.total_bytes)}"
+            f"{len(self.batches)} batches, {self.n_units} units, {human_bytes(self.total_bytes)}"
             f"<br><small>{html.escape(self.source)} → {html.escape(self.sink)}</small>"
             "<table><thead><tr><th>batch</th><th>units</th><th>size</th><th>first unit</th></tr>"
             f"</thead><tbody>{rows}{more}</tbody></table></div>"
@@ -186,6 +248,26 @@ class QuarantinedFile:
     key: str
     kind: str
     message: str
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What the ledger holds about a batch's last attempt: enough to plan the next run."""
+
+    batch_id: str
+    fingerprint: str
+    state: str
+    run_id: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """A committed piece of output: a batch's files, or one reduce bucket's."""
+
+    name: str
+    directory: Path
+    rows: int = 0
 
 
 @dataclass
@@ -208,17 +290,28 @@ class BatchResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> BatchResult:
+        values = dict(raw)
+        values["files_quarantined"] = [
+            QuarantinedFile(**f) for f in values.get("files_quarantined", [])
+        ]
+        return cls(**values)
+
+    @property
+    def has_quarantine(self) -> bool:
+        return bool(self.rows_quarantined or self.files_quarantined)
+
 
 @dataclass(frozen=True)
 class Event:
     """Something that happened in a run; every monitor consumes these and nothing else.
 
-    ``kind`` is one of ``run_started``, ``batch_started``, ``batch_committed``,
-    ``batch_skipped``, ``batch_retry``, ``batch_quarantined``, ``batch_failed``,
-    ``published``, ``finished``.
+    ``kind`` is an ``EventKind``; ``data`` holds what the kind carries (counts,
+    attempt, error class and message, ...).
     """
 
-    kind: str
+    kind: EventKind
     run_id: str
     job: str
     batch_id: str | None = None
@@ -233,7 +326,14 @@ def _hide_credentials(key: str) -> str:
     return redact(key)
 
 
-def _human_bytes(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``.
+
+    Examples
+    --------
+    >>> human_bytes(3 * 1024**2)
+    '3.0 MiB'
+    """
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

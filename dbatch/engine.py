@@ -1,17 +1,90 @@
-"""One DuckDB connection per worker thread, kept for the life of the process."""
+"""DuckDB: one connection per worker thread, queries over Arrow tables, SQL quoting, relations."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["query", "query_batches", "copy_to_parquet", "connection"]
+__all__ = [
+    "Relation",
+    "Guard",
+    "connection",
+    "copy_to_parquet",
+    "quote_literal",
+    "quote_name",
+    "query",
+    "query_batches",
+]
 
 _local = threading.local()
+
+
+def quote_name(name: str) -> str:
+    """A SQL identifier, double-quoted.
+
+    Examples
+    --------
+    >>> print(quote_name("amount usd"))
+    "amount usd"
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """A SQL string literal, single-quoted.
+
+    Examples
+    --------
+    >>> quote_literal("O'Brien")
+    "'O''Brien'"
+    """
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Rows a step set aside travel on through a query, flagged, until the query ends.
+
+    ``step`` decides what becomes of them (``set_aside(rows, ctx)``): an ``Enrich``
+    whose unmatched rows are filtered or quarantined. ``columns`` and ``sql`` are the
+    relation just after that step, from which the rows are read as the step saw them.
+    """
+
+    step: Any
+    flag: str
+    columns: tuple[str, ...]
+    sql: str
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A query being built from a batch: its SQL, its columns and the tables it reads.
+
+    Sources that read a batch inside a query (``Scannable.scan``) and SQL steps
+    (``SqlStep.to_relation``) hand these on; ``rows`` is the number of rows the
+    query starts from when that is known before it runs (a scan counted them).
+    ``guard`` marks rows a step set aside: the steps after it leave them alone.
+    """
+
+    sql: str
+    columns: tuple[str, ...]
+    tables: Mapping[str, Any] = field(default_factory=dict)
+    rows: int | None = None
+    guard: Guard | None = None
+
+    @property
+    def alive(self) -> str:
+        """SQL true for the rows the steps still apply to ("" when that is every row)."""
+        return self.guard.flag if self.guard is not None else ""
+
+    def hidden(self) -> tuple[str, ...]:
+        """Columns the query carries that are not part of the data (a guard's flag)."""
+        return (self.guard.flag,) if self.guard is not None else ()
 
 
 def connection():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 __all__ = [
     "DBatchError",
     "JobSpecError",
@@ -14,6 +16,8 @@ __all__ = [
     "TransientError",
     "InsecureConnectionError",
     "PathEscapeError",
+    "ModelError",
+    "RefusedError",
     "is_transient",
 ]
 
@@ -81,6 +85,32 @@ class TransientError(DBatchError, OSError):
     def __init__(self, message: str, *, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RefusedError(SourceError):
+    """A server refused a request (an HTTP 4xx other than 429): not worth retrying.
+
+    ``response.status_code`` holds the status, as on the errors of ``requests``.
+    """
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.response = HttpStatus(status)
+
+
+@dataclass(frozen=True)
+class HttpStatus:
+    """The HTTP status of a refused request, kept on the error (``error.response.status_code``)."""
+
+    status_code: int
+
+
+class ModelError(DBatchError, RuntimeError):
+    """The model cannot be loaded, or fails on every row: a fault of the model, not the data.
+
+    A batch that raises it fails (it is not retried and nothing of it is committed);
+    the other batches go on.
+    """
 
 
 class InsecureConnectionError(DBatchError, ConnectionError):

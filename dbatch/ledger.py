@@ -7,15 +7,16 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from .core import ROW_COUNTS, Event
+from .core import ROW_COUNTS, BatchRecord, Event
 from .database import redact_url
 from .errors import RunLockedError
+from .listeners import RunListener
 
 __all__ = ["Ledger", "BatchRecord"]
 
@@ -83,24 +84,7 @@ locks = sa.Table(
 _HELD: dict[tuple[str, str], str] = {}
 
 
-@dataclass(frozen=True)
-class BatchRecord:
-    """What the ledger holds about a batch's last attempt: enough to plan the next run."""
-
-    batch_id: str
-    fingerprint: str
-    state: str
-    run_id: str
-    attempts: int
-
-    @classmethod
-    def from_row(cls, row: Any) -> BatchRecord:
-        return cls(
-            row["batch_id"], row["fingerprint"], row["state"], row["run_id"], row["attempts"] or 0
-        )
-
-
-class Ledger:
+class Ledger(RunListener):
     """Runs and batches of every job, in any SQLAlchemy database.
 
     The runner feeds it events (``record``); notebooks read it back as
@@ -196,12 +180,12 @@ class Ledger:
                 .mappings()
                 .first()
             )
-        return None if row is None else BatchRecord.from_row(row)
+        return None if row is None else _record(row)
 
     def batch_states(self, job: str) -> dict[str, BatchRecord]:
         with self.engine.connect() as con:
             rows = con.execute(sa.select(batches).where(batches.c.job == job)).mappings().all()
-        return {r["batch_id"]: BatchRecord.from_row(r) for r in rows}
+        return {r["batch_id"]: _record(r) for r in rows}
 
     def last_run(self, job: str) -> dict[str, Any] | None:
         with self.engine.connect() as con:
@@ -240,12 +224,32 @@ class Ledger:
     # -- writing: the ledger is one more consumer of run events --------------------
 
     def record(self, event: Event) -> None:
-        handler = getattr(self, f"_on_{event.kind}", None)
-        if handler is not None:
-            with self.engine.begin() as con:
-                handler(con, event)
+        """Write what ``event`` changes (the same as calling the ledger with it)."""
+        self(event)
 
-    def _on_run_started(self, con, e: Event) -> None:
+    def on_run_started(self, event: Event) -> None:
+        self._write(self._run_started, event)
+
+    def on_batch_started(self, event: Event) -> None:
+        self._write(self._batch_started, event)
+
+    def on_batch_committed(self, event: Event) -> None:
+        self._write(self._finish_batch, event, "committed")
+
+    def on_batch_quarantined(self, event: Event) -> None:
+        self._write(self._finish_batch, event, "quarantined")
+
+    def on_batch_failed(self, event: Event) -> None:
+        self._write(self._finish_batch, event, "failed")
+
+    def on_finished(self, event: Event) -> None:
+        self._write(self._finished, event)
+
+    def _write(self, handler: Callable[..., None], event: Event, *args: Any) -> None:
+        with self.engine.begin() as con:
+            handler(con, event, *args)
+
+    def _run_started(self, con, e: Event) -> None:
         values = dict(
             job=e.job,
             params=json.dumps(e.data.get("params", {}), sort_keys=True, default=str),
@@ -259,7 +263,7 @@ class Ledger:
     def _upsert_batch(self, con, e: Event, **values) -> None:
         _upsert(con, batches, {"job": e.job, "batch_id": e.batch_id}, values)
 
-    def _on_batch_started(self, con, e: Event) -> None:
+    def _batch_started(self, con, e: Event) -> None:
         self._upsert_batch(
             con,
             e,
@@ -293,16 +297,7 @@ class Ledger:
             worker=d.get("worker"),
         )
 
-    def _on_batch_committed(self, con, e: Event) -> None:
-        self._finish_batch(con, e, "committed")
-
-    def _on_batch_quarantined(self, con, e: Event) -> None:
-        self._finish_batch(con, e, "quarantined")
-
-    def _on_batch_failed(self, con, e: Event) -> None:
-        self._finish_batch(con, e, "failed")
-
-    def _on_finished(self, con, e: Event) -> None:
+    def _finished(self, con, e: Event) -> None:
         d = e.data
         con.execute(
             sa.update(runs)
@@ -319,6 +314,12 @@ class Ledger:
                 message=d.get("message", ""),
             )
         )
+
+
+def _record(row: Any) -> BatchRecord:
+    return BatchRecord(
+        row["batch_id"], row["fingerprint"], row["state"], row["run_id"], row["attempts"] or 0
+    )
 
 
 def _upsert(con, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:

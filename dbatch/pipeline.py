@@ -1,26 +1,38 @@
-"""Pipeline: source + batcher + steps + sink (+ aggregate); plan, preview and run."""
+"""Pipeline: source + batcher + steps + sink (+ aggregate), and what one does with it.
+
+A pipeline is a frozen definition. ``plan`` lists its batches, ``explain``
+shows the physical plan every batch follows, ``preview`` runs one batch in this
+process, and ``run`` runs the plan minus what the ledger says is done.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config
 from .batching import Batcher, BySize, make_batches
+from .compile import PhysicalPlan, optimize
 from .context import BatchContext
-from .core import Plan, digest
+from .core import BadInputMode, Batch, Plan, digest
 from .errors import JobSpecError, SourceError
-from .execute import run_steps
+from .protocols import Incremental, Sink, Source, Step
 from .steps.aggregate import Aggregate
-from .steps.base import Step
+
+if TYPE_CHECKING:
+    from .executors.base import Executor
+    from .listeners import Listener
+    from .monitor.result import RunResult
+    from .retry import RetryPolicy
 
 __all__ = ["Pipeline", "BAD_INPUT_MODES"]
 
 #: What bad files and rows do: kept aside with their reason, only counted, or stop the run.
-BAD_INPUT_MODES = ("quarantine", "drop", "fail_fast")
+BAD_INPUT_MODES = tuple(m.value for m in BadInputMode)
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,7 @@ class Pipeline:
     Parameters
     ----------
     source
-        Lists units on the client and loads a batch on a worker (``Files``, ``SqlTable``...).
+        Lists units on the client and loads a batch on a worker (``Files``, ``SqlSource``...).
     sink
         Stages a batch's output and publishes it (``ParquetSink``, ``CsvSink``...).
     steps
@@ -55,31 +67,31 @@ class Pipeline:
     >>> p = Pipeline(Files("landing/*.csv"), ParquetSink("out/clean"), steps=[Filter("amount > 0")])
     """
 
-    source: Any
-    sink: Any
+    source: Source
+    sink: Sink
     steps: Sequence[Step] = ()
     batching: Batcher = field(default_factory=lambda: BySize(config.get("batching.target-bytes")))
     aggregate: Aggregate | None = None
     name: str = "job"
-    bad_input: str = field(default_factory=lambda: config.get("bad-input.mode"))
+    bad_input: BadInputMode = field(default_factory=lambda: config.get("bad-input.mode"))
     max_bad_fraction: float = field(
         default_factory=lambda: float(config.get("bad-input.max-bad-fraction"))
     )
     workdir: str | None = None
     ledger: str | None = field(default=None, repr=False)  # a URL may hold a password
-    buckets_for_run: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
         if self.bad_input not in BAD_INPUT_MODES:
             raise JobSpecError(f"bad_input must be one of {BAD_INPUT_MODES}", key="bad_input")
+        object.__setattr__(self, "bad_input", BadInputMode(self.bad_input))
         if not 0 <= float(self.max_bad_fraction) <= 1:
             raise JobSpecError("max_bad_fraction must be between 0 and 1", key="max_bad_fraction")
         for s in self.steps:
-            if not hasattr(s, "apply"):
-                raise JobSpecError(f"{s!r} is not a step (it has no apply method)", key="steps")
             if isinstance(s, Aggregate):
                 raise JobSpecError("pass Aggregate as aggregate=..., not as a step", key="steps")
+            if not isinstance(s, Step):
+                raise JobSpecError(f"{s!r} is not a step (it has no apply method)", key="steps")
         if not _safe_name(self.name):
             raise JobSpecError(
                 f"job name {self.name!r} may hold letters, digits, '-', '_' and '.' only",
@@ -88,7 +100,7 @@ class Pipeline:
 
     # -- derived ------------------------------------------------------------------
 
-    def replace(self, **changes) -> Pipeline:
+    def replace(self, **changes: Any) -> Pipeline:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -99,7 +111,7 @@ class Pipeline:
             [_token(s) for s in self.steps],
             _token(self.aggregate) if self.aggregate else None,
             _token(self.sink),
-            self.bad_input,
+            str(self.bad_input),
         )
 
     def work_area(self) -> Path:
@@ -113,13 +125,10 @@ class Pipeline:
             return self.ledger
         url = config.get("ledger.url")
         if url:
-            return url
+            return str(url)
         return f"sqlite:///{(self._workdir() / 'ledger.sqlite').resolve()}"
 
-    def shared_objects(self):
-        return [obj for s in self.steps for obj in s.shared_objects()]
-
-    # -- the three verbs ------------------------------------------------------------
+    # -- what it consists of -----------------------------------------------------------
 
     def plan(self) -> Plan:
         """The batches this pipeline consists of (no cluster needed).
@@ -129,7 +138,7 @@ class Pipeline:
         does nothing.
         """
         units = self.source.list_units()
-        if not units and not getattr(self.source, "incremental", False):
+        if not units and not (isinstance(self.source, Incremental) and self.source.incremental):
             raise SourceError(f"{self.source.describe()}: no input; nothing to plan")
         batches = make_batches(units, self.batching, salt=self.definition_token)
         return Plan(
@@ -139,7 +148,37 @@ class Pipeline:
             sink=self.sink.describe(),
         )
 
-    def preview(self, batch: int = 0, rows: int | None = 1000):
+    def physical(self, *, aggregate: bool = True) -> PhysicalPlan:
+        """What every batch does: the optimizer's physical plan (see ``explain``).
+
+        ``aggregate=False``: the plan up to the steps' output, as ``preview`` shows it.
+        """
+        return optimize(
+            job=self.name,
+            source=self.source,
+            steps=self.steps,
+            sink=self.sink,
+            aggregate=self.aggregate if aggregate else None,
+            mode=self.bad_input,
+            max_bad_fraction=float(self.max_bad_fraction),
+        )
+
+    def explain(self) -> str:
+        """The physical plan as text: read path, fused SQL stages, handoff, reduce, sink.
+
+        Examples
+        --------
+        >>> print(pipeline.explain())  # doctest: +SKIP
+        physical plan of 'nightly'  (bad_input: quarantine)
+          read     files 'landing/*.parquet'  [scan: read by the first query; ...]
+          stage 1  SQL  Filter -> Derive -> Enrich -> Derive
+          ...
+        """
+        return self.physical().explain()
+
+    # -- running it --------------------------------------------------------------------
+
+    def preview(self, batch: int = 0, rows: int | None = 1000) -> Any:
         """Run one batch in this process and return its data after the steps.
 
         Bad rows are quarantined as in a run; they are on ``result.attrs['quarantine']``.
@@ -149,7 +188,7 @@ class Pipeline:
         if not 0 <= batch < len(plan):
             raise IndexError(f"the plan has {len(plan)} batches; batch={batch} is out of range")
         ctx = BatchContext(batch=plan[batch], run_id="preview", mode=self.bad_input)
-        data = run_steps(self, plan[batch], ctx)
+        data = self.physical(aggregate=False).run(plan[batch], ctx)
         if hasattr(data, "to_pandas") and hasattr(data, "num_rows"):
             frame = (data.slice(0, rows) if rows else data).to_pandas()
             frame.attrs["quarantine"] = ctx.quarantined_rows().to_pandas()
@@ -163,23 +202,78 @@ class Pipeline:
             return frame
         return data
 
-    def run(self, client=None, **options):
-        """Run the plan minus what the ledger says is done; see ``dbatch.runner.run``."""
-        from .runner import run
+    def run(
+        self,
+        client: Any = None,
+        *,
+        progress: bool | str | None = None,
+        listeners: Sequence[Listener] = (),
+        replay: bool = False,
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        raise_on_failure: bool = False,
+        retry: RetryPolicy | None = None,
+        select: Callable[[Batch], bool] | None = None,
+        force: bool = False,
+        fault: Callable[[Batch, int], None] | None = None,
+        executor: Executor | None = None,
+    ) -> RunResult:
+        """Run the plan minus what the ledger says is done.
 
-        return run(self, client=client, **options)
+        Parameters
+        ----------
+        client
+            Anything ``dbatch.connect`` accepts; default: the active client or a new
+            LocalCluster (closed again at the end), made only when there is work.
+        progress
+            ``True``/``"auto"`` for a widget in Jupyter or a bar in a terminal, ``False`` for none.
+        listeners
+            ``RunListener`` objects or callables that receive every run ``Event``.
+        replay
+            Also re-run committed batches that have quarantined rows or files, after a fix.
+        run_id
+            Reuse an unfinished run's id (``dbatch resume`` does this).
+        params
+            Recorded with the run in the ledger (a job file's path, a backfill's range).
+        raise_on_failure
+            Raise ``RunFailedError`` instead of returning a failed result.
+        retry
+            The retry policy for transient failures (default: the ``dbatch.retry`` config).
+        select
+            Run only the batches it returns True for (a backfill's range); batches
+            already committed stay in the published output, the others wait.
+        force
+            Re-run the selected batches (all without ``select``) even when committed.
+        fault
+            A callable ``(batch, attempt)`` run before each batch on the worker; for fault tests.
+        executor
+            Where tasks run (``dbatch.executors.LocalExecutor()`` runs them in this process).
+
+        Returns
+        -------
+        RunResult
+            Counts per batch and for the run, the output location and the status.
+        """
+        from .runner import RunOptions, run
+
+        options = RunOptions(
+            run_id=run_id,
+            replay=replay,
+            select=select,
+            force=force,
+            retry=retry,
+            fault=fault,
+            params=dict(params or {}),
+            progress=progress,
+            listeners=tuple(listeners),
+            raise_on_failure=raise_on_failure,
+        )
+        return run(self, client, executor=executor, options=options)
 
 
 def _token(obj: Any) -> Any:
-    tok = getattr(obj, "token", None)
-    if callable(tok):
-        return tok()
-    from dask.base import tokenize
-
-    return tokenize(obj)
+    return obj.token()
 
 
 def _safe_name(name: str) -> bool:
-    import re
-
     return bool(re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", name)) and name not in (".", "..")

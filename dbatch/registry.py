@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 import difflib
 import importlib
 import inspect
@@ -12,7 +14,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import JobSpecError
 
@@ -25,6 +27,9 @@ __all__ = [
     "import_object",
     "refuse_unknown",
     "register",
+    "configure",
+    "Configurable",
+    "function_from_config",
 ]
 
 SOURCES: dict[str, str] = {
@@ -44,9 +49,9 @@ SINKS: dict[str, str] = {
 }
 STEPS: dict[str, str] = {
     "map": "dbatch.steps.base:Map",
-    "filter": "dbatch.steps.base:Filter",
-    "derive": "dbatch.steps.base:Derive",
-    "sql": "dbatch.steps.base:Sql",
+    "filter": "dbatch.steps.sql:Filter",
+    "derive": "dbatch.steps.sql:Derive",
+    "sql": "dbatch.steps.sql:Sql",
     "enrich": "dbatch.steps.enrich:Enrich",
     "predict": "dbatch.steps.predict:Predict",
     "xarray": "dbatch.steps.xarray:XarrayMap",
@@ -199,7 +204,7 @@ def _parameters(cls) -> dict[str, inspect.Parameter]:
     return {
         n: p
         for n, p in sig.parameters.items()
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n != "buckets_for_run"
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
 
 
@@ -270,3 +275,101 @@ def _union_type():
     import types
 
     return types.UnionType
+
+
+@runtime_checkable
+class Configurable(Protocol):
+    """A component with a YAML shorthand of its own (``filter: "a > 0"``)."""
+
+    @classmethod
+    def from_config(
+        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
+    ) -> Any: ...
+
+
+def configure(
+    cls: Any, value: Any, *, key: str, file: str | None, base_dir: Path | None
+) -> Any:
+    """Build a component from its job-file value: its own ``from_config``, else its options."""
+    try:
+        if isinstance(cls, Configurable):
+            return cls.from_config(value, key=key, file=file, base_dir=base_dir)
+    except JobSpecError as e:
+        if e.file is None:
+            raise JobSpecError(e.message, key=_nested_key(key, e.key), file=file) from None
+        raise
+    if not isinstance(value, Mapping):
+        raise JobSpecError("expected a mapping of options", key=key, file=file)
+    return build(cls, value, key=key, file=file, base_dir=base_dir)
+
+
+def function_from_config(
+    options: Any, *, key: str, file: str | None, base_dir: Path | None
+) -> tuple[Callable[..., Any], str]:
+    """``{function: pkg.module:name, on: pandas|arrow}`` -> (the function, on)."""
+    if not isinstance(options, Mapping) or "function" not in options:
+        raise JobSpecError(
+            "expected {function: package.module:name, on: pandas|arrow}", key=key, file=file
+        )
+    refuse_unknown(options, ("function", "on"), key=key, file=file)
+    func = import_object(options["function"], key=f"{key}.function", file=file)
+    if not callable(func):
+        raise JobSpecError(
+            f"{options['function']!r} is {type(func).__name__}, not a function; "
+            "name a function that takes the batch and returns new data",
+            key=f"{key}.function",
+            file=file,
+        )
+    on = options.get("on", "pandas")
+    if on not in ("pandas", "arrow"):
+        raise JobSpecError(f"expected pandas or arrow, got {on!r}", key=f"{key}.on", file=file)
+    return _ship_by_value(func, base_dir), on
+
+
+class _ShippedFunction:
+    """A function that pickles with its code, for workers that cannot import its module.
+
+    Its name, module, source and so its token are those of the wrapped function.
+    """
+
+    __wrapped__: Callable[..., Any]
+
+    def __init__(self, func: Callable[..., Any]):
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+    def __reduce__(self):
+        import cloudpickle
+
+        return (_unship, (cloudpickle.dumps(self.__wrapped__),))
+
+
+def _unship(payload: bytes) -> _ShippedFunction:
+    import pickle
+
+    return _ShippedFunction(pickle.loads(payload))
+
+
+def _ship_by_value(func: Any, base_dir: Path | None) -> Any:
+    """A function from a module next to the job file travels to workers with its code.
+
+    Workers elsewhere (``dask worker`` on another machine, or processes started
+    before the job was loaded) cannot import a module that only exists in the
+    job's folder, so cloudpickle sends its code along.
+    """
+    if base_dir is None:
+        return func
+    module = sys.modules.get(getattr(func, "__module__", "") or "")
+    origin = getattr(module, "__file__", None)
+    if module is None or origin is None:
+        return func
+    if not Path(origin).resolve().is_relative_to(base_dir.resolve()):
+        return func
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
+    return _ShippedFunction(func)
+
+

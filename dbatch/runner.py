@@ -1,328 +1,447 @@
-"""The runner: plan minus ledger, submit batches, retry, commit once, reduce, publish, report."""
+"""The runner wires a run together: reconcile -> executor -> commit -> publish, emitting events.
+
+What to do with each batch is ``reconcile``'s (pure); where tasks run is the
+executor's; the work area renames; the sink publishes. The runner holds the
+job's lock, drives the attempts (retries are ``retry.after_failure``'s verdicts)
+and tells every listener what happened.
+"""
 
 from __future__ import annotations
 
-import json
+import heapq
+import itertools
 import logging
-import os
-import random
-import shutil
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import config
-from .core import Batch, BatchResult, Event, Plan
-from .errors import RunFailedError, is_transient
-from .execute import gather_quarantine, process_batch, read_result, reduce_bucket, warm_worker
-from .faults import crash_point as _crash_point
+from .core import Batch, BatchResult, Event, EventKind, Part, Plan, RunStatus
+from .errors import RunFailedError
+from .executors.base import Executor, Handle
+from .faults import crash_point
 from .ledger import Ledger
+from .listeners import Bus, Listener
 from .monitor.result import RunResult, RunSummary
-from .pipeline import Pipeline
+from .protocols import CommitsBatches, Manifested
+from .reconcile import Action, Decision, reconcile, select
 from .redact import redact
-from .sinks.base import Part
+from .retry import Failure, Next, RetryPolicy, after_failure
+from .tasks import BatchTask, gather_quarantine
+from .workarea import WorkArea
 
-__all__ = ["run", "RetryPolicy"]
+if TYPE_CHECKING:
+    from .compile.physical import PhysicalPlan
+    from .pipeline import Pipeline
 
-log = logging.getLogger("dbatch")
+__all__ = ["run", "RunOptions", "RetryPolicy", "new_run_id"]
 
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, for transient failures only."""
-
-    attempts: int = field(default_factory=lambda: int(config.get("retry.attempts")))
-    base: float = field(default_factory=lambda: float(config.get("retry.backoff-base")))
-    cap: float = field(default_factory=lambda: float(config.get("retry.backoff-max")))
-
-    def delay(self, attempt: int, exc: BaseException | None = None) -> float:
-        hinted = getattr(exc, "retry_after", None)
-        if isinstance(hinted, (int, float)) and hinted > 0:
-            return min(float(hinted), self.cap)
-        return random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
+log = logging.getLogger(__name__)
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-class _Work:
-    """Where a job keeps staging and committed batches."""
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a pipeline, beyond the pipeline itself (see ``Pipeline.run``)."""
 
-    def __init__(self, pipeline: Pipeline, run_id: str):
-        self.root = pipeline.work_area()
-        self.staging = self.root / "staging" / run_id
-        self.committed = self.root / "batches"
-
-    def batch_dir(self, batch: Batch) -> Path:
-        return self.committed / f"{batch.id}-{batch.fingerprint}"
-
-    def clean_stale_staging(self) -> None:
-        """Staging of earlier runs that died; safe because we hold the job's lock."""
-        parent = self.staging.parent
-        if parent.exists():
-            for p in parent.iterdir():
-                shutil.rmtree(p, ignore_errors=True)
+    run_id: str | None = None
+    replay: bool = False
+    select: Callable[[Batch], bool] | None = None
+    force: bool = False
+    retry: RetryPolicy | None = None
+    fault: Callable[[Batch, int], None] | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    progress: bool | str | None = None
+    listeners: Sequence[Listener] = ()
+    raise_on_failure: bool = False
 
 
 def run(
     pipeline: Pipeline,
     client: Any = None,
     *,
-    run_id: str | None = None,
-    progress: bool | str | None = None,
-    listeners: Sequence[Callable[[Event], None]] = (),
-    replay: bool = False,
-    retry: RetryPolicy | None = None,
-    fault: Any = None,
-    raise_on_failure: bool = False,
-    params: dict | None = None,
-    select: Callable[[Batch], bool] | None = None,
-    force: bool = False,
+    executor: Executor | None = None,
+    options: RunOptions | None = None,
 ) -> RunResult:
     """Run ``pipeline``: the plan minus the batches the ledger has committed.
 
-    Parameters
-    ----------
-    client
-        Anything ``dbatch.connect`` accepts; default: the active client or a new
-        LocalCluster (closed again at the end).
-    run_id
-        Reuse an unfinished run's id (``dbatch resume`` does this).
-    progress
-        ``True``/``"auto"`` for a widget in Jupyter or a bar in a terminal, ``False`` for none.
-    listeners
-        Callables that receive every run ``Event``.
-    replay
-        Also re-run committed batches that have quarantined rows or files, after a fix.
-    retry
-        The retry policy for transient failures.
-    fault
-        A callable ``(batch, attempt)`` run before each batch on the worker; for fault tests.
-    raise_on_failure
-        Raise ``RunFailedError`` instead of returning a failed result.
-    select
-        Run only the batches it returns True for (a backfill's time range); batches
-        already committed stay in the published output, the others wait.
-    force
-        Re-run the selected batches (all without ``select``) even when committed.
-
-    Returns
-    -------
-    RunResult
-        Counts per batch and for the run, the output location and the status.
+    ``executor`` runs the tasks (default: a ``DaskExecutor`` on ``client``, or on
+    what ``dbatch.connect`` finds or starts, made only when there is work).
     """
-    retry = retry or RetryPolicy()
+    options = options or RunOptions()
     plan = pipeline.plan()
     ledger = Ledger(pipeline.ledger_url())
-    run_id = run_id or new_run_id()
-    work = _Work(pipeline, run_id)
+    run_id = options.run_id or new_run_id()
     ledger.acquire(pipeline.name, run_id)
-    owned_client = None
-    bar = None
+    active = _Run(pipeline, plan, ledger, run_id, options, client, executor)
     try:
-        if select is not None:  # under the lock: what is committed cannot change meanwhile
-            plan = _selected(plan, select, ledger, work)
-        rerun = {b.id for b in plan if select is None or select(b)} if force else set()
-        summary = RunSummary(plan, run_id, pipeline.sink.location)
-        bus = _Bus([ledger.record, summary, *listeners])
-        from .monitor.progress import make_progress
-
-        bar = make_progress(progress, plan)
-        if bar is not None:
-            bus.listeners.append(bar)
-        work.clean_stale_staging()
-        bus.emit(
-            Event(
-                "run_started",
-                run_id,
-                pipeline.name,
-                data={"batches": len(plan), "params": params or {}, "replay": replay},
-            )
-        )
-        todo = _resolve_done(pipeline, plan, ledger, work, bus, run_id, replay, rerun)
-        up_to_date = not todo and _already_published(pipeline, plan, summary)
-        needs_cluster = bool(todo) or (
-            pipeline.aggregate is not None and summary.publishable and not up_to_date
-        )
-        if needs_cluster:
-            from .cluster import connect, dashboard_link
-
-            had_client = client is not None or _has_active_client()
-            client = connect(client, show_link=bar is not None)
-            if not had_client:
-                owned_client = client
-            summary.dashboard = dashboard_link(client)
-            if bar is not None and hasattr(bar, "set_dashboard"):
-                bar.set_dashboard(summary.dashboard)
-        if todo:
-            _execute(pipeline, todo, client, work, bus, run_id, retry, fault, ledger)
-        if up_to_date:
-            summary.published = True
-            summary.output_rows = _published_rows(pipeline)
-            # The driver may have died between publishing and gathering the quarantine.
-            committed = [b for b in plan if summary.state.get(b.id) == "committed"]
-            dirs = [work.batch_dir(b) for b in committed]
-            _Quarantine(pipeline, committed, dirs, work, client).put_in_place()
-        elif summary.failed == 0 and summary.publishable:
-            _publish(pipeline, plan, client, work, bus, run_id, summary)
-        status = summary.status()
-        finish = {**summary.finish_data(status), "dashboard": summary.dashboard}
-        bus.emit(Event("finished", run_id, pipeline.name, data=finish))
+        active.execute()
     finally:
-        if bar is not None and hasattr(bar, "close"):
-            bar.close()  # also when the run raised, so the terminal is left clean
-        shutil.rmtree(work.staging, ignore_errors=True)
-        ledger.release(pipeline.name, run_id)
-        ledger.close()
-        if owned_client is not None:
-            cluster = getattr(owned_client, "cluster", None)
-            owned_client.close()
-            if cluster is not None and getattr(owned_client, "_dbatch_owns_cluster", False):
-                cluster.close()
-    result = summary.result()
-    if raise_on_failure and result.status == "failed":
+        active.close()
+    result = active.summary.result()
+    if options.raise_on_failure and result.status == RunStatus.FAILED:
         raise RunFailedError(result.message, result=result)
     return result
 
 
-def _inputs(plan: Plan, summary: RunSummary) -> list[list[str]]:
-    return [[b.id, b.fingerprint] for b in plan if summary.state.get(b.id) == "committed"]
+class _Run:
+    """One run in progress: its plan, lock, listeners, executor and work area."""
 
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        plan: Plan,
+        ledger: Ledger,
+        run_id: str,
+        options: RunOptions,
+        client: Any,
+        executor: Executor | None,
+    ):
+        self.pipeline, self.plan, self.ledger = pipeline, plan, ledger
+        self.run_id, self.options = run_id, options
+        self.policy = options.retry or RetryPolicy()
+        self.work = WorkArea(pipeline.work_area())
+        self.physical: PhysicalPlan = pipeline.physical()
+        self.client = client
+        self.executor = executor
+        self._made_executor = False
+        self.summary = RunSummary(plan, run_id, pipeline.sink.location)
+        self.bus = Bus([ledger, self.summary, *options.listeners])
 
-def _already_published(pipeline, plan: Plan, summary: RunSummary) -> bool:
-    """Whether the sink's current output was published from exactly these committed batches."""
-    current = getattr(pipeline.sink, "current_manifest", None)
-    manifest = current() if callable(current) else None
-    return bool(manifest) and manifest.get("inputs") == _inputs(plan, summary)
+    # -- the run ------------------------------------------------------------------
 
+    def execute(self) -> None:
+        records = self.ledger.batch_states(self.plan.job)
+        if self.options.select is not None:  # under the lock: what is committed cannot change
+            self.plan = select(
+                self.plan, self.options.select, records, self.work.state(self.plan)
+            )
+            self.summary.plan = self.plan
+        from .monitor.progress import make_progress
 
-def _published_rows(pipeline) -> int | None:
-    current = getattr(pipeline.sink, "current_manifest", None)
-    manifest = current() if callable(current) else None
-    return manifest.get("output_rows") if manifest else None
-
-
-def _has_active_client() -> bool:
-    try:
-        from distributed import get_client
-
-        get_client()
-        return True
-    except (ValueError, ImportError):
-        return False
-
-
-class _Bus:
-    def __init__(self, listeners):
-        self.listeners = list(listeners)
-
-    def emit(self, event: Event) -> None:
-        for listener in self.listeners:
-            listener(event)
-
-
-def _selected(plan: Plan, select, ledger: Ledger, work: _Work) -> Plan:
-    """The selected batches plus those already done, so publishing keeps the rest of the output."""
-    records = ledger.batch_states(plan.job)
-
-    def done(b: Batch) -> bool:
-        rec = records.get(b.id)
-        settled = (
-            rec is not None and rec.state == "quarantined" and rec.fingerprint == b.fingerprint
+        bar = make_progress(self.options.progress, self.plan)
+        if bar is not None:
+            self.bus.add(bar)
+        self.work.clean_stale_staging()
+        self.emit(
+            EventKind.RUN_STARTED,
+            batches=len(self.plan),
+            params=dict(self.options.params),
+            replay=self.options.replay,
         )
-        return settled or (work.batch_dir(b) / "_result.json").exists()
-
-    kept = tuple(b for b in plan if select(b) or done(b))
-    return Plan(job=plan.job, batches=kept, source=plan.source, sink=plan.sink)
-
-
-def _resolve_done(
-    pipeline, plan: Plan, ledger: Ledger, work: _Work, bus, run_id, replay, rerun=frozenset()
-) -> list[Batch]:
-    """Plan minus ledger: skip recorded commits, adopt unrecorded ones, return the rest."""
-    records = ledger.batch_states(pipeline.name)
-    todo = []
-    for batch in plan:
-        rec = records.get(batch.id)
-        directory = work.batch_dir(batch)
-        committed_here = (directory / "_result.json").exists()
-        if batch.id in rerun:
-            todo.append(batch)
-            continue
-        if replay and committed_here and _has_quarantine(directory):
-            todo.append(batch)
-            continue
-        if (
-            rec
-            and rec.state == "committed"
-            and rec.fingerprint == batch.fingerprint
-            and committed_here
-        ):
-            stats = read_result(directory)
-            _ensure_batch_commit(pipeline, batch, directory, stats)
-            bus.emit(
-                Event(
-                    "batch_skipped",
-                    run_id,
-                    pipeline.name,
-                    batch.id,
-                    _event_data(batch, stats, rec.attempts),
-                )
-            )
-            continue
-        if (
-            rec
-            and rec.state == "quarantined"
-            and rec.fingerprint == batch.fingerprint
-            and not replay
-        ):
-            bus.emit(
-                Event(
-                    "batch_quarantined",
-                    run_id,
-                    pipeline.name,
-                    batch.id,
-                    {
-                        "fingerprint": batch.fingerprint,
-                        "attempt": rec.attempts,
-                        "units": len(batch.units),
-                        "error_class": "Quarantined",
-                        "error_message": "quarantined by an earlier run; "
-                        "`dbatch replay` tries it again",
-                    },
-                )
-            )
-            continue
-        if committed_here:
-            # Promoted by an earlier driver that died before recording it: adopt, don't redo.
-            stats = read_result(directory)
-            _ensure_batch_commit(pipeline, batch, directory, stats)
-            data = _event_data(batch, stats, rec.attempts if rec else 1)
-            data["recovered"] = True
-            bus.emit(Event("batch_committed", run_id, pipeline.name, batch.id, data))
-            continue
-        todo.append(batch)
-    return todo
-
-
-def _has_quarantine(directory: Path) -> bool:
-    stats = read_result(directory)
-    return bool(stats.rows_quarantined or stats.files_quarantined)
-
-
-def _ensure_batch_commit(pipeline, batch: Batch, directory: Path, stats: BatchResult) -> None:
-    if not pipeline.sink.find_commit(batch.id, batch.fingerprint):
-        pipeline.sink.commit_batch(
-            batch.id, batch.fingerprint, Part(batch.id, directory, stats.rows_out)
+        todo = self._settle(records)
+        up_to_date = not todo and self._already_published()
+        needs_cluster = bool(todo) or (
+            self.pipeline.aggregate is not None and self.summary.publishable and not up_to_date
+        )
+        if needs_cluster:
+            self._connect(show_link=bar is not None)
+        if todo:
+            self._drive(todo)
+        if up_to_date:
+            self._confirm_published()
+        elif self.summary.failed == 0 and self.summary.publishable:
+            self._publish()
+        status = self.summary.status()
+        self.emit(
+            EventKind.FINISHED,
+            **self.summary.finish_data(status),
+            dashboard=self.summary.dashboard,
         )
 
+    def close(self) -> None:
+        self.bus.end()
+        self.work.drop_staging(self.run_id)
+        self.ledger.release(self.pipeline.name, self.run_id)
+        self.ledger.close()
+        if self.executor is not None:
+            self.executor.finish()
+            if self._made_executor:
+                self.executor.close()
 
-def _event_data(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
+    def emit(self, kind: EventKind, batch_id: str | None = None, **data: Any) -> None:
+        self.bus.emit(Event(kind, self.run_id, self.pipeline.name, batch_id, data))
+
+    def _connect(self, show_link: bool) -> Executor:
+        if self.executor is None:
+            from .cluster import connect, has_active_client
+            from .executors.dask import DaskExecutor
+
+            owned = self.client is None and not has_active_client()
+            client = connect(self.client, show_link=show_link)
+            self.executor = DaskExecutor(client, owned=owned)
+            self._made_executor = True
+        self.summary.dashboard = self.executor.dashboard
+        self.bus.dashboard(self.executor.dashboard)
+        return self.executor
+
+    # -- plan minus ledger ----------------------------------------------------------
+
+    def _settle(self, records: Mapping[str, Any]) -> list[Decision]:
+        """Carry out every decision but ``run``; return the batches to run."""
+        rerun: set[str] = set()
+        if self.options.force:
+            wanted = self.options.select
+            rerun = {b.id for b in self.plan if wanted is None or wanted(b)}
+        decisions = reconcile(
+            self.plan,
+            records,
+            self.work.state(self.plan),
+            replay=self.options.replay,
+            rerun=rerun,
+        )
+        todo = []
+        for d in decisions:
+            if d.action is Action.RUN:
+                todo.append(d)
+            elif d.action is Action.SKIP:
+                result = self._ensure_sink_commit(d.batch)
+                self.emit(
+                    EventKind.BATCH_SKIPPED, d.batch.id, **_counts(d.batch, result, d.attempts)
+                )
+            elif d.action is Action.ADOPT:
+                # Promoted by an earlier driver that died before recording it: adopt, don't redo.
+                result = self._ensure_sink_commit(d.batch)
+                data = _counts(d.batch, result, d.attempts or 1)
+                self.emit(EventKind.BATCH_COMMITTED, d.batch.id, **data, recovered=True)
+            else:
+                self.emit(
+                    EventKind.BATCH_QUARANTINED,
+                    d.batch.id,
+                    fingerprint=d.batch.fingerprint,
+                    attempt=d.attempts,
+                    units=len(d.batch.units),
+                    error_class="Quarantined",
+                    error_message="quarantined by an earlier run; `dbatch replay` tries it again",
+                )
+        return todo
+
+    def _ensure_sink_commit(self, batch: Batch) -> BatchResult:
+        result = self.work.result(batch)
+        sink = self.pipeline.sink
+        if isinstance(sink, CommitsBatches) and not sink.find_commit(batch.id, batch.fingerprint):
+            part = Part(batch.id, self.work.batch_dir(batch), result.rows_out)
+            sink.commit_batch(batch.id, batch.fingerprint, part)
+        return result
+
+    # -- attempts -------------------------------------------------------------------
+
+    def _drive(self, todo: Sequence[Decision]) -> None:
+        """Submit every batch, retry what is worth it, commit what finishes."""
+        executor = self.executor
+        assert executor is not None
+        buckets = self._buckets()
+        staging = self.work.staging(self.run_id)
+        staging.mkdir(parents=True, exist_ok=True)
+        executor.start(self.physical, self.physical.shared_objects())
+        attempts: dict[str, int] = {}
+        running: dict[Handle, Batch] = {}
+        waiting: list[tuple[float, int, Batch]] = []  # (due, tie-breaker, batch)
+        order = itertools.count()
+        stopping = False
+        last_beat = time.time()
+
+        def submit(batch: Batch) -> None:
+            attempts[batch.id] = n = attempts.get(batch.id, 0) + 1
+            self.emit(
+                EventKind.BATCH_STARTED,
+                batch.id,
+                fingerprint=batch.fingerprint,
+                attempt=n,
+                units=len(batch.units),
+            )
+            task = BatchTask(batch, self.run_id, str(staging), n, buckets, self.options.fault)
+            running[executor.submit(task)] = batch
+
+        for d in todo:
+            submit(d.batch)
+        while running or waiting:
+            while waiting and waiting[0][0] <= time.time():
+                _, _, batch = heapq.heappop(waiting)
+                if not stopping:
+                    submit(batch)
+            if not running:
+                if waiting:
+                    time.sleep(max(0.0, waiting[0][0] - time.time()))
+                continue
+            timeout = max(0.05, (waiting[0][0] if waiting else time.time() + 1.0) - time.time())
+            done = executor.wait(list(running), timeout)
+            if time.time() - last_beat > 30:
+                self.ledger.heartbeat(self.pipeline.name, self.run_id)
+                last_beat = time.time()
+            for handle in done:
+                batch = running.pop(handle)
+                n = attempts[batch.id]
+                outcome = executor.outcome(handle)
+                if outcome.result is not None:
+                    self._commit(batch, outcome.result, n)
+                    continue
+                assert outcome.failure is not None
+                verdict = after_failure(outcome.failure, n, self.policy, stopping=stopping)
+                if verdict.next is Next.RETRY:
+                    self._retrying(batch, n, outcome.failure, verdict.reason, verdict.delay)
+                    heapq.heappush(waiting, (time.time() + verdict.delay, next(order), batch))
+                    continue
+                kind = (
+                    EventKind.BATCH_QUARANTINED
+                    if verdict.next is Next.QUARANTINE
+                    else EventKind.BATCH_FAILED
+                )
+                self._failed(kind, batch, n, outcome.failure, verdict.reason)
+                if kind is EventKind.BATCH_FAILED and self.physical.mode == "fail_fast":
+                    if not stopping:
+                        stopping = True
+                        executor.cancel(list(running))
+                    for _, _, other in waiting:
+                        self._failed(
+                            EventKind.BATCH_FAILED,
+                            other,
+                            attempts[other.id],
+                            Failure(None, cancelled=True),
+                            "cancelled: fail_fast",
+                        )
+                    waiting.clear()
+
+    def _retrying(self, batch: Batch, n: int, failure: Failure, why: str, delay: float) -> None:
+        message = why if failure.cancelled else _short(failure.error)
+        self.emit(
+            EventKind.BATCH_RETRY,
+            batch.id,
+            attempt=n,
+            delay=delay,
+            error_class=type(failure.error).__name__,
+            error_message=message,
+        )
+
+    def _failed(self, kind: EventKind, batch: Batch, n: int, failure: Failure, why: str) -> None:
+        error = failure.error
+        data: dict[str, Any] = {
+            "fingerprint": batch.fingerprint,
+            "attempt": n,
+            "units": len(batch.units),
+            "error_class": type(error).__name__ if error is not None else "Cancelled",
+            "error_message": f"{why}: {_short(error)}" if error is not None else why,
+        }
+        if kind is EventKind.BATCH_FAILED and failure.traceback:
+            data["traceback"] = redact(failure.traceback[-4000:])
+        self.emit(kind, batch.id, **data)
+
+    def _commit(self, batch: Batch, result: BatchResult, attempt: int) -> None:
+        """Promote the staged batch with one rename, then record it (in that order)."""
+        target = self.work.promote(batch, result.staging)
+        crash_point("promoted")
+        sink = self.pipeline.sink
+        if isinstance(sink, CommitsBatches):
+            sink.commit_batch(batch.id, batch.fingerprint, Part(batch.id, target, result.rows_out))
+        self.emit(EventKind.BATCH_COMMITTED, batch.id, **_counts(batch, result, attempt))
+        crash_point("recorded")
+
+    def _buckets(self) -> int:
+        aggregate = self.pipeline.aggregate
+        if aggregate is None:
+            return 1
+        threads = self.executor.threads if self.executor is not None else 1
+        return self.work.bucket_count(aggregate.buckets, threads)
+
+    # -- publishing -----------------------------------------------------------------
+
+    def _committed(self) -> list[Batch]:
+        return [b for b in self.plan if self.summary.state.get(b.id) == "committed"]
+
+    def _inputs(self) -> list[list[str]]:
+        return [[b.id, b.fingerprint] for b in self._committed()]
+
+    def _manifest(self) -> dict[str, Any] | None:
+        sink = self.pipeline.sink
+        return sink.current_manifest() if isinstance(sink, Manifested) else None
+
+    def _already_published(self) -> bool:
+        """Whether the sink's current output was published from exactly these committed batches."""
+        manifest = self._manifest()
+        return bool(manifest) and manifest.get("inputs") == self._inputs()
+
+    def _confirm_published(self) -> None:
+        self.summary.published = True
+        manifest = self._manifest()
+        self.summary.output_rows = manifest.get("output_rows") if manifest else None
+        # The driver may have died between publishing and gathering the quarantine.
+        self._gather_quarantine()()
+
+    def _publish(self) -> None:
+        committed = self._committed()
+        dirs = [self.work.batch_dir(b) for b in committed]
+        # Gathered while the reduce tasks run; put in place once the output is published.
+        put_quarantine_in_place = self._gather_quarantine()
+        if self.pipeline.aggregate is not None:
+            assert self.executor is not None
+            buckets = self._buckets()
+            staging = self.work.staging(self.run_id)
+            staging.mkdir(parents=True, exist_ok=True)
+            args = [(k, [str(d) for d in dirs], str(staging)) for k in range(buckets)]
+            keys = [f"dbatch-reduce-{self.pipeline.name}-{self.run_id}-{k}" for k in range(buckets)]
+            outputs = self.executor.reduce(self.physical, args, keys)
+            parts = [Part(f"reduce-{o['bucket']:03d}", _path(o["staging"]), o["rows"]) for o in outputs]
+            self.summary.output_rows = sum(o["rows"] for o in outputs)
+        else:
+            parts = [
+                Part(b.id, d, self.summary.rows_out_of(b.id))
+                for b, d in zip(committed, dirs, strict=True)
+            ]
+            self.summary.output_rows = sum(p.rows for p in parts)
+        crash_point("before_publish")
+        manifest = {
+            **self.summary.manifest_data(),
+            "inputs": self._inputs(),
+            "output_rows": self.summary.output_rows,
+        }
+        info = self.pipeline.sink.publish(self.run_id, parts, manifest)
+        put_quarantine_in_place()
+        self.emit(EventKind.PUBLISHED, **info)
+        self.work.collect_garbage(self.plan)
+
+    def _gather_quarantine(self) -> Callable[[], None]:
+        """Gather every committed batch's quarantined rows and files into the run's staging.
+
+        A task on the cluster when there is one (the driver never reads the rows);
+        the function returned renames the file into place, next to the work area,
+        so that it always describes the published output.
+        """
+        committed = self._committed()
+        staging = self.work.staging(self.run_id)
+        staging.mkdir(parents=True, exist_ok=True)
+        pending = staging / "quarantine.parquet"
+        args = (
+            str(self.physical.mode),
+            [(b.id, str(self.work.batch_dir(b))) for b in committed],
+            str(pending),
+        )
+        if self.executor is None:
+            rows = gather_quarantine(*args)
+            wait: Callable[[], Any] = lambda: rows  # noqa: E731
+        else:
+            key = f"dbatch-quarantine-{uuid.uuid4().hex[:12]}"
+            wait = self.executor.call(key, gather_quarantine, *args)
+
+        def put_in_place() -> None:
+            if wait():
+                pending.replace(self.work.quarantine)
+            else:
+                self.work.quarantine.unlink(missing_ok=True)
+
+        return put_in_place
+
+
+def _path(text: str) -> Any:
+    from pathlib import Path
+
+    return Path(text)
+
+
+def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
     return {
         "fingerprint": batch.fingerprint,
         "attempt": attempt,
@@ -339,331 +458,8 @@ def _event_data(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
     }
 
 
-def _buckets(pipeline: Pipeline, client, work: _Work) -> int:
-    """Bucket count for the aggregate: fixed per job once chosen, so resumed partials agree."""
-    if pipeline.aggregate is None:
-        return 1
-    if pipeline.aggregate.buckets:
-        return pipeline.aggregate.buckets
-    marker = work.root / "_buckets.json"
-    if marker.exists():
-        return int(json.loads(marker.read_text())["buckets"])
-    # Four per worker thread: each reduce task holds a quarter of a thread's share of
-    # the groups, so the peak memory is lower (as fast in the reference benchmark),
-    # and a straggler bucket leaves the other threads less idle.
-    threads = sum(client.nthreads().values()) if client is not None else 1
-    n = max(1, 4 * threads)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"buckets": n}))
-    return n
-
-
-def _warm(client) -> None:
-    """Import the engines on every worker once, not in the first task."""
-
-    # Only a speed-up: a worker that dies or restarts meanwhile imports them in its first task.
-    client.run(warm_worker, on_error="ignore")
-
-
-def _scatter(client, obj: Any):
-    """Broadcast ``obj`` to every worker; a worker dying during the broadcast is retried.
-
-    ``direct=True``: the client hands the object to a worker itself and workers copy it
-    among themselves, so a large model or lookup never passes through the scheduler.
-    """
-    for attempt in range(1, 4):
-        try:
-            [future] = client.scatter([obj], broadcast=True, hash=False, direct=True)
-            return future
-        except OSError:
-            if attempt == 3:
-                raise
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
-
-
-def _execute(
-    pipeline, todo, client, work: _Work, bus, run_id, retry: RetryPolicy, fault, ledger
-) -> None:
-    from concurrent.futures import CancelledError
-
-    from distributed import wait
-    from distributed.scheduler import KilledWorker
-
-    run_pipeline = pipeline.replace(buckets_for_run=_buckets(pipeline, client, work))
-    work.staging.mkdir(parents=True, exist_ok=True)
-    _warm(client)
-    shared = {obj.token: _scatter(client, obj.obj) for obj in run_pipeline.shared_objects()}
-    pipeline_future = _scatter(client, run_pipeline)
-
-    def rescatter_lost() -> None:
-        """Scattered data dies with the workers holding it and Dask cannot recompute it."""
-        nonlocal pipeline_future
-        if pipeline_future.status != "finished":
-            pipeline_future = _scatter(client, run_pipeline)
-        for obj in run_pipeline.shared_objects():
-            if shared[obj.token].status != "finished":
-                shared[obj.token] = _scatter(client, obj.obj)
-
-    attempts: dict[str, int] = {}
-    running: dict[Any, Batch] = {}
-    waiting: list[tuple[float, Batch]] = []
-    last_beat = time.time()
-
-    def submit(batch: Batch) -> None:
-        attempts[batch.id] = attempts.get(batch.id, 0) + 1
-        n = attempts[batch.id]
-        rescatter_lost()
-        bus.emit(
-            Event(
-                "batch_started",
-                run_id,
-                pipeline.name,
-                batch.id,
-                {"fingerprint": batch.fingerprint, "attempt": n, "units": len(batch.units)},
-            )
-        )
-        fut = client.submit(
-            process_batch,
-            pipeline_future,
-            batch,
-            run_id,
-            str(work.staging),
-            shared,
-            n,
-            fault,
-            key=f"dbatch-{pipeline.name}-{batch.id}-{run_id}-a{n}",
-            pure=False,
-            retries=0,
-        )
-        running[fut] = batch
-
-    for batch in todo:
-        submit(batch)
-    stop = False
-    while running or waiting:
-        now = time.time()
-        due = [item for item in waiting if item[0] <= now]
-        for item in due:
-            waiting.remove(item)
-            if not stop:
-                submit(item[1])
-        if not running:
-            if waiting:
-                time.sleep(max(0.0, min(t for t, _ in waiting) - time.time()))
-            continue
-        timeout = max(0.05, min((t for t, _ in waiting), default=now + 1.0) - now)
-        try:
-            # `wait` waits on the default client's loop; make that ours (a notebook may have several).
-            with client.as_current():
-                done, _ = wait(list(running), timeout=timeout, return_when="FIRST_COMPLETED")
-        except (TimeoutError, CancelledError):  # cancelled: handled one by one below
-            done = [f for f in running if f.done()]
-        if time.time() - last_beat > 30:
-            ledger.heartbeat(pipeline.name, run_id)
-            last_beat = time.time()
-        for fut in done:
-            batch = running.pop(fut)
-            n = attempts[batch.id]
-            exc: BaseException | None
-            try:
-                if fut.status == "finished":
-                    result: BatchResult = fut.result()
-                    fut.release()
-                    _commit(pipeline, batch, result, work, bus, run_id, n)
-                    continue
-                exc = fut.exception() or CancelledError(f"task {fut.key} was {fut.status}")
-            except CancelledError as cancelled:  # its inputs were lost with a worker
-                exc = cancelled
-            lost = isinstance(exc, CancelledError) and not stop
-            tb = "".join(traceback.format_exception(exc)) if exc else ""
-            fut.release()
-            if isinstance(exc, KilledWorker):
-                bus.emit(
-                    _fail_event(
-                        "batch_quarantined",
-                        pipeline,
-                        batch,
-                        run_id,
-                        n,
-                        exc,
-                        "this batch killed its worker process on every attempt (out of memory or "
-                        "a crash in native code); it is quarantined so the other batches can "
-                        "commit. Make the batch smaller (batching: size) or give workers more "
-                        "memory, then run `dbatch replay`.",
-                    )
-                )
-            elif (is_transient(exc) or lost) and n < retry.attempts and not stop:
-                delay = retry.delay(n, exc)
-                bus.emit(
-                    Event(
-                        "batch_retry",
-                        run_id,
-                        pipeline.name,
-                        batch.id,
-                        {
-                            "attempt": n,
-                            "delay": delay,
-                            "error_class": type(exc).__name__,
-                            "error_message": "its input data was lost with a worker"
-                            if lost
-                            else _short(exc),
-                        },
-                    )
-                )
-                waiting.append((time.time() + delay, batch))
-            else:
-                if stop and isinstance(exc, CancelledError):
-                    why = "cancelled: fail_fast"
-                elif is_transient(exc) or lost:
-                    why = f"transient error persisted after {n} attempts"
-                else:
-                    why = "deterministic error (not retried)"
-                ev = _fail_event("batch_failed", pipeline, batch, run_id, n, exc, why)
-                ev.data["traceback"] = redact(tb[-4000:])
-                bus.emit(ev)
-                if pipeline.bad_input == "fail_fast":
-                    stop = True
-                    for other in list(running):
-                        other.cancel()
-                    for _, b in waiting:
-                        bus.emit(
-                            _fail_event(
-                                "batch_failed",
-                                pipeline,
-                                b,
-                                run_id,
-                                attempts[b.id],
-                                None,
-                                "cancelled: fail_fast",
-                            )
-                        )
-                    waiting.clear()
-    for f in shared.values():
-        f.release()
-    pipeline_future.release()
-
-
 def _short(exc: BaseException | None) -> str:
     if exc is None:
         return ""
     text = f"{exc}"
     return redact(text)[:2000] if "://" in text else text[:2000]
-
-
-def _fail_event(kind, pipeline, batch, run_id, attempt, exc, why) -> Event:
-    return Event(
-        kind,
-        run_id,
-        pipeline.name,
-        batch.id,
-        {
-            "fingerprint": batch.fingerprint,
-            "attempt": attempt,
-            "units": len(batch.units),
-            "error_class": type(exc).__name__ if exc is not None else "Cancelled",
-            "error_message": f"{why}: {_short(exc)}" if exc is not None else why,
-        },
-    )
-
-
-def _commit(pipeline, batch: Batch, result: BatchResult, work: _Work, bus, run_id, attempt) -> None:
-    """Promote the staged batch with one rename, then record it (in that order)."""
-    target = work.batch_dir(batch)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():  # a replay replaces an earlier commit of the same batch
-        trash = target.with_name(target.name + f".old-{uuid.uuid4().hex[:6]}")
-        os.rename(target, trash)
-        os.rename(result.staging, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(result.staging, target)
-    _crash_point("promoted")
-    pipeline.sink.commit_batch(batch.id, batch.fingerprint, Part(batch.id, target, result.rows_out))
-    bus.emit(
-        Event(
-            "batch_committed", run_id, pipeline.name, batch.id, _event_data(batch, result, attempt)
-        )
-    )
-    _crash_point("recorded")
-
-
-def _publish(pipeline, plan: Plan, client, work: _Work, bus, run_id, summary: RunSummary) -> None:
-    committed = [b for b in plan if summary.state.get(b.id) == "committed"]
-    dirs = [work.batch_dir(b) for b in committed]
-    # Gathered while the reduce tasks run; put in place once the output is published.
-    quarantine = _Quarantine(pipeline, committed, dirs, work, client)
-    if pipeline.aggregate is not None:
-        buckets = _buckets(pipeline, client, work)
-        run_pipeline = pipeline.replace(buckets_for_run=buckets)
-        work.staging.mkdir(parents=True, exist_ok=True)
-        futures = client.map(
-            reduce_bucket,
-            [run_pipeline] * buckets,
-            range(buckets),
-            [[str(d) for d in dirs]] * buckets,
-            [str(work.staging)] * buckets,
-            key=[f"dbatch-reduce-{pipeline.name}-{run_id}-{k}" for k in range(buckets)],
-            pure=False,
-        )
-        outputs = client.gather(futures)
-        parts = [Part(f"reduce-{o['bucket']:03d}", Path(o["staging"]), o["rows"]) for o in outputs]
-        summary.output_rows = sum(o["rows"] for o in outputs)
-    else:
-        parts = [
-            Part(b.id, d, summary.rows_out_of(b.id)) for b, d in zip(committed, dirs, strict=True)
-        ]
-        summary.output_rows = sum(p.rows for p in parts)
-    _crash_point("before_publish")
-    manifest = {
-        **summary.manifest_data(),
-        "inputs": _inputs(plan, summary),
-        "output_rows": summary.output_rows,
-    }
-    info = pipeline.sink.publish(run_id, parts, manifest)
-    quarantine.put_in_place()
-    bus.emit(Event("published", run_id, pipeline.name, data=info))
-    _gc_committed(plan, work)
-
-
-class _Quarantine:
-    """Every committed batch's quarantined rows and files, gathered into ``quarantine.parquet``.
-
-    Gathered by a task on a worker when there is a cluster (the driver never loads
-    the Parquet reader or the rows), into the run's staging area; ``put_in_place``
-    renames it next to the work area once the output is published, so the file
-    always describes the published output.
-    """
-
-    def __init__(self, pipeline, committed, dirs, work: _Work, client=None):
-        work.staging.mkdir(parents=True, exist_ok=True)
-        self.pending = work.staging / "quarantine.parquet"
-        self.target = work.root / "quarantine.parquet"
-        args = (
-            pipeline.bad_input,
-            [(b.id, str(d)) for b, d in zip(committed, dirs, strict=True)],
-            str(self.pending),
-        )
-        if client is None:
-            self.rows = gather_quarantine(*args)
-            self.future = None
-        else:
-            key = f"dbatch-quarantine-{uuid.uuid4().hex[:12]}"
-            self.future = client.submit(gather_quarantine, *args, key=key, pure=False)
-
-    def put_in_place(self) -> None:
-        rows = self.future.result() if self.future is not None else self.rows
-        if rows:
-            os.replace(self.pending, self.target)
-        else:
-            self.target.unlink(missing_ok=True)
-
-
-def _gc_committed(plan: Plan, work: _Work) -> None:
-    """Remove committed batches that are no longer part of the plan (changed inputs)."""
-    keep = {work.batch_dir(b).name for b in plan}
-    if not work.committed.exists():
-        return
-    for p in work.committed.iterdir():
-        if p.name not in keep:
-            shutil.rmtree(p, ignore_errors=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -18,9 +17,8 @@ from .batching import ByCount, BySize, ByThreshold, ByWindow
 from .core import Plan
 from .errors import JobSpecError, SourceError
 from .pipeline import BAD_INPUT_MODES, Pipeline
-from .registry import build, did_you_mean, import_object, refuse_unknown, resolve_class
+from .registry import build, configure, did_you_mean, refuse_unknown, resolve_class
 from .steps.aggregate import Aggregate
-from .steps.base import Derive, Filter, Map, Sql
 
 if TYPE_CHECKING:
     from .monitor.alerts import Alert
@@ -410,51 +408,8 @@ def _step(i: int, spec: Any, file: str | None, base_dir: Path | None) -> Any:
         )
     ((kind, options),) = spec.items()
     key = f"{key}.{kind}"
-    if kind in ("filter", "sql") and not isinstance(options, (str, Mapping)):
-        example = "\"status = 'settled'\"" if kind == "filter" else '"SELECT * FROM batch"'
-        raise JobSpecError(
-            f"expected a SQL {'condition' if kind == 'filter' else 'query'} as a string, "
-            f"such as {example}; got {options!r}",
-            key=key,
-            file=file,
-        )
-    if kind == "filter" and isinstance(options, str):
-        return Filter(options)
-    if kind == "sql" and isinstance(options, str):
-        return Sql(options)
-    if kind == "derive":
-        if not isinstance(options, Mapping) or not all(
-            isinstance(v, str) for v in options.values()
-        ):
-            raise JobSpecError(
-                "expected a mapping of new column -> SQL expression", key=key, file=file
-            )
-        return Derive(dict(options))
-    if kind == "map":
-        if isinstance(options, str):
-            options = {"function": options}
-        if not isinstance(options, Mapping) or "function" not in options:
-            raise JobSpecError(
-                "expected {function: package.module:name, on: pandas|arrow}", key=key, file=file
-            )
-        refuse_unknown(options, ("function", "on"), key=key, file=file)
-        func = import_object(options["function"], key=f"{key}.function", file=file)
-        if not callable(func):
-            raise JobSpecError(
-                f"{options['function']!r} is {type(func).__name__}, not a function; "
-                "name a function that takes the batch and returns new data",
-                key=f"{key}.function",
-                file=file,
-            )
-        func = _ship_by_value(func, base_dir)
-        on = options.get("on", "pandas")
-        if on not in ("pandas", "arrow"):
-            raise JobSpecError(f"expected pandas or arrow, got {on!r}", key=f"{key}.on", file=file)
-        return Map(func, on=on)
     cls = resolve_class("step", str(kind), key=key, file=file)
-    if not isinstance(options, Mapping):
-        raise JobSpecError("expected a mapping of options", key=key, file=file)
-    return build(cls, options, key=key, file=file, base_dir=base_dir)
+    return configure(cls, options, key=key, file=file, base_dir=base_dir)
 
 
 def _is_size(value: Any) -> bool:
@@ -532,53 +487,6 @@ def _batcher(cls, args: tuple, key: str, file: str | None, expected: str, **kwar
         raise JobSpecError(e.message, key=key, file=file) from None
     except (TypeError, ValueError) as e:
         raise JobSpecError(f"expected {expected}: {e}", key=key, file=file) from None
-
-
-class _ShippedFunction:
-    """A function that pickles with its code, for workers that cannot import its module.
-
-    Its name, module, source and so its token are those of the wrapped function.
-    """
-
-    __wrapped__: Callable[..., Any]
-
-    def __init__(self, func: Callable[..., Any]):
-        functools.update_wrapper(self, func)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__wrapped__(*args, **kwargs)
-
-    def __reduce__(self):
-        import cloudpickle
-
-        return (_unship, (cloudpickle.dumps(self.__wrapped__),))
-
-
-def _unship(payload: bytes) -> _ShippedFunction:
-    import pickle
-
-    return _ShippedFunction(pickle.loads(payload))
-
-
-def _ship_by_value(func: Any, base_dir: Path | None) -> Any:
-    """A function from a module next to the job file travels to workers with its code.
-
-    Workers elsewhere (``dask worker`` on another machine, or processes started
-    before the job was loaded) cannot import a module that only exists in the
-    job's folder, so cloudpickle sends its code along.
-    """
-    if base_dir is None:
-        return func
-    module = sys.modules.get(getattr(func, "__module__", "") or "")
-    origin = getattr(module, "__file__", None)
-    if module is None or origin is None:
-        return func
-    if not Path(origin).resolve().is_relative_to(base_dir.resolve()):
-        return func
-    import cloudpickle
-
-    cloudpickle.register_pickle_by_value(module)
-    return _ShippedFunction(func)
 
 
 def _ledger_url(value: Any, base_dir: Path | None, file: str | None) -> str:

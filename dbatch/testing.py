@@ -15,6 +15,7 @@ from typing import Any
 
 from .core import Batch, Event
 from .errors import TransientError
+from .protocols import CommitsBatches, Manifested, StagesQueries
 
 __all__ = [
     "SinkContract",
@@ -303,18 +304,13 @@ class FlakySource:
 
 
 @dataclass(frozen=True)
-class FlakySink:
+class _FlakySink:
     """A sink whose staging writes fail (after writing) when a ``SeededFaults`` hook says so.
 
     Everything else is the wrapped sink's, token included.
     """
 
     sink: Any
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "sink" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.sink, name)
 
     def describe(self) -> str:
         return self.sink.describe()
@@ -331,18 +327,60 @@ class FlakySink:
         _fire("write", name)
         return info
 
+    def publish(self, run_id: str, parts, summary: dict[str, Any]) -> dict[str, Any]:
+        return self.sink.publish(run_id, parts, summary)
+
+
+class _Commits:
+    sink: Any
+
     def commit_batch(self, batch_id: str, fingerprint: str, part) -> None:
         self.sink.commit_batch(batch_id, fingerprint, part)
 
     def find_commit(self, batch_id: str, fingerprint: str) -> bool:
         return self.sink.find_commit(batch_id, fingerprint)
 
-    def publish(self, run_id: str, parts, summary: dict[str, Any]) -> dict[str, Any]:
-        return self.sink.publish(run_id, parts, summary)
+
+class _Manifest:
+    sink: Any
 
     def current_manifest(self):
-        current = getattr(self.sink, "current_manifest", None)
-        return current() if callable(current) else None
+        return self.sink.current_manifest()
+
+
+class _Queries:
+    sink: Any
+
+    def stage_query(self, sql: str, tables: dict[str, Any], directory: Path, name: str):
+        return self.sink.stage_query(sql, tables, directory, name)
+
+
+_CAPABILITIES = ((CommitsBatches, _Commits), (Manifested, _Manifest), (StagesQueries, _Queries))
+_FLAKY: dict[tuple[type, ...], type] = {}
+
+
+def _flaky_classes() -> None:
+    """One class per combination of capabilities, at module level so that they pickle."""
+    for n in range(1 << len(_CAPABILITIES)):
+        mixins = tuple(m for k, (_, m) in enumerate(_CAPABILITIES) if n >> k & 1)
+        name = "_FlakySink" + "".join(m.__name__ for m in mixins)
+        cls = dataclass(frozen=True)(type(name, (*mixins, _FlakySink), {}))
+        cls.__qualname__ = name
+        globals()[name] = cls
+        _FLAKY[mixins] = cls
+
+
+_flaky_classes()
+
+
+def FlakySink(sink: Any) -> Any:  # noqa: N802 - used like the class it returns
+    """A sink whose staging writes fail (after writing) when a ``SeededFaults`` hook says so.
+
+    It has exactly the capabilities of ``sink`` (``CommitsBatches``, ``Manifested``,
+    ``StagesQueries``); everything else is the wrapped sink's, token included.
+    """
+    mixins = tuple(m for protocol, m in _CAPABILITIES if isinstance(sink, protocol))
+    return _FLAKY[mixins](sink)
 
 
 # -- the sink contract -----------------------------------------------------------------
@@ -449,11 +487,12 @@ class SinkContract:
 
     def _stage_as_dead_driver(self, pipeline, batch: Batch, run_id: str):
         """Do what a run does for ``batch`` up to the promote, in this process."""
-        from .execute import process_batch
-        from .runner import _Work
+        from .tasks import BatchTask, process_batch
+        from .workarea import WorkArea
 
-        work = _Work(pipeline, run_id)
-        return work, process_batch(pipeline, batch, run_id, str(work.staging), {}, 1)
+        work = WorkArea(pipeline.work_area())
+        task = BatchTask(batch, run_id, str(work.staging(run_id)))
+        return work, process_batch(pipeline.physical(), task)
 
     def _one_more_input(self, tmp_path: Path, client) -> tuple[Any, Any, Any, Batch]:
         """Run over all inputs but the last, then add it.
@@ -535,7 +574,7 @@ class SinkContract:
             target = work.batch_dir(batch)
             target.parent.mkdir(parents=True, exist_ok=True)
             _os.rename(staged.staging, target)
-            if sink_commit:
+            if sink_commit and isinstance(sink, CommitsBatches):
                 sink.commit_batch(
                     batch.id, batch.fingerprint, Part(batch.id, target, staged.rows_out)
                 )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .batching import make_batches
 from .config import parse_bytes
-from .core import Batch, Event, Plan, Unit
+from .core import Batch, Event, EventKind, Plan, Unit
 from .errors import DBatchError, JobSpecError, SourceError
 
 if TYPE_CHECKING:
@@ -403,7 +403,7 @@ def _run_once(pipeline: Pipeline, client: Any, listeners, params) -> RunResult |
         raise
     except Exception as e:  # noqa: BLE001 - a watcher outlives one bad run; it is reported
         finished = Event(
-            "finished",
+            EventKind.FINISHED,
             new_run_id(),
             pipeline.name,
             data={"status": "failed", "message": f"the run could not start: {e}"},

@@ -243,11 +243,11 @@ def test_terminal_progress_counts_each_event_kind(capfd):
     bar(ev("batch_committed", batches[0].id, rows_in=10))
     bar(ev("batch_skipped", batches[1].id))
     bar(ev("batch_retry", batches[2].id))
-    assert bar.bar.n == 2 and bar.counts.retries == 1
+    assert bar.bar.n == 2 and bar.retries == 1
     bar(ev("batch_failed", batches[2].id))
     bar(ev("batch_quarantined", batches[3].id))
     assert bar.bar.n == 4
-    assert (bar.counts.failed, bar.counts.quarantined, bar.counts.rows) == (1, 1, 10)
+    assert (bar.failed, bar.quarantined, bar.rows) == (1, 1, 10)
     bar(ev("finished", status="failed"))
     err = capfd.readouterr().err
     assert "4/4" in err and "failed=1" in err and "quarantined=1" in err

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from dbatch import Aggregate, ByCount, Derive, Enrich, Files, Filter, ParquetSink, Pipeline
+from dbatch.compile import SqlChain
+from dbatch.compile.sql import BatchStream
 from dbatch.context import BatchContext
 from dbatch.core import Batch
-from dbatch.execute import run_steps
-from dbatch.sources.parquet_scan import Scan
-from dbatch.steps.fusion import FusedSql, fuse
+from dbatch.engine import Relation
 
 LOOKUP = pa.table(
     {"k": list(range(10)), "c": ["a"] * 5 + ["b"] * 5, "r": [float(i) for i in range(10)]}
@@ -54,9 +54,12 @@ def one_by_one(steps, data, ctx):
 
 
 def fused(steps, data, ctx, keep=None):
-    for step in fuse(steps, keep=keep):
-        data = step.apply(data, ctx)
-    return data
+    return SqlChain(tuple(steps), keep=tuple(keep) if keep else None).apply(data, ctx)
+
+
+def run_steps(p: Pipeline, batch, ctx):
+    """What a run does with a batch up to the steps' output."""
+    return p.physical(aggregate=False).run(batch, ctx)
 
 
 def same_table(a: pa.Table, b: pa.Table) -> bool:
@@ -90,7 +93,8 @@ def same_context(a: BatchContext, b: BatchContext) -> None:
 )
 def test_fused_steps_give_the_same_rows_counts_and_quarantine(names):
     steps = [STEPS[n] for n in names]
-    assert any(isinstance(s, FusedSql) for s in fuse(steps))
+    queries = SqlChain(tuple(steps)).groups(batch_table().column_names, new_ctx())
+    assert len(queries) < len(steps)  # some steps share a query
     data = batch_table()
     a, b = new_ctx(), new_ctx()
     assert same_table(one_by_one(steps, data, a), fused(steps, data, b))
@@ -185,7 +189,8 @@ def test_parquet_read_by_duckdb_matches_load(tmp_path, narrow_ids, clean):
     p = pipeline(tmp_path / "in")
     batch = p.plan()[0]
     probe = new_ctx()
-    assert isinstance(p.source.scan(batch, probe), Scan)  # the fast path is taken
+    assert p.physical().scan
+    assert isinstance(p.source.scan(batch, probe), Relation)  # the fast path is taken
     a, b = new_ctx(), new_ctx()
     want = through_load(p, batch, a)
     got = run_steps(p, batch, b)
@@ -243,7 +248,7 @@ def test_dropped_rows_are_counted_without_being_read(tmp_path, monkeypatch, narr
 
     monkeypatch.setattr(parquet_scan, "_bad_rows", no_reading)
     ctx = BatchContext(batch=batch, mode="drop")
-    assert isinstance(p.source.scan(batch, BatchContext(batch=batch, mode="drop")), Scan)
+    assert isinstance(p.source.scan(batch, BatchContext(batch=batch, mode="drop")), Relation)
     got = run_steps(p, batch, ctx)
     assert same_table(got, want)
     same_context(want_ctx, ctx)
@@ -276,12 +281,18 @@ def test_parquet_read_falls_back_to_load_when_that_alone_is_exact(tmp_path, chan
         (tmp_path / "in" / "part-2.parquet").write_bytes(b"PAR1 not really")
     elif change == "unique":
         schema["id"] = {"type": "int64", "unique": True}
-    p = pipeline(tmp_path / "in", schema=schema)
-    batch = p.plan()[0]
     mode = "fail_fast" if change == "fail_fast" else "quarantine"
-    ctx = BatchContext(batch=batch, mode=mode)
-    assert p.source.scan(batch, ctx) is None
-    assert (ctx.rows_in, ctx.rows_quarantined, ctx.files) == (0, 0, [])
+    p = pipeline(tmp_path / "in", schema=schema, bad_input=mode)
+    batch = p.plan()[0]
+    if change in ("unique", "fail_fast"):  # decided for the whole plan, before any batch
+        assert not p.physical().scan
+        assert p.source.scan_obstacle(p.bad_input) is not None
+        assert "not scanned" in p.explain()
+    else:  # decided per batch from the files' footers, before a row is read
+        assert p.physical().scan
+        ctx = BatchContext(batch=batch, mode=mode)
+        assert p.source.scan(batch, ctx) is None
+        assert (ctx.rows_in, ctx.rows_quarantined, ctx.files) == (0, 0, [])
     if change == "fail_fast":
         return
     a, b = new_ctx(), new_ctx()
@@ -345,9 +356,7 @@ def test_buckets_of_raw_rows_and_of_partials_combine_to_the_exact_totals(tmp_pat
     ],
 )
 def test_streamed_rows_counts_and_quarantine_match_the_whole_table(names):
-    from dbatch.steps.fusion import BatchStream
-
-    [step] = fuse([STEPS[n] for n in names], keep=["k", "v"])
+    step = SqlChain(tuple(STEPS[n] for n in names), keep=("k", "v"))
     data = batch_table(300_000, seed=4)  # more than two chunks of 2**17 rows
     a, b = new_ctx(), new_ctx()
     want = step.apply(data, a)
@@ -365,14 +374,12 @@ def test_streamed_rows_counts_and_quarantine_match_the_whole_table(names):
 def test_map_side_writes_a_streamed_batch_chunk_by_chunk(tmp_path):
     import pyarrow.ipc as ipc
 
-    from dbatch.steps.fusion import FusedSql
-
     rng = np.random.default_rng(5)
     n = 400_000
     wide = pa.table({"g": rng.integers(0, 300_000, n), "x": rng.normal(size=n)})
     narrow = pa.table({"g": rng.integers(0, 20, n), "x": rng.normal(size=n)})
     agg = Aggregate(by="g", metrics={"s": "sum(x)", "n": "count(*)"}, buckets=3)
-    keep = FusedSql(
+    keep = SqlChain(
         (Filter("x > -10"),), keep=("g", "x"), extra=tuple(agg.bucket_column(3).items())
     )
     for name, table in (("wide", wide), ("narrow", narrow)):

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from ..core import ROW_COUNTS, Event
 from ..errors import JobSpecError
+from ..listeners import RunListener
 
 __all__ = ["Alert", "ALERT_ON"]
 
@@ -46,7 +47,7 @@ class _RunNotes:
 
 
 @dataclass(frozen=True)
-class Alert:
+class Alert(RunListener):
     """Tell someone when a run finishes with a status in ``on``: a webhook, a command, or both.
 
     A webhook gets one JSON ``POST`` per matching run (run id, job, status, counts,
@@ -145,39 +146,50 @@ class Alert:
 
     def __call__(self, event: Event) -> None:
         try:
-            self._note(event)
+            super().__call__(event)
         except Exception as e:  # noqa: BLE001 - an alert never breaks a run
             log.warning("dbatch: alert %r failed: %s", self, type(e).__name__)
 
-    def _note(self, e: Event) -> None:
+    def _notes_of(self, run_id: str) -> _RunNotes:
         with self._lock:
-            notes = self._notes.setdefault(e.run_id, _RunNotes())
-            if e.kind == "finished":
-                del self._notes[e.run_id]
-        d = e.data
-        if e.kind == "batch_started" and e.batch_id:
-            notes.started.add(e.batch_id)
-        elif e.kind == "batch_committed":
-            notes.rows_quarantined += int(d.get("rows_quarantined") or 0)
-            notes.files_quarantined += int(d.get("files_quarantined") or 0)
-        elif e.kind in ("batch_quarantined", "batch_failed"):
-            if e.kind == "batch_quarantined":
-                if e.batch_id not in notes.started:
-                    return  # set aside by an earlier run; not news
-                notes.batches_quarantined += 1
-            if len(notes.errors) < _MAX_ERRORS:
-                notes.errors.append(
-                    {
-                        "batch_id": e.batch_id,
-                        "state": e.kind.removeprefix("batch_"),
-                        "error_class": d.get("error_class"),
-                        "error_message": str(d.get("error_message") or "")[:1000],
-                    }
-                )
-        elif e.kind == "finished":
-            matched = self.matches(d.get("status", ""), notes)
-            if matched:
-                self.send(self.payload(e, notes, matched))
+            return self._notes.setdefault(run_id, _RunNotes())
+
+    def on_batch_started(self, event: Event) -> None:
+        if event.batch_id:
+            self._notes_of(event.run_id).started.add(event.batch_id)
+
+    def on_batch_committed(self, event: Event) -> None:
+        notes = self._notes_of(event.run_id)
+        notes.rows_quarantined += int(event.data.get("rows_quarantined") or 0)
+        notes.files_quarantined += int(event.data.get("files_quarantined") or 0)
+
+    def on_batch_quarantined(self, event: Event) -> None:
+        notes = self._notes_of(event.run_id)
+        if event.batch_id not in notes.started:
+            return  # set aside by an earlier run; not news
+        notes.batches_quarantined += 1
+        self._error(notes, event, "quarantined")
+
+    def on_batch_failed(self, event: Event) -> None:
+        self._error(self._notes_of(event.run_id), event, "failed")
+
+    def _error(self, notes: _RunNotes, e: Event, state: str) -> None:
+        if len(notes.errors) < _MAX_ERRORS:
+            notes.errors.append(
+                {
+                    "batch_id": e.batch_id,
+                    "state": state,
+                    "error_class": e.data.get("error_class"),
+                    "error_message": str(e.data.get("error_message") or "")[:1000],
+                }
+            )
+
+    def on_finished(self, event: Event) -> None:
+        with self._lock:
+            notes = self._notes.pop(event.run_id, None) or _RunNotes()
+        matched = self.matches(event.data.get("status", ""), notes)
+        if matched:
+            self.send(self.payload(event, notes, matched))
 
     def matches(self, status: str, notes: _RunNotes | None = None) -> list[str]:
         """The conditions in ``on`` a run with this status (and these notes) meets."""

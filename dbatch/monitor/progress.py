@@ -7,26 +7,28 @@ import time
 
 from .. import config
 from ..core import Event, Plan
+from ..display import in_notebook
+from ..listeners import RunListener
 
 __all__ = ["make_progress", "TerminalProgress", "NotebookProgress"]
 
 
-def make_progress(mode: bool | str | None, plan: Plan):
+def make_progress(mode: bool | str | None, plan: Plan) -> RunListener | None:
     """``None``/``"auto"``: a widget in Jupyter, a bar on a terminal, nothing otherwise."""
     if mode is None:
         mode = config.get("progress.mode")
     if mode is False or mode == "off":
         return None
-    from ..cluster import _in_notebook
-
-    if _in_notebook():
+    if in_notebook():
         return NotebookProgress(plan)
     if mode is True or mode == "bar" or sys.stderr.isatty():
         return TerminalProgress(plan)
     return None
 
 
-class _Counts:
+class _Progress(RunListener):
+    """Counts batches as they end; subclasses show the counts."""
+
     def __init__(self, plan: Plan):
         self.total = len(plan)
         self.done = 0
@@ -36,66 +38,79 @@ class _Counts:
         self.rows = 0
         self.started = time.time()
 
-    def update(self, e: Event) -> bool:
-        if e.kind in ("batch_committed", "batch_skipped"):
-            self.done += 1
-            self.rows += int(e.data.get("rows_in", 0)) if e.kind == "batch_committed" else 0
-        elif e.kind == "batch_failed":
-            self.failed += 1
-        elif e.kind == "batch_quarantined":
-            self.quarantined += 1
-        elif e.kind == "batch_retry":
-            self.retries += 1
-        else:
-            return e.kind in ("finished", "published")
-        return True
+    @property
+    def ended(self) -> int:
+        return self.done + self.failed + self.quarantined
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / max(time.time() - self.started, 1e-6)
 
+    def show(self, finished: Event | None = None) -> None:  # pragma: no cover
+        raise NotImplementedError
 
-class TerminalProgress:
-    """A tqdm bar: batches done, failures, rows per second."""
+    def on_batch_committed(self, event: Event) -> None:
+        self.done += 1
+        self.rows += int(event.data.get("rows_in", 0))
+        self.show()
+
+    def on_batch_skipped(self, event: Event) -> None:
+        self.done += 1
+        self.show()
+
+    def on_batch_failed(self, event: Event) -> None:
+        self.failed += 1
+        self.show()
+
+    def on_batch_quarantined(self, event: Event) -> None:
+        self.quarantined += 1
+        self.show()
+
+    def on_batch_retry(self, event: Event) -> None:
+        self.retries += 1
+        self.show()
+
+    def on_published(self, event: Event) -> None:
+        self.show()
+
+    def on_finished(self, event: Event) -> None:
+        self.show(finished=event)
+
+
+class TerminalProgress(_Progress):
+    """A tqdm bar on stderr: batches done, failures, rows per second."""
 
     def __init__(self, plan: Plan):
         from tqdm.auto import tqdm
 
-        self.counts = _Counts(plan)
+        super().__init__(plan)
         self.bar = tqdm(
             total=len(plan), unit="batch", desc=plan.job, file=sys.stderr, dynamic_ncols=True
         )
 
-    def set_dashboard(self, link: str | None) -> None:
-        pass
-
-    def close(self) -> None:
-        self.bar.close()
-
-    def __call__(self, e: Event) -> None:
-        before = self.counts.done + self.counts.failed + self.counts.quarantined
-        if not self.counts.update(e):
-            return
-        after = self.counts.done + self.counts.failed + self.counts.quarantined
-        self.bar.update(after - before)
+    def show(self, finished: Event | None = None) -> None:
+        self.bar.update(self.ended - self.bar.n)
         self.bar.set_postfix(
-            failed=self.counts.failed,
-            quarantined=self.counts.quarantined,
-            rows_s=f"{self.counts.rows_per_second:,.0f}",
+            failed=self.failed,
+            quarantined=self.quarantined,
+            rows_s=f"{self.rows_per_second:,.0f}",
             refresh=False,
         )
-        if e.kind == "finished":
+        if finished is not None:
             self.bar.close()
 
+    def on_end(self) -> None:
+        self.bar.close()
 
-class NotebookProgress:
-    """An ipywidgets panel: a bar per state, rows per second, and the dashboard link."""
+
+class NotebookProgress(_Progress):
+    """An ipywidgets panel: a bar, the counts, rows per second and the dashboard link."""
 
     def __init__(self, plan: Plan):
         import ipywidgets as w
         from IPython.display import display
 
-        self.counts = _Counts(plan)
+        super().__init__(plan)
         self.bar = w.IntProgress(
             min=0, max=max(len(plan), 1), description=plan.job[:20], bar_style="info"
         )
@@ -104,28 +119,22 @@ class NotebookProgress:
         self.box = w.VBox([w.HBox([self.bar, self.label]), self.link])
         display(self.box)
 
-    def set_dashboard(self, link: str | None) -> None:
+    def on_dashboard(self, link: str | None) -> None:
         if link:
             self.link.value = f'<a href="{link}" target="_blank">Dask dashboard</a>'
 
     def _text(self) -> str:
-        c = self.counts
         return (
-            f"{c.done}/{c.total} batches · <b>{c.failed}</b> failed · {c.quarantined} quarantined"
-            f" · {c.retries} retries · {c.rows_per_second:,.0f} rows/s"
+            f"{self.done}/{self.total} batches · <b>{self.failed}</b> failed · "
+            f"{self.quarantined} quarantined · {self.retries} retries · "
+            f"{self.rows_per_second:,.0f} rows/s"
         )
 
-    def __call__(self, e: Event) -> None:
-        if not self.counts.update(e):
-            return
-        self.bar.value = self.counts.done + self.counts.failed + self.counts.quarantined
+    def show(self, finished: Event | None = None) -> None:
+        self.bar.value = self.ended
         self.label.value = self._text()
-        if e.kind == "finished":
-            status = e.data.get("status")
+        if finished is not None:
+            status = finished.data.get("status")
             self.bar.bar_style = (
-                "danger"
-                if status == "failed"
-                else "warning"
-                if self.counts.quarantined
-                else "success"
+                "danger" if status == "failed" else "warning" if self.quarantined else "success"
             )

@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core import BATCH_COLUMNS, ROW_COUNTS, Event, Plan, row_balance
+from ..core import BATCH_COLUMNS, ROW_COUNTS, BatchState, Event, EventKind, Plan, row_balance
+from ..listeners import RunListener
 
 __all__ = ["RunResult", "RunSummary"]
 
@@ -111,8 +112,18 @@ class RunResult:
         )
 
 
-class RunSummary:
-    """A run-event listener that keeps the state of every batch and the totals."""
+_STATES = {
+    EventKind.BATCH_STARTED: BatchState.RUNNING,
+    EventKind.BATCH_RETRY: BatchState.RETRYING,
+    EventKind.BATCH_COMMITTED: BatchState.COMMITTED,
+    EventKind.BATCH_SKIPPED: BatchState.COMMITTED,
+    EventKind.BATCH_QUARANTINED: BatchState.QUARANTINED,
+    EventKind.BATCH_FAILED: BatchState.FAILED,
+}
+
+
+class RunSummary(RunListener):
+    """A run listener that keeps the state of every batch and the totals."""
 
     def __init__(self, plan: Plan, run_id: str, output: str):
         self.plan = plan
@@ -126,29 +137,27 @@ class RunSummary:
         self.output_rows: int | None = None
         self.published = False
 
-    def __call__(self, e: Event) -> None:
-        if e.batch_id is None:
-            if e.kind == "published":
-                self.published = True
-            return
-        states = {
-            "batch_started": "running",
-            "batch_retry": "retrying",
-            "batch_committed": "committed",
-            "batch_skipped": "committed",
-            "batch_quarantined": "quarantined",
-            "batch_failed": "failed",
-        }
-        if e.kind not in states:
-            return
-        self.state[e.batch_id] = states[e.kind]
+    def on_published(self, event: Event) -> None:
+        self.published = True
+
+    def on_batch_started(self, event: Event) -> None:
+        self._batch(event)
+
+    on_batch_retry = on_batch_committed = on_batch_skipped = on_batch_started
+    on_batch_quarantined = on_batch_failed = on_batch_started
+
+    def _batch(self, e: Event) -> None:
+        assert e.batch_id is not None
+        state = _STATES[e.kind]
+        self.state[e.batch_id] = state
         info = self.info.setdefault(e.batch_id, {"batch_id": e.batch_id})
         info.update(
             {k: v for k, v in e.data.items() if k not in ("traceback", "quarantined_files")}
         )
-        info["state"] = states[e.kind] if e.kind != "batch_skipped" else "already done"
+        skipped = e.kind is EventKind.BATCH_SKIPPED
+        info["state"] = "already done" if skipped else str(state)
         info["attempts"] = e.data.get("attempt", info.get("attempts", 1))
-        if e.kind == "batch_skipped":
+        if skipped:
             info["skipped"] = True
         if e.data.get("recovered"):
             self.recovered += 1

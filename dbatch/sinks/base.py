@@ -8,32 +8,33 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core import Part
 from ..errors import CommitError, JobSpecError, PathEscapeError
 from ..faults import crash_point
 
-__all__ = ["Sink", "Part", "PublishedDirectory", "file_checksum", "local_path", "safe_join"]
-
-
-@dataclass(frozen=True)
-class Part:
-    """A committed piece of output: a batch's files, or one reduce bucket's."""
-
-    name: str
-    directory: Path
-    rows: int = 0
+__all__ = [
+    "Sink",
+    "Part",
+    "PublishedDirectory",
+    "file_checksum",
+    "local_path",
+    "safe_join",
+    "stage_query_result",
+]
 
 
 class Sink:
     """Writes one batch's output to staging (on a worker), then makes it visible (on the driver).
 
-    ``stage`` runs on a worker and writes only below the directory it is given.
-    The runner commits a batch by renaming that directory into its committed
-    area. ``commit_batch`` (optional) publishes one committed batch at once, in
-    a transaction for example; ``publish`` makes a whole run visible at the end.
+    The ``Sink`` protocol with its defaults. ``stage`` runs on a worker and writes
+    only below the directory it is given. The runner commits a batch by renaming
+    that directory into its committed area; ``publish`` makes a whole run visible
+    at the end. What a sink may do beyond that is a capability of its own
+    (``dbatch.protocols``): ``CommitsBatches`` (publish each batch as it commits,
+    in a transaction say), ``Manifested``, ``StagesQueries``.
     """
 
     def describe(self) -> str:
@@ -45,25 +46,6 @@ class Sink:
     def stage(self, data: Any, directory: Path, name: str) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
 
-    def stage_query(
-        self, sql: str, tables: dict[str, Any], directory: Path, name: str
-    ) -> tuple[dict[str, Any], int]:
-        """Stage the result of a DuckDB query (an aggregate's reduce); return (info, rows).
-
-        Sinks that can write the rows straight from DuckDB override this.
-        """
-        from ..engine import query
-
-        table = query(sql, tables)
-        return self.stage(table, directory, name), table.num_rows
-
-    def commit_batch(self, batch_id: str, fingerprint: str, part: Part) -> None:
-        """Per-batch publication (no-op for sinks that publish per run)."""
-
-    def find_commit(self, batch_id: str, fingerprint: str) -> bool:
-        """Whether ``commit_batch`` already happened (for sinks that publish per batch)."""
-        return False
-
     def publish(
         self, run_id: str, parts: Sequence[Part], summary: dict[str, Any]
     ) -> dict[str, Any]:
@@ -73,6 +55,16 @@ class Sink:
     @property
     def location(self) -> str:
         return ""
+
+
+def stage_query_result(
+    sink: Sink, sql: str, tables: dict[str, Any], directory: Path, name: str
+) -> tuple[dict[str, Any], int]:
+    """Stage the result of a DuckDB query through Arrow: (what was staged, rows)."""
+    from ..engine import query
+
+    table = query(sql, tables)
+    return sink.stage(table, directory, name), table.num_rows
 
 
 def file_checksum(path: str | Path) -> str:

@@ -12,8 +12,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import JobSpecError
-from ..steps.base import as_arrow
-from .base import Part, PublishedDirectory, Sink, file_checksum, local_path, safe_join
+from ..arrow import as_arrow
+from .base import (
+    Part,
+    PublishedDirectory,
+    Sink,
+    file_checksum,
+    local_path,
+    safe_join,
+    stage_query_result,
+)
 
 __all__ = ["ParquetSink", "CsvSink"]
 
@@ -215,11 +223,11 @@ class ParquetSink(_FileSink):
 
         codec = _DUCKDB_CODECS.get(self.compression.lower())
         if self.partition_by or codec is None:
-            return super().stage_query(sql, tables, directory, name)
+            return stage_query_result(self, sql, tables, directory, name)
         out = directory / f"part-{name}{self.suffix}"
         rows = copy_to_parquet(sql, tables, out, codec, _PLAIN_TYPES)
         if rows is None:  # a column type the two writers could store differently
-            return super().stage_query(sql, tables, directory, name)
+            return stage_query_result(self, sql, tables, directory, name)
         return _write_listing(directory, [_listed(out, directory, rows)], rows), rows
 
     def _write(self, table: pa.Table, path: Path) -> None:

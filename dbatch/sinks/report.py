@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from ..core import BATCH_COLUMNS, ROW_COUNTS, row_balance
 from ..errors import JobSpecError
-from ..steps.base import as_arrow
+from ..arrow import as_arrow
 from .base import Part, PublishedDirectory, Sink, file_checksum, local_path
 
 __all__ = ["ReportSink"]

@@ -21,7 +21,7 @@ from ..database import (
     repr_hiding_passwords,
 )
 from ..errors import CommitError, JobSpecError
-from ..steps.base import as_arrow
+from ..arrow import as_arrow
 from .base import Part, Sink, file_checksum
 
 __all__ = ["SqlSink", "committed_watermark", "sql_type"]

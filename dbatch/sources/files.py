@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..context import BatchContext
-from ..core import Batch, Unit
+from ..core import BadInputMode, Batch, Unit
+from ..engine import Relation
 from ..errors import JobSpecError, SourceError
 from ..redact import redact
 from ..schema import Schema, row_json
@@ -172,15 +173,27 @@ class Files:
 
     # -- loading, on a worker ---------------------------------------------------
 
-    def scan(self, batch: Batch, ctx: BatchContext):
-        """The batch as a DuckDB query over its local Parquet files, when that is exact.
+    def scan_obstacle(self, mode: BadInputMode) -> str | None:
+        """None when batches may be read inside their first query; else why not."""
+        from .parquet_scan import scan_obstacle
 
-        Returns a ``Scan`` (rows already counted, bad rows already quarantined) or
-        None, and then ``load`` reads the batch.
+        return scan_obstacle(self, mode)
+
+    def scan(self, batch: Batch, ctx: BatchContext) -> Relation | None:
+        """The batch as a DuckDB relation over its local Parquet files, when that is exact.
+
+        The rows are counted and the bad ones quarantined already; None when the
+        files' footers say ``load`` must read the batch.
         """
         from .parquet_scan import parquet_scan
 
         return parquet_scan(self, batch, ctx)
+
+    def damaged_file(self, batch: Batch, error: BaseException) -> str | None:
+        """The file of ``batch`` that a scan's error names as unreadable, if it names one."""
+        from .parquet_scan import damaged_file
+
+        return damaged_file(self, batch, error)
 
     def load(self, batch: Batch, ctx: BatchContext) -> pa.Table:
         tables = []
@@ -205,7 +218,8 @@ class Files:
             return schema.empty_table()
         return pa.table({})
 
-    def _format_of(self, key: str) -> str:
+    def format_of(self, key: str) -> str:
+        """``csv``, ``parquet`` or ``jsonl``: the declared format, else the one of the suffix."""
         if self.format:
             return self.format
         name = key.lower()
@@ -224,7 +238,7 @@ class Files:
         return fsspec.open(key, "rb", compression="infer", **dict(self.storage_options))
 
     def _load_unit(self, key: str, ctx: BatchContext) -> pa.Table | None:
-        fmt = self._format_of(key)
+        fmt = self.format_of(key)
         failure = None
         try:
             with self._open(key) as f:

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ..context import BatchContext
 from ..core import Batch, Unit, digest
-from ..errors import JobSpecError, SourceError, TransientError
+from ..errors import HttpStatus, JobSpecError, RefusedError, SourceError, TransientError
 from ..redact import redact
 from ..schema import Schema
 
@@ -31,21 +31,6 @@ _RECORD_BYTES = 200
 
 
 redact_text = redact  # kept under its old name for callers of this module
-
-
-@dataclass(frozen=True)
-class HttpStatus:
-    """The HTTP status of a failed answer, kept on the error (``error.response.status_code``)."""
-
-    status_code: int
-
-
-class RefusedError(SourceError):
-    """A client error (4xx other than 429): not worth retrying; ``response`` holds its status."""
-
-    def __init__(self, message: str, status: int = 0):
-        super().__init__(message)
-        self.response = HttpStatus(status)
 
 
 @dataclass(frozen=True)

@@ -1,71 +1,53 @@
-"""Local Parquet files read by DuckDB inside the batch's query, with the same checks as ``load``."""
+"""Local Parquet files read by DuckDB inside the batch's query, with the same rules as ``load``."""
 
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from ..context import BatchContext
-from ..core import Batch
-from ..engine import query
-from ..schema import row_json
+from ..core import BadInputMode, Batch
+from ..engine import Relation, query, quote_literal, quote_name
+from ..schema import ColumnStats, row_json
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
-    from ..schema import Column, Schema
+    from ..schema import Schema
     from .files import Files
 
-__all__ = ["Scan", "parquet_scan"]
-
-# Declared types DuckDB reads back as exactly the same Arrow type.
-_DUCK = {
-    pa.int8(): "TINYINT",
-    pa.int16(): "SMALLINT",
-    pa.int32(): "INTEGER",
-    pa.int64(): "BIGINT",
-    pa.float32(): "FLOAT",
-    pa.float64(): "DOUBLE",
-    pa.string(): "VARCHAR",
-    pa.bool_(): "BOOLEAN",
-    pa.date32(): "DATE",
-    pa.timestamp("us"): "TIMESTAMP",
-}
+__all__ = ["scan_obstacle", "parquet_scan", "damaged_file"]
 
 
-@dataclass(frozen=True)
-class Scan:
-    """A batch as a DuckDB query over its files: the good rows, in the declared columns.
+def scan_obstacle(source: Files, mode: BadInputMode | str) -> str | None:
+    """None when the batches of ``source`` may be read inside their query; else why not."""
+    if source.schema is None:
+        return "no declared schema"
+    if source.source_column:
+        return "source_column is set"
+    if mode == BadInputMode.FAIL_FAST:
+        return "bad_input is fail_fast (the first bad row must stop the batch)"
+    if source.schema.sql_predicates() is None:
+        return "a column type or rule has no exact SQL form (unique, say)"
+    return None
 
-    The source has already counted every row read and quarantined the rows
-    that break a constraint; ``rows`` is how many rows ``sql`` returns.
-    """
 
-    sql: str
-    columns: tuple[str, ...]
-    rows: int
+def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Relation | None:
+    """The batch as a relation over its files, or None when ``Files.load`` must read it.
 
-
-def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Scan | None:
-    """The batch as a ``Scan``, or None when only ``Files.load`` gives the exact result.
-
-    Taken only when every file is a local Parquet file whose footer reads and
-    whose columns have the declared types (or widen exactly to them), and every
-    constraint has an exact SQL form. Rows breaking a constraint are found by a
-    query and put through ``Schema.check_constraints`` as in ``load``, so the
-    reasons and raw text are the same. Anything else - a file that cannot be
-    read, schema drift, ``unique``, ``fail_fast`` - goes through ``load``.
+    Decided from the files' footers before a row is read: every file must be a
+    local Parquet file whose footer reads and whose columns have the declared
+    types (or widen exactly to them). Rows breaking a rule are found by a query
+    and put through ``Schema.check_constraints`` as in ``load``, so the reasons and
+    raw text are the same. The plan-wide conditions are ``scan_obstacle``'s.
     """
     schema = source.schema
-    if schema is None or source.source_column or ctx.mode == "fail_fast":
-        return None
-    predicates = _predicates(schema)
-    if predicates is None:
-        return None
+    assert schema is not None  # scan_obstacle said so when the plan was made
+    predicates = schema.sql_predicates()
+    assert predicates is not None
     files = []
     for unit in batch.units:
         found = _footer(source, unit.key, schema)
@@ -81,8 +63,6 @@ def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Scan | None:
         ctx.drop_rows(quarantined)
     elif predicates:
         calls = _bad_rows(schema, batch, files)
-        if calls is None:
-            return None
         ctx.read_rows(total)
         for call in calls:
             ctx.quarantine_rows(*call)
@@ -93,7 +73,38 @@ def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Scan | None:
         f"SELECT * FROM ({_select(schema, f.path, f.casts)}) AS f{i} WHERE {_ok(schema, f)}"
         for i, f in enumerate(files)
     )
-    return Scan(sql=sql, columns=tuple(schema.names), rows=total - quarantined)
+    return Relation(sql, tuple(schema.names), rows=total - quarantined)
+
+
+def damaged_file(source: Files, batch: Batch, error: BaseException) -> str | None:
+    """The unit of ``batch`` that cannot be read although its footer could, if there is one.
+
+    A file whose footer reads can still hold a damaged page, which DuckDB finds
+    only while it reads the rows. When ``error`` names the file ("Failed to read
+    file ...") that is it; otherwise each file of the batch is read alone, the way
+    the scan reads it, and the first that fails is the one.
+    """
+    text = str(error)
+    for unit in batch.units:
+        path = unit.key.removeprefix("file://")
+        if f'"{path}"' in text or f"'{path}'" in text:
+            return unit.key
+    import duckdb
+
+    from ..engine import query_batches
+
+    schema = source.schema
+    assert schema is not None
+    for unit in batch.units:
+        found = _footer(source, unit.key, schema)
+        if found is None:
+            continue
+        try:
+            for _ in query_batches(_select(schema, found.path, found.casts), {}):
+                pass
+        except (duckdb.Error, pa.ArrowException, OSError):
+            return unit.key
+    return None
 
 
 @dataclass(frozen=True)
@@ -112,60 +123,61 @@ def _footer(source: Files, key: str, schema: Schema) -> _File | None:
     if "://" in key and not key.startswith("file://"):
         return None
     path = key.removeprefix("file://")
-    if source._format_of(key) != "parquet" or not path.lower().endswith((".parquet", ".pq")):
+    if source.format_of(key) != "parquet" or not path.lower().endswith((".parquet", ".pq")):
         return None
     try:
         with pq.ParquetFile(path) as meta:
             found = meta.schema_arrow
             metadata = meta.metadata
-    except Exception:  # noqa: BLE001 - load() quarantines it with the right reason
+    except (OSError, pa.ArrowException):  # load() quarantines it with the right reason
         return None
     casts: dict[str, str] = {}
     for col in schema.columns:
-        if found.names.count(col.name) != 1 or col.type not in _DUCK:
+        duck = col.duckdb_type
+        if found.names.count(col.name) != 1 or duck is None:
             return None
         have = found.field(col.name).type
         if have == col.type:
             continue
         if not _exact_widening(have, col.type):
             return None
-        casts[col.name] = _DUCK[col.type]
-    return _File(
-        path, casts, metadata.num_rows, _clean(metadata, schema), _no_nulls(metadata, schema)
+        casts[col.name] = duck
+    stats = _statistics(metadata, schema)
+    no_nulls = frozenset(
+        name
+        for name, groups in stats.items()
+        if all(g is not None and g.null_count == 0 for g in groups)
     )
+    return _File(path, casts, metadata.num_rows, schema.proven_clean(stats), no_nulls)
 
 
-def _clean(metadata: pq.FileMetaData, schema: Schema) -> bool:
-    """Whether every row group's statistics rule out a row breaking a constraint."""
-    for col in schema.columns:
-        if not (col.not_null or col.min is not None or col.max is not None or col.allowed):
-            continue
-        stats = _statistics(metadata, col.name)
-        if stats is None or not all(s is not None and _holds(s, col) for s in stats):
-            return False
-    return True
-
-
-def _no_nulls(metadata: pq.FileMetaData, schema: Schema) -> frozenset[str]:
-    """The schema's columns whose every row group's statistics count no null."""
-    found = set()
-    for col in schema.columns:
-        stats = _statistics(metadata, col.name)
-        if stats is not None and all(
-            s is not None and s.has_null_count and not s.null_count for s in stats
-        ):
-            found.add(col.name)
-    return frozenset(found)
-
-
-def _statistics(metadata: pq.FileMetaData, name: str) -> list[Any] | None:
-    """The statistics of column ``name`` in each row group (None where a group has none);
-    None if the file has no single column of that name."""
+def _statistics(metadata: pq.FileMetaData, schema: Schema) -> dict[str, list[ColumnStats | None]]:
+    """Column -> its statistics in each row group (None where a group has none), for the
+    schema's columns that the file holds exactly once."""
     names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
-    if names.count(name) != 1:
+    out: dict[str, list[ColumnStats | None]] = {}
+    for col in schema.columns:
+        if names.count(col.name) != 1:
+            continue
+        index = names.index(col.name)
+        out[col.name] = [
+            _stats(metadata.row_group(g).column(index).statistics)
+            for g in range(metadata.num_row_groups)
+        ]
+    return out
+
+
+def _stats(s: Any) -> ColumnStats | None:
+    if s is None:
         return None
-    index = names.index(name)
-    return [metadata.row_group(g).column(index).statistics for g in range(metadata.num_row_groups)]
+    bounds = bool(s.has_min_max)
+    return ColumnStats(
+        null_count=s.null_count if s.has_null_count else None,
+        low=s.min if bounds else None,
+        high=s.max if bounds else None,
+        values=s.num_values,
+        has_bounds=bounds,
+    )
 
 
 def _ok(schema: Schema, file: _File) -> str:
@@ -178,27 +190,9 @@ def _ok(schema: Schema, file: _File) -> str:
     """
     if file.clean:
         return "TRUE"
-    predicates = _predicates(schema, file.no_nulls)
-    assert predicates is not None  # parquet_scan checked that the schema has a SQL form
+    predicates = schema.sql_predicates(file.no_nulls)
+    assert predicates is not None  # scan_obstacle checked that the schema has a SQL form
     return " AND ".join(predicates) or "TRUE"
-
-
-def _holds(stats: Any, col: Column) -> bool:
-    if col.not_null and (not stats.has_null_count or stats.null_count > 0):
-        return False
-    if col.min is None and col.max is None and col.allowed is None:
-        return True
-    if not stats.has_min_max or stats.num_values == 0:
-        return False
-    low, high = stats.min, stats.max
-    try:
-        if col.min is not None and not low >= col.min:
-            return False
-        if col.max is not None and not high <= col.max:
-            return False
-    except TypeError:  # statistics in another type than the bound
-        return False
-    return col.allowed is None or (low == high and low in col.allowed)
 
 
 def _exact_widening(have: pa.DataType, want: pa.DataType) -> bool:
@@ -217,13 +211,13 @@ def _exact_widening(have: pa.DataType, want: pa.DataType) -> bool:
 
 def _select(schema: Schema, path: str, casts: dict[str, str], extra: str = "") -> str:
     cols = ", ".join(
-        f"CAST({_name(c.name)} AS {casts[c.name]}) AS {_name(c.name)}"
+        f"CAST({quote_name(c.name)} AS {casts[c.name]}) AS {quote_name(c.name)}"
         if c.name in casts
-        else _name(c.name)
+        else quote_name(c.name)
         for c in schema.columns
     )
     options = ", file_row_number = true" if extra else ""
-    return f"SELECT {cols}{extra} FROM read_parquet({_literal(path)}{options})"
+    return f"SELECT {cols}{extra} FROM read_parquet({quote_literal(path)}{options})"
 
 
 def _bad_count(schema: Schema, files: list[_File]) -> int:
@@ -240,8 +234,8 @@ def _bad_count(schema: Schema, files: list[_File]) -> int:
     return int(found.column("n")[0].as_py() or 0)
 
 
-def _bad_rows(schema: Schema, batch: Batch, files: list[_File]) -> list[tuple] | None:
-    """The quarantine calls ``load`` would make, file by file; None if the checks disagree.
+def _bad_rows(schema: Schema, batch: Batch, files: list[_File]) -> list[tuple]:
+    """The quarantine calls ``load`` would make, file by file.
 
     Files whose statistics prove them clean are not read.
     """
@@ -272,8 +266,10 @@ def _bad_rows(schema: Schema, batch: Batch, files: list[_File]) -> list[tuple] |
         kept = schema.check_constraints(
             rows, recorder, unit.key, lambda ns, t=text: [t.get(n) for n in ns], pa.array(numbers)
         )
-        if kept.num_rows:
-            return None  # the SQL form and the checks disagree: let load() decide
+        if kept.num_rows:  # the rules' SQL and Arrow forms must agree; a bug if not
+            raise AssertionError(
+                f"{kept.num_rows} row(s) of {unit.key} broke a rule in SQL but not in Arrow"
+            )
     return calls
 
 
@@ -287,65 +283,3 @@ class _Recorder:
 
     def quarantine_rows(self, source, kind, reasons, raw, lines=None) -> None:
         self.calls.append((source, kind, reasons, raw, lines))
-
-
-def _predicates(schema: Schema, no_nulls: frozenset[str] = frozenset()) -> list[str] | None:
-    """SQL conditions that hold exactly for the rows ``check_constraints`` keeps, or None.
-
-    ``no_nulls``: columns known to hold no null, whose null tests are left out.
-    """
-    out = []
-    for col in schema.columns:
-        if col.unique or col.type not in _DUCK:
-            return None
-        name = _name(col.name)
-        floating = pa.types.is_floating(col.type)
-        nullable = col.name not in no_nulls
-        if col.not_null and nullable:
-            out.append(f"{name} IS NOT NULL")
-        for bound, op in ((col.min, "<"), (col.max, ">")):
-            if bound is None:
-                continue
-            lit = _bound(bound, col)
-            if lit is None:
-                return None
-            # Arrow never finds NaN beyond a bound; DuckDB sorts NaN above every number.
-            nan = f" AND NOT isnan({name})" if floating and op == ">" else ""
-            out.append(f"NOT coalesce({name} {op} {lit}{nan}, false)")
-        if col.allowed is not None:
-            lits = [_allowed(v, col) for v in col.allowed]
-            if not lits or any(v is None for v in lits):
-                return None
-            allowed = f"{name} IN ({', '.join(lits)})"
-            out.append(f"({name} IS NULL OR {allowed})" if nullable else allowed)
-    return out
-
-
-def _bound(value: Any, col: Column) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)) and (
-        pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-    ):
-        return repr(value) if math.isfinite(value) else None
-    if isinstance(value, str) and pa.types.is_string(col.type):
-        return _literal(value)
-    return None
-
-
-def _allowed(value: Any, col: Column) -> str | None:
-    if pa.types.is_string(col.type) and isinstance(value, str):
-        return _literal(value)
-    if pa.types.is_integer(col.type) and isinstance(value, int) and not isinstance(value, bool):
-        return repr(value)
-    if pa.types.is_boolean(col.type) and isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    return None
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

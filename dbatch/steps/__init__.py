@@ -7,9 +7,10 @@ from .._lazy import lazy_exports
 _WHERE = {
     "Step": ".base",
     "Map": ".base",
-    "Filter": ".base",
-    "Derive": ".base",
-    "Sql": ".base",
+    "RelationStep": ".base",
+    "Filter": ".sql",
+    "Derive": ".sql",
+    "Sql": ".sql",
     "SharedObject": ".base",
     "Enrich": ".enrich",
     "Aggregate": ".aggregate",
@@ -22,11 +23,12 @@ __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
 if TYPE_CHECKING:
     from .aggregate import Aggregate as Aggregate
-    from .base import Derive as Derive
-    from .base import Filter as Filter
     from .base import Map as Map
+    from .base import RelationStep as RelationStep
     from .base import SharedObject as SharedObject
-    from .base import Sql as Sql
     from .base import Step as Step
+    from .sql import Derive as Derive
+    from .sql import Filter as Filter
+    from .sql import Sql as Sql
     from .enrich import Enrich as Enrich
     from .predict import Predict as Predict

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from ..engine import query
+from ..arrow import as_arrow
+from ..compile.sql import BatchStream
+from ..engine import query, quote_name
 from ..errors import JobSpecError
-from .base import _quote, as_arrow
-from .fusion import BatchStream
 
 __all__ = ["Aggregate"]
 
@@ -37,7 +37,7 @@ class _Partial:
     column: str | None
 
     def on_rows(self) -> str:
-        col = _quote(self.column) if self.column else "*"
+        col = quote_name(self.column) if self.column else "*"
         if self.kind == "sum":
             return f"SUM(CAST({col} AS DOUBLE))"
         return f"{self.kind.upper()}({col})"
@@ -184,7 +184,7 @@ class Aggregate:
         """``{BUCKET: SQL}``: each row's bucket, for a query that ends where ``map_side`` starts."""
         if buckets <= 1:
             return {}
-        keys = ", ".join(_quote(k) for k in self.by)
+        keys = ", ".join(quote_name(k) for k in self.by)
         return {BUCKET: f"CAST(hash({keys}) % {buckets} AS INTEGER)"}
 
     def _partials(self) -> list[_Partial]:
@@ -255,7 +255,7 @@ class Aggregate:
 
     def _map_table(self, table: pa.Table, directory: Path, buckets: int) -> dict:
         self._check_columns(table.column_names)
-        keys = ", ".join(_quote(k) for k in self.by)
+        keys = ", ".join(quote_name(k) for k in self.by)
         pre = table.num_rows > 0 and self._worth_preaggregating(table)
         if pre:
             parts = self._partials()
@@ -276,7 +276,7 @@ class Aggregate:
         return {"buckets": buckets, "bucket_rows": rows, "preaggregated": pre}
 
     def _worth_preaggregating(self, table: pa.Table) -> bool:
-        keys = ", ".join(_quote(k) for k in self.by)
+        keys = ", ".join(quote_name(k) for k in self.by)
         sample = table.select(list(self.by)).slice(0, 200_000)
         groups = (
             query(f"SELECT approx_count_distinct(hash({keys})) AS g FROM batch", {"batch": sample})
@@ -303,7 +303,7 @@ class Aggregate:
             (raw if kind == b"raw" else pre).append(str(f))
         if not raw and not pre:
             return None
-        keys = ", ".join(_quote(k) for k in self.by)
+        keys = ", ".join(quote_name(k) for k in self.by)
         parts = self._partials()
         tables = {}
         selects = []
@@ -328,7 +328,7 @@ class Aggregate:
                 expr = f"CASE WHEN {c} > 0 THEN {s} / {c} END"
             else:
                 expr = by_key[(m.func, m.column)]
-            outer.append(f"{expr} AS {_quote(m.name)}")
+            outer.append(f"{expr} AS {quote_name(m.name)}")
         order = f" ORDER BY {keys}" if self.sort else ""
         sql = f"SELECT {keys}, {', '.join(outer)} FROM ({inner}){order}"
         return sql, tables

@@ -1,24 +1,28 @@
-"""Row steps on Arrow tables: user functions, SQL filters and derived columns."""
+"""The step contract's base classes, shared objects, and user functions as steps (``Map``)."""
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
+from ..arrow import as_arrow
 from ..context import BatchContext
-from ..engine import query
+from ..engine import Relation
 from ..errors import JobSpecError
 
-__all__ = ["Step", "Map", "Filter", "Derive", "Sql", "SharedObject", "as_arrow", "function_token"]
+__all__ = ["Step", "RelationStep", "Map", "SharedObject", "function_token"]
 
 
 class Step:
-    """A function from a batch's data to new data. Subclasses override ``apply``."""
+    """A function from a batch's data to new data (the ``Step`` protocol, with its defaults).
+
+    Subclasses override ``apply``; ``token`` should name everything that shapes
+    the output, and ``shared_objects`` the large objects sent to each worker once.
+    """
 
     def apply(self, data: Any, ctx: BatchContext) -> Any:  # pragma: no cover
         raise NotImplementedError
@@ -29,6 +33,24 @@ class Step:
     def shared_objects(self) -> list[SharedObject]:
         """Large objects this step needs on every worker (sent once per worker)."""
         return []
+
+
+class RelationStep(Step):
+    """A SQL step (the ``SqlStep`` protocol): it says how it extends a relation, once.
+
+    ``apply`` compiles the step as a chain of one, so a step run alone and the
+    same step fused with its neighbours give the same rows, counts and quarantine.
+    """
+
+    def to_relation(
+        self, relation: Relation, index: int, ctx: BatchContext
+    ) -> Relation | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def apply(self, data: Any, ctx: BatchContext) -> Any:
+        from ..compile.sql import SqlChain
+
+        return SqlChain((self,)).apply(data, ctx)
 
 
 class SharedObject:
@@ -65,20 +87,6 @@ class _SharedRef:
 
     def __reduce__(self):
         return (_SharedRef, (self.token,))
-
-
-def as_arrow(data: Any) -> pa.Table:
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    import pandas as pd
-
-    if isinstance(data, pd.DataFrame):
-        return pa.Table.from_pandas(data, preserve_index=False)
-    raise TypeError(
-        f"a step returned {type(data).__name__}; return a pandas DataFrame or a pyarrow Table"
-    )
 
 
 def function_token(func: Callable) -> list[str]:
@@ -125,72 +133,14 @@ class Map(Step):
     def token(self):
         return ["map", self.on, *function_token(self.func)]
 
+    @classmethod
+    def from_config(
+        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
+    ) -> Map:
+        """``map: pkg.module:func`` or ``map: {function: pkg.module:func, on: arrow}``."""
+        from ..registry import function_from_config
 
-@dataclass(frozen=True)
-class Filter(Step):
-    """Keep the rows for which ``where`` (a SQL expression) is true; the rest are counted as filtered.
-
-    >>> Filter("status = 'settled' AND amount > 0")  # doctest: +SKIP
-    """
-
-    where: str
-
-    def apply(self, data, ctx):
-        table = as_arrow(data)
-        out = query(f"SELECT * FROM batch WHERE {self.where}", {"batch": table})
-        ctx.filtered(table.num_rows - out.num_rows)
-        return out
-
-    def token(self):
-        return ["filter", self.where]
-
-
-@dataclass(frozen=True)
-class Derive(Step):
-    """Add or replace columns computed by SQL expressions.
-
-    >>> Derive({"day": "CAST(ts AS DATE)", "amount_usd": "amount * rate"})  # doctest: +SKIP
-    """
-
-    columns: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if not self.columns:
-            raise JobSpecError("derive needs at least one column", key="steps.derive")
-        object.__setattr__(self, "columns", dict(self.columns))
-
-    def apply(self, data, ctx):
-        table = as_arrow(data)
-        replaced = [c for c in table.column_names if c in self.columns]
-        star = f"* EXCLUDE ({', '.join(_quote(c) for c in replaced)})" if replaced else "*"
-        exprs = ", ".join(f"({expr}) AS {_quote(name)}" for name, expr in self.columns.items())
-        return query(f"SELECT {star}, {exprs} FROM batch", {"batch": table})
-
-    def token(self):
-        return ["derive", sorted(self.columns.items())]
-
-
-@dataclass(frozen=True)
-class Sql(Step):
-    """Any DuckDB query over the batch, which is called ``batch``.
-
-    Rows it drops are counted as filtered.
-
-    >>> Sql("SELECT * FROM batch WHERE amount IS NOT NULL")  # doctest: +SKIP
-    """
-
-    sql: str
-
-    def apply(self, data, ctx):
-        table = as_arrow(data)
-        out = query(self.sql, {"batch": table})
-        if out.num_rows < table.num_rows:
-            ctx.filtered(table.num_rows - out.num_rows)
-        return out
-
-    def token(self):
-        return ["sql", self.sql]
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+        if isinstance(value, str):
+            value = {"function": value}
+        func, on = function_from_config(value, key=key, file=file, base_dir=base_dir)
+        return cls(func, on=on)

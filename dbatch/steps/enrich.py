@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from ..arrow import as_arrow
 from ..context import BatchContext
 from ..core import digest
-from ..engine import query
+from ..engine import Guard, Relation, quote_name
 from ..errors import JobSpecError
-from .base import SharedObject, Step, _quote, as_arrow
+from .base import RelationStep, SharedObject
 
 __all__ = ["Enrich"]
 
@@ -23,7 +24,7 @@ _UNMATCHED = ("keep", "filter", "quarantine")
 
 
 @dataclass(frozen=True, init=False)
-class Enrich(Step):
+class Enrich(RelationStep):
     """Left-join each batch with ``lookup`` on ``on``.
 
     Parameters
@@ -85,40 +86,47 @@ class Enrich(Step):
     def token(self):
         return ["enrich", self.table.token, list(self.on), list(self.columns), self.unmatched]
 
-    def apply(self, data, ctx: BatchContext):
-        batch = as_arrow(data)
-        lookup = self.table.get(ctx)
-        missing = [k for k in self.on if k not in batch.column_names]
+    def to_relation(self, relation: Relation, index: int, ctx: BatchContext) -> Relation | None:
+        """A left join with the lookup; unmatched rows travel on flagged, unless kept."""
+        missing = [k for k in self.on if k not in relation.columns]
         if missing:
             raise JobSpecError(
-                f"enrich: the batch has no column(s) {missing}; it has {batch.column_names}",
+                f"enrich: the batch has no column(s) {missing}; it has {list(relation.columns)}",
                 key="steps.enrich.on",
             )
-        keys = ", ".join(_quote(k) for k in self.on)
-        cols = ", ".join(f"l.{_quote(c)}" for c in self.columns)
-        kept = [c for c in batch.column_names if c not in self.columns]
-        base = ", ".join(f"b.{_quote(c)}" for c in kept)
-        matched = "l.__dbatch_match IS NOT NULL"
-        sql = (
-            f"SELECT {base}, {cols}, {matched} AS __dbatch_matched FROM batch b "
-            f"LEFT JOIN (SELECT *, TRUE AS __dbatch_match FROM lookup) l USING ({keys})"
+        guarded = self.unmatched != "keep"
+        if guarded and relation.guard is not None:
+            return None  # one step's set-aside rows per query
+        name = f"lookup{index}"
+        keys = ", ".join(quote_name(k) for k in self.on)
+        kept = [c for c in relation.columns if c not in self.columns]
+        select = ", ".join(
+            [
+                *(f"b.{quote_name(c)}" for c in kept),
+                *(f"l.{quote_name(c)}" for c in self.columns),
+                *(f"b.{quote_name(h)}" for h in relation.hidden()),
+            ]
         )
-        out = query(sql, {"batch": batch, "lookup": lookup})
-        flag = out.column("__dbatch_matched")
-        out = out.drop_columns(["__dbatch_matched"])
-        if self.unmatched == "keep":
-            return out
-        import pyarrow.compute as pc
-
-        misses = pc.invert(flag)
-        n_miss = pc.sum(misses.cast(pa.int64())).as_py() or 0
-        if n_miss == 0:
-            return out
-        if self.unmatched == "filter":
-            ctx.filtered(n_miss)
+        if guarded:
+            select += f", l.__dbatch_match IS NOT NULL AS {_FLAG}"
+            right = f"(SELECT *, TRUE AS __dbatch_match FROM {name})"
         else:
-            _quarantine_unmatched(self, out.filter(misses), ctx)
-        return out.filter(flag)
+            right = name
+        sql = f"SELECT {select} FROM ({relation.sql}) AS b LEFT JOIN {right} AS l USING ({keys})"
+        columns = (*kept, *self.columns)
+        guard = Guard(self, _FLAG, columns, sql) if guarded else relation.guard
+        tables = {**relation.tables, name: self.table.get(ctx)}
+        return Relation(sql, columns, tables, rows=relation.rows, guard=guard)
+
+    def set_aside(self, count: int, rows: Callable[[], pa.Table], ctx: BatchContext) -> None:
+        """Settle the ``count`` rows that found no lookup row: filter or quarantine them."""
+        if self.unmatched == "filter":
+            ctx.filtered(count)
+        else:
+            _quarantine_unmatched(self, rows(), ctx)
+
+
+_FLAG = "__dbatch_matched"
 
 
 def _quarantine_unmatched(step: Enrich, bad: pa.Table, ctx: BatchContext) -> None:

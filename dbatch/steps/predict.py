@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..context import BatchContext
-from ..errors import DBatchError, JobSpecError, TransientError, is_transient
-from .base import SharedObject, Step, as_arrow, function_token
+from ..errors import JobSpecError, ModelError, TransientError, is_transient
+from ..arrow import as_arrow
+from .base import SharedObject, Step, function_token
 
 __all__ = ["Predict", "ModelError", "auto_batch_rows", "model_cache"]
 
@@ -39,14 +40,6 @@ KEEP_MODELS = 4
 _TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 _IMPORT_PATH = re.compile(r"(?:.*/)?([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*:[A-Za-z_][\w.]*)")
 _NUMBER = r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$|^\s*[+-]?(?:inf|infinity|nan)\s*$"
-
-
-class ModelError(DBatchError, RuntimeError):
-    """The model cannot be loaded, or fails on every row: a fault of the model, not the data.
-
-    A batch that raises it fails (it is not retried and nothing of it is committed);
-    the other batches go on.
-    """
 
 
 def auto_batch_rows(n_features: int, itemsize: int = 8) -> int:

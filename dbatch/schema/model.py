@@ -1,4 +1,4 @@
-"""Declared table schemas: column types plus row constraints, checked row by row."""
+"""Declared table schemas: column types plus row rules, checked in Arrow or inside a query."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .context import BatchContext
-from .errors import JobSpecError
+from ..context import BatchContext
+from ..errors import JobSpecError
+from .casting import cast_column, cast_rowwise
+from .rules import AtLeast, AtMost, ColumnStats, NotNull, OneOf, Rule, Unique
 
-__all__ = ["Column", "Schema", "parse_type"]
+__all__ = ["Column", "Schema", "parse_type", "row_json", "RawText", "DUCKDB_TYPES"]
 
 _ENCODER = json.JSONEncoder(default=str)
 
@@ -64,6 +66,41 @@ class Column:
     max: float | None = None
     allowed: tuple[Any, ...] | None = None
     unique: bool = False
+
+    def rules(self) -> list[Rule]:
+        """The column's rules, in the order a broken one is reported."""
+        found: list[Rule] = []
+        if self.not_null:
+            found.append(NotNull(self.name, self.type))
+        if self.min is not None:
+            found.append(AtLeast(self.name, self.type, self.min))
+        if self.max is not None:
+            found.append(AtMost(self.name, self.type, self.max))
+        if self.allowed is not None:
+            found.append(OneOf(self.name, self.type, self.allowed))
+        if self.unique:
+            found.append(Unique(self.name, self.type))
+        return found
+
+    @property
+    def duckdb_type(self) -> str | None:
+        """The DuckDB type that reads back as exactly this Arrow type, if there is one."""
+        return DUCKDB_TYPES.get(self.type)
+
+
+#: Declared types DuckDB reads back as exactly the same Arrow type.
+DUCKDB_TYPES: dict[pa.DataType, str] = {
+    pa.int8(): "TINYINT",
+    pa.int16(): "SMALLINT",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.float32(): "FLOAT",
+    pa.float64(): "DOUBLE",
+    pa.string(): "VARCHAR",
+    pa.bool_(): "BOOLEAN",
+    pa.date32(): "DATE",
+    pa.timestamp("us"): "TIMESTAMP",
+}
 
 
 _COLUMN_KEYS = {"type", "not_null", "min", "max", "allowed", "unique"}
@@ -140,6 +177,43 @@ class Schema:
             for c in self.columns
         ]
 
+    # -- the rules in SQL and in file statistics ---------------------------------
+
+    def sql_predicates(self, no_nulls: frozenset[str] = frozenset()) -> list[str] | None:
+        """Conditions that hold exactly for the rows ``check_constraints`` keeps, or None.
+
+        None when a column's type or a rule has no exact DuckDB form. ``no_nulls``:
+        columns known to hold no null, whose null tests are left out.
+        """
+        out = []
+        for col in self.columns:
+            if col.duckdb_type is None:
+                return None
+            for rule in col.rules():
+                condition = rule.sql(nullable=col.name not in no_nulls)
+                if condition is None:
+                    return None
+                if condition:
+                    out.append(condition)
+        return out
+
+    def proven_clean(self, stats: Mapping[str, list[ColumnStats | None]]) -> bool:
+        """Whether the statistics of every row group rule out a row breaking a rule.
+
+        ``stats``: column -> its statistics in each row group (None where a group has none).
+        """
+        for col in self.columns:
+            rules = col.rules()
+            if not rules:
+                continue
+            groups = stats.get(col.name)
+            if groups is None:
+                return False
+            for rule in rules:
+                if not all(g is not None and rule.proven(g) for g in groups):
+                    return False
+        return True
+
     # -- row-level enforcement ------------------------------------------------
 
     def cast_strings(
@@ -160,11 +234,11 @@ class Schema:
                 casted[col.name] = arr
                 continue
             try:
-                casted[col.name] = _cast(arr, col.type)
+                casted[col.name] = cast_column(arr, col.type)
                 continue
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass
-            ok, values = _cast_rowwise(arr, col.type)
+            ok, values = cast_rowwise(arr, col.type)
             casted[col.name] = values
             for i in pc.indices_nonzero(pc.invert(ok)).to_pylist():
                 reasons.setdefault(
@@ -195,45 +269,14 @@ class Schema:
         reasons: dict[int, tuple[str, str]] = {}
         for col in self.columns:
             arr = table.column(col.name)
-            checks = []
-            if col.not_null:
-                checks.append((pc.is_null(arr), f"column '{col.name}' is null", "not_null"))
-            if col.min is not None:
-                checks.append(
-                    (
-                        pc.fill_null(pc.less(arr, col.min), False),
-                        f"column '{col.name}' < {col.min}",
-                        "range",
-                    )
-                )
-            if col.max is not None:
-                checks.append(
-                    (
-                        pc.fill_null(pc.greater(arr, col.max), False),
-                        f"column '{col.name}' > {col.max}",
-                        "range",
-                    )
-                )
-            if col.allowed is not None:
-                inside = pc.is_in(arr, value_set=pa.array(list(col.allowed), type=arr.type))
-                checks.append(
-                    (
-                        pc.and_(pc.invert(inside), pc.is_valid(arr)),
-                        f"column '{col.name}' not in {list(col.allowed)}",
-                        "allowed",
-                    )
-                )
-            if col.unique:
-                checks.append(
-                    (_duplicated(arr), f"column '{col.name}' repeats an earlier value", "unique")
-                )
-            for mask, why, kind in checks:
-                hits = pc.indices_nonzero(mask)
+            for rule in col.rules():
+                hits = pc.indices_nonzero(rule.broken(arr))
                 if len(hits) == 0:
                     continue
                 values = arr.take(hits).to_pylist()
+                why = rule.reason()
                 for i, value in zip(hits.to_pylist(), values, strict=True):
-                    reasons.setdefault(i, (kind, why + f" (value {value!r})"))
+                    reasons.setdefault(i, (rule.kind, why + f" (value {value!r})"))
         if not reasons:
             return table
         import numpy as np
@@ -253,106 +296,3 @@ class Schema:
         keep = np.ones(table.num_rows, dtype=bool)
         keep[idx] = False
         return table.filter(pa.array(keep))
-
-
-def _cast(arr: pa.Array, to: pa.DataType) -> pa.Array:
-    if pa.types.is_string(arr.type) and (pa.types.is_integer(to) or pa.types.is_floating(to)):
-        arr = pc.utf8_trim_whitespace(arr)
-        # An empty field is a missing value, not a parse error.
-        arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, arr.type), arr)
-    if pa.types.is_string(arr.type) and pa.types.is_boolean(to):
-        low = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
-        low = pc.if_else(pc.equal(low, ""), pa.scalar(None, low.type), low)
-        truthy = pc.is_in(low, value_set=pa.array(["true", "1", "t", "yes"]))
-        falsy = pc.is_in(low, value_set=pa.array(["false", "0", "f", "no"]))
-        if not pc.all(pc.or_(pc.or_(truthy, falsy), pc.is_null(low))).as_py():
-            raise pa.ArrowInvalid("not a boolean")
-        return pc.if_else(pc.is_null(low), pa.scalar(None, pa.bool_()), truthy)
-    return pc.cast(arr, to, safe=True)
-
-
-_NUMBER = {  # text a number cast surely accepts (after trimming); anything else is tried alone
-    "int": r"^[+-]?[0-9]+$",
-    "float": r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$",
-}
-
-
-def _cast_rowwise(arr: pa.Array, to: pa.DataType) -> tuple[pa.Array, pa.Array]:
-    """Cast value by value where needed: ``(ok mask, values with nulls where not ok)``.
-
-    Numbers: values that look like numbers are cast at once and only the others
-    one by one. Other types, or if that fails: chunks of 4096, split in halves
-    down to single values where a chunk fails.
-    """
-    quick = _cast_plausible(arr, to)
-    if quick is not None:
-        return quick
-    import numpy as np
-
-    oks = np.ones(len(arr), dtype=bool)
-    values: list[pa.Array] = []
-
-    def cast(start: int, length: int) -> None:
-        try:
-            values.append(_cast(arr.slice(start, length), to))
-            return
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-        if length == 1:
-            values.append(pa.nulls(1, to))
-            oks[start] = False
-            return
-        half = length // 2
-        cast(start, half)
-        cast(start + half, length - half)
-
-    step = 4096
-    for start in range(0, len(arr), step):
-        cast(start, min(step, len(arr) - start))
-    merged = pa.concat_arrays(values) if values else pa.array([], to)
-    return pa.array(oks, pa.bool_()), merged
-
-
-def _cast_plausible(arr: pa.Array, to: pa.DataType) -> tuple[pa.Array, pa.Array] | None:
-    if not pa.types.is_string(arr.type):
-        return None
-    if pa.types.is_integer(to):
-        pattern = _NUMBER["int"]
-    elif pa.types.is_floating(to):
-        pattern = _NUMBER["float"]
-    else:
-        return None
-    import numpy as np
-
-    trimmed = pc.utf8_trim_whitespace(arr)
-    plausible = pc.fill_null(
-        pc.or_(pc.match_substring_regex(trimmed, pattern), pc.equal(trimmed, "")), True
-    )
-    try:
-        values = _cast(pc.if_else(plausible, arr, pa.scalar(None, arr.type)), to)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None  # e.g. an integer out of range: the slow path finds it
-    oks = plausible.to_numpy(zero_copy_only=False).copy()
-    fixed: list[pa.Array] = []
-    for i in np.flatnonzero(~oks):
-        try:
-            fixed.append(_cast(arr.slice(int(i), 1), to))
-            oks[i] = True
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-    if fixed:
-        mask = np.zeros(len(arr), dtype=bool)
-        repaired = [i for i in np.flatnonzero(~plausible.to_numpy(zero_copy_only=False)) if oks[i]]
-        mask[repaired] = True
-        values = pc.replace_with_mask(values, pa.array(mask), pa.concat_arrays(fixed))
-    return pa.array(oks, pa.bool_()), values
-
-
-def _duplicated(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """True for each value already seen earlier in the array (nulls never count)."""
-    import numpy as np
-    import pandas as pd
-
-    values = pd.Series(arr.to_pandas())
-    dup = values.duplicated(keep="first").to_numpy() & values.notna().to_numpy()
-    return pa.array(np.asarray(dup, dtype=bool))

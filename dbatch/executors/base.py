@@ -1,0 +1,78 @@
+"""The executor interface: run batch tasks and reduce buckets somewhere, report how they ended."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..compile.physical import PhysicalPlan
+from ..core import BatchResult
+from ..retry import Failure
+from ..tasks import BatchTask
+
+__all__ = ["Executor", "Handle", "Outcome"]
+
+
+class Handle(abc.ABC):
+    """A submitted task; executors subclass it."""
+
+    task: BatchTask
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a task ended: its result, or how it failed."""
+
+    result: BatchResult | None = None
+    failure: Failure | None = None
+
+
+class Executor(abc.ABC):
+    """Runs the tasks of one run: a Dask cluster, or this process.
+
+    The runner calls ``start`` once with the physical plan and the shared objects,
+    then ``submit``s tasks, ``wait``s for some to end and asks each ``outcome``.
+    Retries, commits and events are the runner's; an executor only runs things.
+    """
+
+    #: The dashboard of the cluster, when there is one.
+    dashboard: str | None = None
+
+    @property
+    @abc.abstractmethod
+    def threads(self) -> int:
+        """How many tasks can run at once."""
+
+    @abc.abstractmethod
+    def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None: ...
+
+    @abc.abstractmethod
+    def submit(self, task: BatchTask) -> Handle: ...
+
+    @abc.abstractmethod
+    def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
+        """The handles among ``handles`` that have ended (waiting up to ``timeout`` for one)."""
+
+    @abc.abstractmethod
+    def outcome(self, handle: Handle) -> Outcome: ...
+
+    @abc.abstractmethod
+    def cancel(self, handles: Sequence[Handle]) -> None: ...
+
+    @abc.abstractmethod
+    def call(self, key: str, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+        """Run ``fn(*args)`` there; returns a function that waits for its result."""
+
+    @abc.abstractmethod
+    def reduce(
+        self, plan: PhysicalPlan, args: Sequence[tuple[Any, ...]], keys: Sequence[str]
+    ) -> list[Any]:
+        """Run ``reduce_bucket(plan, *a)`` for each ``a`` of ``args``; the results in order."""
+
+    def finish(self) -> None:
+        """The run is over: release what it holds (shared objects, the plan)."""
+
+    def close(self) -> None:
+        """Close what this executor started itself (a cluster, a client)."""

@@ -1,0 +1,170 @@
+"""The Dask executor: batch tasks as futures on a ``distributed`` cluster.
+
+The physical plan and the shared objects (lookups, models) are scattered to
+every worker once, straight from the client (``direct=True``), and scattered
+again if the workers holding them die; a task whose inputs were lost with a
+worker is reported as cancelled, one that killed its worker on every attempt
+Dask allows as killed. Everything else (retries, commits, events) is the runner's.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError
+from typing import TYPE_CHECKING, Any
+
+from ..compile.physical import PhysicalPlan
+from ..retry import Failure
+from ..tasks import BatchTask, process_batch, reduce_bucket, warm_worker
+from .base import Executor, Handle, Outcome
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+__all__ = ["DaskExecutor"]
+
+
+class _Submitted(Handle):
+    def __init__(self, task: BatchTask, future: Future):
+        self.task = task
+        self.future = future
+
+
+class DaskExecutor(Executor):
+    """Runs a run's tasks on the cluster of ``client``.
+
+    ``owned``: the client (and its LocalCluster, if ``connect`` started one) was
+    made for this run and is closed with the executor.
+    """
+
+    def __init__(self, client: Client, *, owned: bool = False):
+        self.client = client
+        self.owned = owned
+        self._plan: PhysicalPlan | None = None
+        self._plan_future: Future | None = None
+        self._shared_objects: list[Any] = []
+        self._shared: dict[str, Future] = {}
+        from ..cluster import dashboard_link
+
+        self.dashboard = dashboard_link(client)
+
+    @property
+    def threads(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
+
+    def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None:
+        # Import the engines on every worker once, not in the first task; only a
+        # speed-up: a worker that dies meanwhile imports them in its first task.
+        self.client.run(warm_worker, on_error="ignore")
+        self._plan = plan
+        self._shared_objects = list(shared)
+        self._shared = {obj.token: self._scatter(obj.obj) for obj in self._shared_objects}
+        self._plan_future = self._scatter(plan)
+
+    def _scatter(self, obj: Any) -> Future:
+        """Broadcast ``obj`` to every worker; a worker dying during the broadcast is retried."""
+        for attempt in range(1, 4):
+            try:
+                [future] = self.client.scatter([obj], broadcast=True, hash=False, direct=True)
+                return future
+            except OSError:
+                if attempt == 3:
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
+    def _rescatter_lost(self) -> None:
+        """Scattered data dies with the workers holding it, and Dask cannot recompute it."""
+        assert self._plan is not None and self._plan_future is not None
+        if self._plan_future.status != "finished":
+            self._plan_future = self._scatter(self._plan)
+        for obj in self._shared_objects:
+            if self._shared[obj.token].status != "finished":
+                self._shared[obj.token] = self._scatter(obj.obj)
+
+    def submit(self, task: BatchTask) -> Handle:
+        self._rescatter_lost()
+        future = self.client.submit(
+            process_batch,
+            self._plan_future,
+            task,
+            self._shared,
+            key=f"dbatch-{task.batch.id}-{task.run_id}-a{task.attempt}",
+            pure=False,
+            retries=0,
+        )
+        return _Submitted(task, future)
+
+    def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
+        from distributed import wait
+
+        by_future = {h.future: h for h in handles if isinstance(h, _Submitted)}
+        try:
+            # `wait` waits on the default client's loop; make that ours (a notebook may have several).
+            with self.client.as_current():
+                done, _ = wait(list(by_future), timeout=timeout, return_when="FIRST_COMPLETED")
+        except (TimeoutError, CancelledError):  # cancelled: reported by outcome()
+            done = {f for f in by_future if f.done()}
+        return [by_future[f] for f in done]
+
+    def outcome(self, handle: Handle) -> Outcome:
+        from distributed.scheduler import KilledWorker
+
+        assert isinstance(handle, _Submitted)
+        future = handle.future
+        try:
+            if future.status == "finished":
+                result = future.result()
+                return Outcome(result=result)
+            error = future.exception() or CancelledError(f"task {future.key} was {future.status}")
+        except CancelledError as cancelled:  # its inputs were lost with a worker
+            error = cancelled
+        finally:
+            future.release()
+        tb = "".join(traceback.format_exception(error))
+        return Outcome(
+            failure=Failure(
+                error=error,
+                traceback=tb,
+                cancelled=isinstance(error, CancelledError),
+                killed=isinstance(error, KilledWorker),
+            )
+        )
+
+    def cancel(self, handles: Sequence[Handle]) -> None:
+        for h in handles:
+            if isinstance(h, _Submitted):
+                h.future.cancel()
+
+    def call(self, key: str, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+        future = self.client.submit(fn, *args, key=key, pure=False)
+        return future.result
+
+    def reduce(
+        self, plan: PhysicalPlan, args: Sequence[tuple[Any, ...]], keys: Sequence[str]
+    ) -> list[Any]:
+        futures = [
+            self.client.submit(reduce_bucket, plan, *a, key=key, pure=False)
+            for a, key in zip(args, keys, strict=True)
+        ]
+        return self.client.gather(futures)
+
+    def finish(self) -> None:
+        for f in self._shared.values():
+            f.release()
+        if self._plan_future is not None:
+            self._plan_future.release()
+        self._shared = {}
+        self._plan_future = None
+
+    def close(self) -> None:
+        if not self.owned:
+            return
+        from ..cluster import owns_cluster
+
+        cluster = self.client.cluster if owns_cluster(self.client) else None
+        self.client.close()
+        if cluster is not None:
+            cluster.close()

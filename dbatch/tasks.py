@@ -1,0 +1,268 @@
+"""What runs on a worker: one batch task, one reduce bucket, the quarantine gathered (no Dask here).
+
+A ``BatchTask`` is frozen, plain data: the batch and the run-time values of one
+attempt (run id, staging root, attempt number, bucket count). Together with the
+pipeline's ``PhysicalPlan`` it is everything a worker needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from .arrow import count_rows
+from .compile.physical import PhysicalPlan
+from .context import QUARANTINE_SCHEMA, BatchContext
+from .core import Batch, BatchResult
+from .errors import BadInputError
+from .protocols import Scannable, StagesQueries
+from .workarea import QUARANTINE_FILE, RESULT_FILE, read_result
+
+__all__ = [
+    "BatchTask",
+    "process_batch",
+    "reduce_bucket",
+    "gather_quarantine",
+    "warm_worker",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """One attempt of one batch, as a worker receives it."""
+
+    batch: Batch
+    run_id: str
+    staging_root: str
+    attempt: int = 1
+    buckets: int = 1
+    fault: Callable[[Batch, int], None] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.batch.id}-{self.run_id}-a{self.attempt}"
+
+
+def process_batch(
+    plan: PhysicalPlan, task: BatchTask, shared: Mapping[str, Any] | None = None
+) -> BatchResult:
+    """Load, transform and stage one batch; return counts and where the files are.
+
+    Writes only below a fresh directory of ``task.staging_root``; the driver commits
+    by renaming it, so a worker that dies mid-write leaves nothing a reader can see.
+    """
+    started = time.perf_counter()
+    batch = task.batch
+    if task.fault is not None:
+        task.fault(batch, task.attempt)
+    staging = Path(task.staging_root) / f"{batch.id}.{uuid.uuid4().hex[:12]}"
+    ctx, info, rows_out = _stage(plan, task, dict(shared or {}), staging)
+    quarantined = ctx.quarantined_rows()
+    if quarantined.num_rows:
+        _write_quarantine(quarantined, staging / QUARANTINE_FILE, batch.id, task.run_id)
+    result = BatchResult(
+        batch_id=batch.id,
+        fingerprint=batch.fingerprint,
+        staging=str(staging),
+        rows_in=ctx.rows_in,
+        rows_out=rows_out,
+        rows_filtered=ctx.rows_filtered,
+        rows_quarantined=ctx.rows_quarantined,
+        files_quarantined=list(ctx.files),
+        checksum=_checksum(info),
+        duration=time.perf_counter() - started,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        extra=info,
+    )
+    (staging / RESULT_FILE).write_text(json.dumps(result.to_dict(), default=str))
+    return result
+
+
+def _stage(
+    plan: PhysicalPlan, task: BatchTask, shared: dict[str, Any], staging: Path
+) -> tuple[BatchContext, dict[str, Any], int]:
+    """Run the plan on the batch and stage its output: (context, what was staged, rows out).
+
+    A Parquet file whose footer reads can still hold a damaged page, which DuckDB
+    finds only while the scan reads its rows: that file is quarantined (its
+    message kept) and the batch is read once more without it.
+    """
+    import duckdb
+
+    unreadable = (duckdb.Error, pa.ArrowException, OSError)
+    damaged: list[tuple[str, str]] = []
+    while True:
+        ctx = BatchContext(batch=task.batch, run_id=task.run_id, mode=plan.mode, shared=shared)
+        skipped = {key for key, _ in damaged}
+        batch = replace(task.batch, units=tuple(u for u in task.batch.units if u.key not in skipped))
+        for key, message in damaged:
+            ctx.quarantine_file(key, "corrupt", message)
+        try:
+            return _stage_once(plan, task, batch, ctx, staging)
+        except unreadable as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            key = _damaged(plan, batch, e)
+            if key is None:
+                raise
+            log.warning("batch %s: %s cannot be read (%s); quarantined", batch.id, key, e)
+            damaged.append((key, f"not a readable Parquet file: {e}"))
+
+
+def _damaged(plan: PhysicalPlan, batch: Batch, error: BaseException) -> str | None:
+    if not plan.scan or not isinstance(plan.source, Scannable):
+        return None
+    return plan.source.damaged_file(batch, error)
+
+
+def _stage_once(
+    plan: PhysicalPlan, task: BatchTask, batch: Batch, ctx: BatchContext, staging: Path
+) -> tuple[BatchContext, dict[str, Any], int]:
+    data = plan.run(batch, ctx, task.buckets)
+    if plan.is_stream(data):
+        # The rows go into the aggregate's buckets as they come: never all in memory.
+        staging.mkdir(parents=True, exist_ok=False)
+        try:
+            info = plan.aggregate.map_side(data, staging, task.buckets)
+            _check_bad_fraction(plan, batch, ctx)  # complete once the rows have been read
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return ctx, info, data.rows
+    rows_out = count_rows(data, plan.dim)
+    _check_bad_fraction(plan, batch, ctx)
+    staging.mkdir(parents=True, exist_ok=False)
+    if plan.aggregate is not None:
+        info = plan.aggregate.map_side(data, staging, task.buckets)
+    else:
+        info = plan.sink.stage(data, staging, name=batch.id)
+    return ctx, info, rows_out
+
+
+def _check_bad_fraction(plan: PhysicalPlan, batch: Batch, ctx: BatchContext) -> None:
+    bad = ctx.rows_quarantined
+    if ctx.rows_in and bad / ctx.rows_in > plan.max_bad_fraction:
+        raise BadInputError(
+            f"{bad} of {ctx.rows_in} rows are bad ({bad / ctx.rows_in:.1%}), more than "
+            f"max_bad_fraction={plan.max_bad_fraction:.1%}; nothing of this batch was committed. "
+            "Inspect the files named in the quarantine, or raise max_bad_fraction.",
+            kind="too_many_bad_rows",
+            where=f"batch {batch.id}",
+        )
+
+
+def _write_quarantine(rows: pa.Table, path: Path, batch_id: str, run_id: str) -> None:
+    import pyarrow.parquet as pq
+
+    n = rows.num_rows
+    tagged = rows.append_column("batch_id", pa.array([batch_id] * n, pa.string())).append_column(
+        "run_id", pa.array([run_id] * n, pa.string())
+    )
+    pq.write_table(tagged, path)
+
+
+def warm_worker() -> bool:
+    """Import what batches use and open this thread's DuckDB connection, ahead of the first one.
+
+    pandas is among them: pyarrow loads it when it converts Python objects, which
+    every batch with a quarantine does.
+    """
+    import duckdb  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow.compute  # noqa: F401
+    import pyarrow.ipc  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from .engine import connection
+
+    connection()
+    return True
+
+
+def reduce_bucket(
+    plan: PhysicalPlan, bucket: int, directories: list[str], staging_root: str
+) -> dict[str, Any]:
+    """Combine bucket ``bucket`` of every committed batch and stage that part of the output."""
+    from .engine import query
+
+    files = [Path(d) / f"bucket-{bucket:03d}.arrow" for d in directories]
+    found = plan.aggregate.reduce_query([f for f in files if f.exists()])
+    staging = Path(staging_root) / f"reduce-{bucket:03d}.{uuid.uuid4().hex[:12]}"
+    staging.mkdir(parents=True)
+    name = f"{bucket:03d}"
+    sink = plan.sink
+    if found is None:
+        table = plan.aggregate.empty_output()
+        info, rows = sink.stage(table, staging, name=name), table.num_rows
+    elif isinstance(sink, StagesQueries):
+        info, rows = sink.stage_query(*found, staging, name=name)
+    else:
+        table = query(*found)
+        info, rows = sink.stage(table, staging, name=name), table.num_rows
+    return {"bucket": bucket, "staging": str(staging), "rows": rows, **info}
+
+
+def _checksum(info: Mapping[str, Any]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in info.get("files", []):
+        h.update(f.get("sha256", "").encode())
+    return h.hexdigest()[:32]
+
+
+def gather_quarantine(bad_input: str, batches: list[tuple[str, str]], target: str) -> int:
+    """Write the quarantined rows and files of ``batches`` (id, directory) to ``target``.
+
+    A quarantined file is one row with an empty ``line`` and no ``raw`` text. Only
+    committed batches are given, so each bad row or file appears exactly once however
+    often batches were retried or replayed. ``target`` is a file of the run's staging
+    area, which the driver renames into place. Returns the number of rows written
+    (nothing is written when there are none).
+    """
+    import pyarrow.parquet as pq
+
+    schema = QUARANTINE_SCHEMA.append(pa.field("batch_id", pa.string())).append(
+        pa.field("run_id", pa.string())
+    )
+    tables = []
+    for batch_id, directory in batches:
+        d = Path(directory)
+        if (d / QUARANTINE_FILE).exists():
+            rows = pq.read_table(d / QUARANTINE_FILE)
+            tables.append(rows.select(schema.names).cast(schema))
+        stats = read_result(d)
+        files = stats.files_quarantined if bad_input != "drop" else []
+        if files:
+            run_of = Path(stats.staging).parent.name
+            tables.append(
+                pa.table(
+                    {
+                        "source": [f.key for f in files],
+                        "line": [None] * len(files),
+                        "kind": [f.kind for f in files],
+                        "reason": [f.message for f in files],
+                        "raw": [None] * len(files),
+                        "batch_id": [batch_id] * len(files),
+                        "run_id": [run_of] * len(files),
+                    },
+                    schema=schema,
+                )
+            )
+    if not tables:
+        return 0
+    table = pa.concat_tables(tables)
+    pq.write_table(table, target)
+    return table.num_rows

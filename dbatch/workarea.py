@@ -1,0 +1,123 @@
+"""A job's work area: staging per run, committed batches, and the one rename that commits.
+
+Layout below ``<workdir>/<job>/``::
+
+    staging/<run id>/<batch id>.<random>/   what a worker wrote for one attempt
+    batches/<batch id>-<fingerprint>/       committed batches (``_result.json`` inside)
+    quarantine.parquet                      the published output's quarantined rows and files
+    _buckets.json                           the aggregate's bucket count, fixed per job
+
+Only the driver that holds the job's lock changes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from .core import Batch, BatchResult
+
+__all__ = ["WorkArea", "CommittedState", "read_result", "RESULT_FILE", "QUARANTINE_FILE"]
+
+RESULT_FILE = "_result.json"  # in a staged or committed batch: its BatchResult
+QUARANTINE_FILE = "_quarantine.parquet"  # in a staged or committed batch: its quarantined rows
+
+
+def read_result(directory: str | os.PathLike[str]) -> BatchResult:
+    """The ``BatchResult`` a worker left next to a staged (later committed) batch."""
+    raw = json.loads((Path(directory) / RESULT_FILE).read_text())
+    return BatchResult.from_dict(raw)
+
+#: (batch id, fingerprint) -> whether that committed batch has quarantined rows or files.
+CommittedState = dict[tuple[str, str], bool]
+
+
+class WorkArea:
+    """Staging, committed batches and garbage collection of one job's work area."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.committed = self.root / "batches"
+        self.staging_root = self.root / "staging"
+        self.quarantine = self.root / "quarantine.parquet"
+
+    def __repr__(self) -> str:
+        return f"WorkArea({str(self.root)!r})"
+
+    def staging(self, run_id: str) -> Path:
+        """Where the workers of run ``run_id`` stage their attempts."""
+        return self.staging_root / run_id
+
+    def batch_dir(self, batch: Batch) -> Path:
+        return self.committed / f"{batch.id}-{batch.fingerprint}"
+
+    def is_committed(self, batch: Batch) -> bool:
+        return (self.batch_dir(batch) / RESULT_FILE).exists()
+
+    def result(self, batch: Batch) -> BatchResult:
+        return read_result(self.batch_dir(batch))
+
+    def state(self, batches: Iterable[Batch]) -> CommittedState:
+        """What is committed here of ``batches``: plain data for ``reconcile``."""
+        found: CommittedState = {}
+        for batch in batches:
+            if self.is_committed(batch):
+                found[(batch.id, batch.fingerprint)] = self.result(batch).has_quarantine
+        return found
+
+    # -- changing it (the lock holder only) -----------------------------------------
+
+    def clean_stale_staging(self) -> None:
+        """Staging of earlier runs that died; safe because the caller holds the job's lock."""
+        if self.staging_root.exists():
+            for p in self.staging_root.iterdir():
+                shutil.rmtree(p, ignore_errors=True)
+
+    def drop_staging(self, run_id: str) -> None:
+        shutil.rmtree(self.staging(run_id), ignore_errors=True)
+
+    def promote(self, batch: Batch, staged: str | os.PathLike[str]) -> Path:
+        """Commit a staged attempt with one rename (a replay replaces the earlier commit)."""
+        target = self.batch_dir(batch)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            trash = target.with_name(target.name + f".old-{uuid.uuid4().hex[:6]}")
+            os.rename(target, trash)
+            os.rename(staged, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(staged, target)
+        return target
+
+    def collect_garbage(self, keep: Iterable[Batch]) -> None:
+        """Remove committed batches that are no longer part of the plan (changed inputs)."""
+        names = {self.batch_dir(b).name for b in keep}
+        if not self.committed.exists():
+            return
+        for p in self.committed.iterdir():
+            if p.name not in names:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def bucket_count(self, fixed: int | None, threads: int) -> int:
+        """The aggregate's bucket count: fixed per job once chosen, so resumed partials agree.
+
+        Four per worker thread unless ``fixed``: each reduce task then holds a quarter
+        of a thread's share of the groups (a lower peak, as fast in the reference
+        benchmark), and a straggler bucket leaves the other threads less idle.
+        """
+        if fixed:
+            return fixed
+        marker = self.root / "_buckets.json"
+        if marker.exists():
+            return int(json.loads(marker.read_text())["buckets"])
+        n = max(1, 4 * threads)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"buckets": n}))
+        return n
+
+    def has_quarantine_file(self, batch: Batch) -> bool:
+        return (self.batch_dir(batch) / QUARANTINE_FILE).exists()
