@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import sys
 
 __all__ = ["in_notebook", "show_link"]
 

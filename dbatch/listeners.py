@@ -16,7 +16,6 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Union
 
 from .core import Event, EventKind
 
@@ -65,7 +64,7 @@ class RunListener:
 
 _HOOKS = {kind: f"on_{kind.value}" for kind in EventKind}
 
-Listener = Union[RunListener, Callable[[Event], None]]
+Listener = RunListener | Callable[[Event], None]
 
 
 class Bus:

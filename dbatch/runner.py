@@ -8,8 +8,6 @@ and tells every listener what happened.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import time
 import uuid
@@ -17,18 +15,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .core import Batch, BatchResult, Event, EventKind, Part, Plan, RunStatus
+from .attempts import Attempts
+from .core import BadInputMode, Batch, BatchResult, Event, EventKind, Part, Plan, RunStatus
 from .errors import RunFailedError
-from .executors.base import Executor, Handle
+from .executors.base import Executor
 from .faults import crash_point
 from .ledger import Ledger
 from .listeners import Bus, Listener
 from .monitor.result import RunResult, RunSummary
-from .protocols import CommitsBatches, Manifested
+from .protocols import CommitsBatches
+from .publish import Publication
 from .reconcile import Action, Decision, reconcile, select
 from .redact import redact
-from .retry import Failure, Next, RetryPolicy, after_failure
-from .tasks import BatchTask, gather_quarantine
+from .retry import Failure, Next, RetryPolicy, Verdict
+from .tasks import BatchTask
 from .workarea import WorkArea
 
 if TYPE_CHECKING:
@@ -117,9 +117,7 @@ class _Run:
     def execute(self) -> None:
         records = self.ledger.batch_states(self.plan.job)
         if self.options.select is not None:  # under the lock: what is committed cannot change
-            self.plan = select(
-                self.plan, self.options.select, records, self.work.state(self.plan)
-            )
+            self.plan = select(self.plan, self.options.select, records, self.work.state(self.plan))
             self.summary.plan = self.plan
         from .monitor.progress import make_progress
 
@@ -134,7 +132,7 @@ class _Run:
             replay=self.options.replay,
         )
         todo = self._settle(records)
-        up_to_date = not todo and self._already_published()
+        up_to_date = not todo and self._publication().up_to_date()
         needs_cluster = bool(todo) or (
             self.pipeline.aggregate is not None and self.summary.publishable and not up_to_date
         )
@@ -143,9 +141,10 @@ class _Run:
         if todo:
             self._drive(todo)
         if up_to_date:
-            self._confirm_published()
+            self._publication().confirm()
         elif self.summary.failed == 0 and self.summary.publishable:
-            self._publish()
+            info = self._publication().publish()
+            self.emit(EventKind.PUBLISHED, **info)
         status = self.summary.status()
         self.emit(
             EventKind.FINISHED,
@@ -235,100 +234,64 @@ class _Run:
         executor = self.executor
         assert executor is not None
         buckets = self._buckets()
-        staging = self.work.staging(self.run_id)
-        staging.mkdir(parents=True, exist_ok=True)
+        staging = str(self.work.staging(self.run_id))
+        self.work.staging(self.run_id).mkdir(parents=True, exist_ok=True)
         executor.start(self.physical, self.physical.shared_objects())
-        attempts: dict[str, int] = {}
-        running: dict[Handle, Batch] = {}
-        waiting: list[tuple[float, int, Batch]] = []  # (due, tie-breaker, batch)
-        order = itertools.count()
-        stopping = False
-        last_beat = time.time()
 
-        def submit(batch: Batch) -> None:
-            attempts[batch.id] = n = attempts.get(batch.id, 0) + 1
-            self.emit(
-                EventKind.BATCH_STARTED,
-                batch.id,
-                fingerprint=batch.fingerprint,
-                attempt=n,
-                units=len(batch.units),
-            )
-            task = BatchTask(batch, self.run_id, str(staging), n, buckets, self.options.fault)
-            running[executor.submit(task)] = batch
+        def make_task(batch: Batch, attempt: int) -> BatchTask:
+            return BatchTask(batch, self.run_id, staging, attempt, buckets, self.options.fault)
 
-        for d in todo:
-            submit(d.batch)
-        while running or waiting:
-            while waiting and waiting[0][0] <= time.time():
-                _, _, batch = heapq.heappop(waiting)
-                if not stopping:
-                    submit(batch)
-            if not running:
-                if waiting:
-                    time.sleep(max(0.0, waiting[0][0] - time.time()))
-                continue
-            timeout = max(0.05, (waiting[0][0] if waiting else time.time() + 1.0) - time.time())
-            done = executor.wait(list(running), timeout)
-            if time.time() - last_beat > 30:
-                self.ledger.heartbeat(self.pipeline.name, self.run_id)
-                last_beat = time.time()
-            for handle in done:
-                batch = running.pop(handle)
-                n = attempts[batch.id]
-                outcome = executor.outcome(handle)
-                if outcome.result is not None:
-                    self._commit(batch, outcome.result, n)
-                    continue
-                assert outcome.failure is not None
-                verdict = after_failure(outcome.failure, n, self.policy, stopping=stopping)
-                if verdict.next is Next.RETRY:
-                    self._retrying(batch, n, outcome.failure, verdict.reason, verdict.delay)
-                    heapq.heappush(waiting, (time.time() + verdict.delay, next(order), batch))
-                    continue
-                kind = (
-                    EventKind.BATCH_QUARANTINED
-                    if verdict.next is Next.QUARANTINE
-                    else EventKind.BATCH_FAILED
-                )
-                self._failed(kind, batch, n, outcome.failure, verdict.reason)
-                if kind is EventKind.BATCH_FAILED and self.physical.mode == "fail_fast":
-                    if not stopping:
-                        stopping = True
-                        executor.cancel(list(running))
-                    for _, _, other in waiting:
-                        self._failed(
-                            EventKind.BATCH_FAILED,
-                            other,
-                            attempts[other.id],
-                            Failure(None, cancelled=True),
-                            "cancelled: fail_fast",
-                        )
-                    waiting.clear()
+        attempts = Attempts(
+            executor,
+            make_task,
+            self,
+            self.policy,
+            fail_fast=self.physical.mode == BadInputMode.FAIL_FAST,
+        )
+        attempts.run([d.batch for d in todo])
 
-    def _retrying(self, batch: Batch, n: int, failure: Failure, why: str, delay: float) -> None:
-        message = why if failure.cancelled else _short(failure.error)
+    # the AttemptHooks the attempts call back
+
+    def started(self, batch: Batch, attempt: int) -> None:
+        self.emit(
+            EventKind.BATCH_STARTED,
+            batch.id,
+            fingerprint=batch.fingerprint,
+            attempt=attempt,
+            units=len(batch.units),
+        )
+
+    def succeeded(self, batch: Batch, result: BatchResult, attempt: int) -> None:
+        self._commit(batch, result, attempt)
+
+    def retrying(self, batch: Batch, attempt: int, failure: Failure, verdict: Verdict) -> None:
+        message = verdict.reason if failure.cancelled else _short(failure.error)
         self.emit(
             EventKind.BATCH_RETRY,
             batch.id,
-            attempt=n,
-            delay=delay,
+            attempt=attempt,
+            delay=verdict.delay,
             error_class=type(failure.error).__name__,
             error_message=message,
         )
 
-    def _failed(self, kind: EventKind, batch: Batch, n: int, failure: Failure, why: str) -> None:
+    def gave_up(self, batch: Batch, attempt: int, failure: Failure, verdict: Verdict) -> None:
+        quarantined = verdict.next is Next.QUARANTINE
+        kind = EventKind.BATCH_QUARANTINED if quarantined else EventKind.BATCH_FAILED
         error = failure.error
         data: dict[str, Any] = {
             "fingerprint": batch.fingerprint,
-            "attempt": n,
+            "attempt": attempt,
             "units": len(batch.units),
             "error_class": type(error).__name__ if error is not None else "Cancelled",
-            "error_message": f"{why}: {_short(error)}" if error is not None else why,
+            "error_message": f"{verdict.reason}: {_short(error)}" if error else verdict.reason,
         }
-        if kind is EventKind.BATCH_FAILED and failure.traceback:
+        if not quarantined and failure.traceback:
             data["traceback"] = redact(failure.traceback[-4000:])
         self.emit(kind, batch.id, **data)
+
+    def alive(self) -> None:
+        self.ledger.heartbeat(self.pipeline.name, self.run_id)
 
     def _commit(self, batch: Batch, result: BatchResult, attempt: int) -> None:
         """Promote the staged batch with one rename, then record it (in that order)."""
@@ -347,98 +310,17 @@ class _Run:
         threads = self.executor.threads if self.executor is not None else 1
         return self.work.bucket_count(aggregate.buckets, threads)
 
-    # -- publishing -----------------------------------------------------------------
-
-    def _committed(self) -> list[Batch]:
-        return [b for b in self.plan if self.summary.state.get(b.id) == "committed"]
-
-    def _inputs(self) -> list[list[str]]:
-        return [[b.id, b.fingerprint] for b in self._committed()]
-
-    def _manifest(self) -> dict[str, Any] | None:
-        sink = self.pipeline.sink
-        return sink.current_manifest() if isinstance(sink, Manifested) else None
-
-    def _already_published(self) -> bool:
-        """Whether the sink's current output was published from exactly these committed batches."""
-        manifest = self._manifest()
-        return bool(manifest) and manifest.get("inputs") == self._inputs()
-
-    def _confirm_published(self) -> None:
-        self.summary.published = True
-        manifest = self._manifest()
-        self.summary.output_rows = manifest.get("output_rows") if manifest else None
-        # The driver may have died between publishing and gathering the quarantine.
-        self._gather_quarantine()()
-
-    def _publish(self) -> None:
-        committed = self._committed()
-        dirs = [self.work.batch_dir(b) for b in committed]
-        # Gathered while the reduce tasks run; put in place once the output is published.
-        put_quarantine_in_place = self._gather_quarantine()
-        if self.pipeline.aggregate is not None:
-            assert self.executor is not None
-            buckets = self._buckets()
-            staging = self.work.staging(self.run_id)
-            staging.mkdir(parents=True, exist_ok=True)
-            args = [(k, [str(d) for d in dirs], str(staging)) for k in range(buckets)]
-            keys = [f"dbatch-reduce-{self.pipeline.name}-{self.run_id}-{k}" for k in range(buckets)]
-            outputs = self.executor.reduce(self.physical, args, keys)
-            parts = [Part(f"reduce-{o['bucket']:03d}", _path(o["staging"]), o["rows"]) for o in outputs]
-            self.summary.output_rows = sum(o["rows"] for o in outputs)
-        else:
-            parts = [
-                Part(b.id, d, self.summary.rows_out_of(b.id))
-                for b, d in zip(committed, dirs, strict=True)
-            ]
-            self.summary.output_rows = sum(p.rows for p in parts)
-        crash_point("before_publish")
-        manifest = {
-            **self.summary.manifest_data(),
-            "inputs": self._inputs(),
-            "output_rows": self.summary.output_rows,
-        }
-        info = self.pipeline.sink.publish(self.run_id, parts, manifest)
-        put_quarantine_in_place()
-        self.emit(EventKind.PUBLISHED, **info)
-        self.work.collect_garbage(self.plan)
-
-    def _gather_quarantine(self) -> Callable[[], None]:
-        """Gather every committed batch's quarantined rows and files into the run's staging.
-
-        A task on the cluster when there is one (the driver never reads the rows);
-        the function returned renames the file into place, next to the work area,
-        so that it always describes the published output.
-        """
-        committed = self._committed()
-        staging = self.work.staging(self.run_id)
-        staging.mkdir(parents=True, exist_ok=True)
-        pending = staging / "quarantine.parquet"
-        args = (
-            str(self.physical.mode),
-            [(b.id, str(self.work.batch_dir(b))) for b in committed],
-            str(pending),
+    def _publication(self) -> Publication:
+        return Publication(
+            self.pipeline.name,
+            self.run_id,
+            self.plan,
+            self.summary,
+            self.work,
+            self.physical,
+            self.executor,
+            self._buckets,
         )
-        if self.executor is None:
-            rows = gather_quarantine(*args)
-            wait: Callable[[], Any] = lambda: rows  # noqa: E731
-        else:
-            key = f"dbatch-quarantine-{uuid.uuid4().hex[:12]}"
-            wait = self.executor.call(key, gather_quarantine, *args)
-
-        def put_in_place() -> None:
-            if wait():
-                pending.replace(self.work.quarantine)
-            else:
-                self.work.quarantine.unlink(missing_ok=True)
-
-        return put_in_place
-
-
-def _path(text: str) -> Any:
-    from pathlib import Path
-
-    return Path(text)
 
 
 def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:

@@ -107,7 +107,9 @@ def _stage(
     while True:
         ctx = BatchContext(batch=task.batch, run_id=task.run_id, mode=plan.mode, shared=shared)
         skipped = {key for key, _ in damaged}
-        batch = replace(task.batch, units=tuple(u for u in task.batch.units if u.key not in skipped))
+        batch = replace(
+            task.batch, units=tuple(u for u in task.batch.units if u.key not in skipped)
+        )
         for key, message in damaged:
             ctx.quarantine_file(key, "corrupt", message)
         try:

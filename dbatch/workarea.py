@@ -32,6 +32,7 @@ def read_result(directory: str | os.PathLike[str]) -> BatchResult:
     raw = json.loads((Path(directory) / RESULT_FILE).read_text())
     return BatchResult.from_dict(raw)
 
+
 #: (batch id, fingerprint) -> whether that committed batch has quarantined rows or files.
 CommittedState = dict[tuple[str, str], bool]
 

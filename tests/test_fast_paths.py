@@ -233,7 +233,7 @@ def test_what_the_statistics_prove_is_not_checked_again_row_by_row(tmp_path):
 @pytest.mark.parametrize("narrow_ids,clean", [(False, False), (True, False), (False, True)])
 def test_dropped_rows_are_counted_without_being_read(tmp_path, monkeypatch, narrow_ids, clean):
     """bad_input='drop' needs only how many rows are bad: one count per file, not the rows."""
-    import dbatch.sources.parquet_scan as parquet_scan
+    import dbatch.sources.files.scan as parquet_scan
 
     write_files(tmp_path / "in", narrow_ids=narrow_ids, clean=clean)
     p = pipeline(tmp_path / "in", bad_input="drop")

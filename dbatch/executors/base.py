@@ -45,6 +45,11 @@ class Executor(abc.ABC):
     def threads(self) -> int:
         """How many tasks can run at once."""
 
+    @property
+    def in_flight(self) -> int:
+        """How many tasks to keep submitted at once: enough that no thread waits for work."""
+        return 2 * self.threads
+
     @abc.abstractmethod
     def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None: ...
 
@@ -73,6 +78,8 @@ class Executor(abc.ABC):
 
     def finish(self) -> None:
         """The run is over: release what it holds (shared objects, the plan)."""
+        return None
 
     def close(self) -> None:
         """Close what this executor started itself (a cluster, a client)."""
+        return None

@@ -35,6 +35,10 @@ class LocalExecutor(Executor):
     def threads(self) -> int:
         return 1
 
+    @property
+    def in_flight(self) -> int:
+        return 1  # a task runs when it is submitted: one at a time
+
     def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None:
         self._plan = plan
         self._shared = {obj.token: obj.obj for obj in shared}

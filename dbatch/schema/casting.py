@@ -109,5 +109,3 @@ def _cast_plausible(arr: pa.Array, to: pa.DataType) -> tuple[pa.Array, pa.Array]
         mask[repaired] = True
         values = pc.replace_with_mask(values, pa.array(mask), pa.concat_arrays(fixed))
     return pa.array(oks, pa.bool_()), values
-
-

@@ -163,7 +163,11 @@ class OneOf(Rule):
     def _literal(self, value: Any) -> str | None:
         if pa.types.is_string(self.type) and isinstance(value, str):
             return quote_literal(value)
-        if pa.types.is_integer(self.type) and isinstance(value, int) and not isinstance(value, bool):
+        if (
+            pa.types.is_integer(self.type)
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
             return repr(value)
         if pa.types.is_boolean(self.type) and isinstance(value, bool):
             return "TRUE" if value else "FALSE"

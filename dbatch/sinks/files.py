@@ -11,8 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import JobSpecError
 from ..arrow import as_arrow
+from ..errors import JobSpecError
 from .base import (
     Part,
     PublishedDirectory,

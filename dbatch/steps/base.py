@@ -134,9 +134,7 @@ class Map(Step):
         return ["map", self.on, *function_token(self.func)]
 
     @classmethod
-    def from_config(
-        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
-    ) -> Map:
+    def from_config(cls, value: Any, *, key: str, file: str | None, base_dir: Path | None) -> Map:
         """``map: pkg.module:func`` or ``map: {function: pkg.module:func, on: arrow}``."""
         from ..registry import function_from_config
 

@@ -46,7 +46,9 @@ class Filter(RelationStep):
         return ["filter", self.where]
 
     @classmethod
-    def from_config(cls, value: Any, *, key: str, file: str | None, base_dir: Path | None) -> Filter:
+    def from_config(
+        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
+    ) -> Filter:
         """``filter: "status = 'settled'"``."""
         if isinstance(value, Mapping):
             return build(cls, value, key=key, file=file, base_dir=base_dir)
@@ -87,7 +89,9 @@ class Derive(RelationStep):
         return ["derive", sorted(self.columns.items())]
 
     @classmethod
-    def from_config(cls, value: Any, *, key: str, file: str | None, base_dir: Path | None) -> Derive:
+    def from_config(
+        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
+    ) -> Derive:
         """``derive: {day: "CAST(ts AS DATE)"}``."""
         if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
             raise JobSpecError(

@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..context import BatchContext
-from ..core import BadInputMode, Batch
-from ..engine import Relation, query, quote_literal, quote_name
-from ..schema import ColumnStats, row_json
+from ...context import BatchContext
+from ...core import BadInputMode, Batch
+from ...engine import Relation, query, quote_literal, quote_name
+from ...schema import ColumnStats, row_json
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
-    from ..schema import Schema
-    from .files import Files
+    from ...schema import Schema
+    from .source import Files
 
 __all__ = ["scan_obstacle", "parquet_scan", "damaged_file"]
 
@@ -91,7 +91,7 @@ def damaged_file(source: Files, batch: Batch, error: BaseException) -> str | Non
             return unit.key
     import duckdb
 
-    from ..engine import query_batches
+    from ...engine import query_batches
 
     schema = source.schema
     assert schema is not None

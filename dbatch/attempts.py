@@ -1,0 +1,131 @@
+"""The attempts of a run: submit batches, wait, retry what the verdict says, stop on fail_fast.
+
+``Attempts`` knows nothing of commits, the ledger or events: it calls back the
+runner (``AttemptHooks``) when an attempt starts, succeeds, will be retried or
+fails for good. At most ``max_in_flight`` batches are submitted at a time, so a
+run of many batches keeps the cluster busy without flooding the scheduler.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .core import Batch, BatchResult
+from .executors.base import Executor, Handle
+from .retry import Failure, Next, RetryPolicy, Verdict, after_failure
+from .tasks import BatchTask
+
+__all__ = ["Attempts", "AttemptHooks"]
+
+
+class AttemptHooks(Protocol):
+    """What the runner does at each turn of an attempt."""
+
+    def started(self, batch: Batch, attempt: int) -> None: ...
+
+    def succeeded(self, batch: Batch, result: BatchResult, attempt: int) -> None: ...
+
+    def retrying(self, batch: Batch, attempt: int, failure: Failure, verdict: Verdict) -> None: ...
+
+    def gave_up(self, batch: Batch, attempt: int, failure: Failure, verdict: Verdict) -> None: ...
+
+    def alive(self) -> None:
+        """Called at least every ``heartbeat`` seconds while attempts run."""
+        ...
+
+
+@dataclass
+class _State:
+    attempts: dict[str, int]
+    running: dict[Handle, Batch]
+    waiting: list[tuple[float, int, Batch]]  # (due, tie-breaker, batch)
+    pending: list[Batch]
+    stopping: bool = False
+
+
+class Attempts:
+    """Runs ``batches`` on ``executor`` until each has succeeded or been given up."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        make_task: Callable[[Batch, int], BatchTask],
+        hooks: AttemptHooks,
+        policy: RetryPolicy,
+        *,
+        fail_fast: bool = False,
+        max_in_flight: int | None = None,
+        heartbeat: float = 30.0,
+    ):
+        self.executor = executor
+        self.make_task = make_task
+        self.hooks = hooks
+        self.policy = policy
+        self.fail_fast = fail_fast
+        self.max_in_flight = max_in_flight or max(1, executor.in_flight)
+        self.heartbeat = heartbeat
+        self._order = itertools.count()
+
+    def run(self, batches: Sequence[Batch]) -> None:
+        state = _State({}, {}, [], list(reversed(batches)))
+        beat = time.time()
+        while state.pending or state.running or state.waiting:
+            self._submit_due(state)
+            if not state.running:
+                if state.waiting:
+                    time.sleep(max(0.0, state.waiting[0][0] - time.time()))
+                continue
+            due = state.waiting[0][0] if state.waiting else time.time() + 1.0
+            done = self.executor.wait(list(state.running), max(0.05, due - time.time()))
+            if time.time() - beat > self.heartbeat:
+                self.hooks.alive()
+                beat = time.time()
+            for handle in done:
+                self._ended(state, handle)
+
+    def _submit_due(self, state: _State) -> None:
+        now = time.time()
+        while state.waiting and state.waiting[0][0] <= now and not state.stopping:
+            _, _, batch = heapq.heappop(state.waiting)
+            self._submit(state, batch)
+        while state.pending and len(state.running) < self.max_in_flight and not state.stopping:
+            self._submit(state, state.pending.pop())
+
+    def _submit(self, state: _State, batch: Batch) -> None:
+        state.attempts[batch.id] = n = state.attempts.get(batch.id, 0) + 1
+        self.hooks.started(batch, n)
+        state.running[self.executor.submit(self.make_task(batch, n))] = batch
+
+    def _ended(self, state: _State, handle: Handle) -> None:
+        batch = state.running.pop(handle)
+        n = state.attempts[batch.id]
+        outcome = self.executor.outcome(handle)
+        if outcome.result is not None:
+            self.hooks.succeeded(batch, outcome.result, n)
+            return
+        assert outcome.failure is not None
+        verdict = after_failure(outcome.failure, n, self.policy, stopping=state.stopping)
+        if verdict.next is Next.RETRY:
+            self.hooks.retrying(batch, n, outcome.failure, verdict)
+            heapq.heappush(state.waiting, (time.time() + verdict.delay, next(self._order), batch))
+            return
+        self.hooks.gave_up(batch, n, outcome.failure, verdict)
+        if verdict.next is Next.FAIL and self.fail_fast and not state.stopping:
+            self._stop(state)
+
+    def _stop(self, state: _State) -> None:
+        """fail_fast: cancel what runs, give up what waits or was never submitted."""
+        state.stopping = True
+        self.executor.cancel(list(state.running))
+        cancelled = Verdict(Next.FAIL, "cancelled: fail_fast")
+        never = [(b, state.attempts.get(b.id, 0)) for _, _, b in state.waiting]
+        never += [(b, 0) for b in reversed(state.pending)]
+        state.waiting.clear()
+        state.pending.clear()
+        for batch, n in never:
+            self.hooks.gave_up(batch, n, Failure(None, cancelled=True), cancelled)

@@ -1,0 +1,79 @@
+"""Parquet files read whole by pyarrow (the load path; ``scan`` reads them inside a query)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ...context import BatchContext
+from ...schema import row_json
+from .columns import check_columns
+
+if TYPE_CHECKING:
+    from .source import Files
+
+__all__ = ["read_parquet"]
+
+
+def read_parquet(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Table | None:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data), use_threads=False)
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as e:
+        ctx.quarantine_file(key, "corrupt", f"not a readable Parquet file: {e}")
+        return None
+    if source.schema is None:
+        ctx.read_rows(table.num_rows)
+        return table
+    ctx.read_rows(table.num_rows)
+    if not check_columns(source, key, table.column_names, ctx, table.num_rows):
+        return None
+    table = table.select(source.schema.names)
+    target = source.schema.arrow()
+    for name, typ in zip(target.names, target.types, strict=True):
+        have = table.schema.field(name).type
+        if have == typ:
+            continue
+        if _widening(have, typ):
+            table = table.set_column(
+                table.schema.get_field_index(name), name, pc.cast(table[name], typ)
+            )
+            continue
+        ctx.rows_in -= table.num_rows
+        ctx.quarantine_file(
+            key,
+            "schema_drift",
+            f"column '{name}' is {have}, the schema says {typ}; "
+            "fix the writer upstream or change the declared type",
+        )
+        return None
+    lines = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    return source.schema.check_constraints(table, ctx, key, _rows_as_json(table), lines)
+
+
+def _rows_as_json(table: pa.Table):
+    """Row numbers -> the rows as JSON text (for formats without raw lines)."""
+
+    def raw_of(numbers: list) -> list:
+        rows = table.take([n for n in numbers]).to_pylist()
+        return [row_json(r) for r in rows]
+
+    return raw_of
+
+
+def _widening(have: pa.DataType, want: pa.DataType) -> bool:
+    if pa.types.is_integer(have) and pa.types.is_integer(want):
+        return want.bit_width >= have.bit_width
+    if pa.types.is_integer(have) and pa.types.is_floating(want):
+        return True
+    if pa.types.is_floating(have) and pa.types.is_floating(want):
+        return want.bit_width >= have.bit_width
+    if pa.types.is_timestamp(have) and pa.types.is_timestamp(want):
+        return True
+    if pa.types.is_dictionary(have) and pa.types.is_string(want):
+        return True
+    return pa.types.is_large_string(have) and pa.types.is_string(want)

@@ -1,0 +1,247 @@
+"""Files as a source: CSV, Parquet and JSON lines, local or any fsspec URL, with bad input kept."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+
+from ...context import BatchContext
+from ...core import BadInputMode, Batch, Unit
+from ...engine import Relation
+from ...errors import JobSpecError, SourceError
+from ...redact import redact
+from ...schema import Schema
+from .columns import concat
+from .listing import list_units
+
+__all__ = ["Files"]
+
+_FORMATS = {"csv", "parquet", "jsonl"}
+_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+
+
+@dataclass(frozen=True)
+class Files:
+    """Files matched by a glob pattern (or a list of paths), one unit per file.
+
+    Parameters
+    ----------
+    path
+        A path, glob pattern or fsspec URL (``"landing/*.csv"``,
+        ``"s3://bucket/2026-*/*.parquet"``), or a list of them.
+    format
+        ``csv``, ``parquet`` or ``jsonl``; inferred from the file suffix when omitted
+        (``.gz`` and other compression suffixes are looked through).
+    schema
+        Declared columns: ``{"amount": "float64", "id": {"type": "string", "unique": True}}``.
+        With a schema, missing columns quarantine the file, values that do not parse
+        and broken constraints quarantine the row, and nothing is silently coerced.
+    delimiter, encoding
+        CSV options.
+    time_pattern
+        A regular expression with one group holding an ISO date or timestamp in the
+        path (``r"(\\d{4}-\\d{2}-\\d{2})"``); used by time-window batching. The file's
+        modification time is used otherwise.
+    storage_options
+        Passed to fsspec (credentials never appear in messages or the ledger).
+
+    Examples
+    --------
+    >>> src = Files("landing/*.csv", schema={"account": "string", "amount": "float64"})
+    """
+
+    path: str | Sequence[str]
+    format: str | None = None
+    schema: Schema | Mapping[str, Any] | None = None
+    delimiter: str = ","
+    encoding: str = "utf8"
+    time_pattern: str | None = None
+    source_column: str | None = None
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.format is not None and self.format not in _FORMATS:
+            raise JobSpecError(
+                f"unknown file format {self.format!r}; use one of {sorted(_FORMATS)}",
+                key="source.format",
+            )
+        object.__setattr__(self, "schema", Schema.from_mapping(self.schema))
+        if self.time_pattern is not None:
+            try:
+                re.compile(self.time_pattern)
+            except re.error as e:
+                raise JobSpecError(
+                    f"not a regular expression: {e}", key="source.time_pattern"
+                ) from None
+
+    # -- planning, on the client ------------------------------------------------
+
+    def describe(self) -> str:
+        return f"files {_redact(repr(self.path))}"
+
+    def __repr__(self) -> str:
+        # Paths may hold credentials (s3://key:secret@bucket/...), storage options usually do.
+        n = len(self.storage_options)
+        hidden = f", storage_options=<{n} hidden>" if n else ""
+        return f"Files({_redact(repr(self.path))}, format={self.format!r}{hidden})"
+
+    def token(self) -> list[Any]:
+        return [
+            "files",
+            self.format,
+            self.schema.token() if self.schema else None,
+            self.delimiter,
+            self.encoding,
+            self.source_column,
+        ]
+
+    def list_units(self) -> list[Unit]:
+        return list_units(self)
+
+    # -- loading, on a worker ---------------------------------------------------
+
+    def scan_obstacle(self, mode: BadInputMode) -> str | None:
+        """None when batches may be read inside their first query; else why not."""
+        from .scan import scan_obstacle
+
+        return scan_obstacle(self, mode)
+
+    def scan(self, batch: Batch, ctx: BatchContext) -> Relation | None:
+        """The batch as a DuckDB relation over its local Parquet files, when that is exact.
+
+        The rows are counted and the bad ones quarantined already; None when the
+        files' footers say ``load`` must read the batch.
+        """
+        from .scan import parquet_scan
+
+        return parquet_scan(self, batch, ctx)
+
+    def damaged_file(self, batch: Batch, error: BaseException) -> str | None:
+        """The file of ``batch`` that a scan's error names as unreadable, if it names one."""
+        from .scan import damaged_file
+
+        return damaged_file(self, batch, error)
+
+    def load(self, batch: Batch, ctx: BatchContext) -> pa.Table:
+        tables = []
+        for unit in batch.units:
+            table = self._load_unit(unit.key, ctx)
+            if table is None:
+                continue
+            if self.source_column:
+                table = table.append_column(
+                    self.source_column, pa.array([unit.key] * table.num_rows, pa.string())
+                )
+            tables.append(table)
+        if not tables:
+            return self._empty()
+        return concat(tables, ctx, batch)
+
+    def _empty(self) -> pa.Table:
+        if self.schema is not None:
+            schema = self.schema.arrow()
+            if self.source_column:
+                schema = schema.append(pa.field(self.source_column, pa.string()))
+            return schema.empty_table()
+        return pa.table({})
+
+    def format_of(self, key: str) -> str:
+        """``csv``, ``parquet`` or ``jsonl``: the declared format, else the one of the suffix."""
+        if self.format:
+            return self.format
+        name = key.lower()
+        for comp in (".gz", ".bz2", ".xz", ".zst", ".zstd"):
+            if name.endswith(comp):
+                name = name[: -len(comp)]
+        for suffix, fmt in _SUFFIXES.items():
+            if name.endswith(suffix):
+                return fmt
+        raise JobSpecError(
+            f"cannot tell the format of {key!r} from its name; set format: csv, parquet or jsonl",
+            key="source.format",
+        )
+
+    def _open(self, key: str):
+        return fsspec.open(key, "rb", compression="infer", **dict(self.storage_options))
+
+    def _load_unit(self, key: str, ctx: BatchContext) -> pa.Table | None:
+        fmt = self.format_of(key)
+        failure = None
+        try:
+            with self._open(key) as f:
+                data = f.read()
+        except FileNotFoundError:
+            ctx.quarantine_file(key, "missing", "the file disappeared after planning")
+            return None
+        except (EOFError, OSError, ValueError) as e:
+            if _is_io_blip(e):
+                raise
+            ctx.quarantine_file(key, "corrupt", f"cannot decompress or read: {e}")
+            return None
+        except Exception as e:  # noqa: BLE001 - a client library's own error (aiohttp, botocore)
+            # Replaced by our own error, raised outside this block so it carries no context:
+            # those may not pickle back to the client, and their repr can hold credentials.
+            failure = _portable_error(e, key)
+        if failure is not None:
+            raise failure
+        if len(data) == 0:
+            ctx.quarantine_file(key, "empty", "the file is empty")
+            return None
+        return _READERS[fmt](self, key, data, ctx)
+
+
+def _read_csv(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Table | None:
+    from .csv import read_csv
+
+    return read_csv(source, key, data, ctx)
+
+
+def _read_parquet(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Table | None:
+    from .parquet import read_parquet
+
+    return read_parquet(source, key, data, ctx)
+
+
+def _read_jsonl(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Table | None:
+    from .jsonl import read_jsonl
+
+    return read_jsonl(source, key, data, ctx)
+
+
+_READERS = {"csv": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl}
+
+
+def _is_io_blip(e: BaseException) -> bool:
+    return isinstance(e, (ConnectionError, TimeoutError)) or (
+        isinstance(e, OSError)
+        and not isinstance(e, (EOFError,))
+        and "gzip" not in str(e).lower()
+        and "compress" not in str(e).lower()
+        and "magic" not in str(e).lower()
+        and "CRC" not in str(e)
+        and "end-of-stream" not in str(e)
+    )
+
+
+def _portable_error(e: BaseException, key: str) -> Exception:
+    """A picklable error without credentials, transient when ``e`` is (an HTTP 503, say)."""
+    from ...errors import TransientError, is_transient
+
+    message = f"reading {_redact(key)!r} failed: {type(e).__name__}: {_redact(str(e))[:500]}"
+    return TransientError(message) if is_transient(e) else SourceError(message)
+
+
+_redact = redact  # the name used throughout this module
