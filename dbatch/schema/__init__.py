@@ -1,7 +1,9 @@
 """Declared table schemas: column types and row rules (``Schema``, ``Column``, ``parse_type``)."""
 
-from .model import DUCKDB_TYPES, Column, RawText, Schema, parse_type, row_json
+from .casting import DEFAULT_NULLS
+from .model import DUCKDB_TYPES, Column, QuarantinesRows, RawText, Schema, null_markers, row_json
 from .rules import ColumnStats, Rule
+from .types import TYPES, parse_type, type_name
 
 __all__ = [
     "Schema",
@@ -9,7 +11,12 @@ __all__ = [
     "Rule",
     "ColumnStats",
     "parse_type",
+    "type_name",
     "row_json",
     "RawText",
     "DUCKDB_TYPES",
+    "DEFAULT_NULLS",
+    "TYPES",
+    "QuarantinesRows",
+    "null_markers",
 ]

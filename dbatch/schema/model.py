@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..context import BatchContext
 from ..errors import JobSpecError
-from .casting import cast_column, cast_rowwise
+from .casting import cast_column, cast_rowwise, is_text, nulls_for, with_nulls
 from .rules import AtLeast, AtMost, ColumnStats, NotNull, OneOf, Rule, Unique
+from .types import parse_type, type_name
 
-__all__ = ["Column", "Schema", "parse_type", "row_json", "RawText", "DUCKDB_TYPES"]
+__all__ = [
+    "Column",
+    "Schema",
+    "parse_type",
+    "row_json",
+    "RawText",
+    "DUCKDB_TYPES",
+    "QuarantinesRows",
+    "null_markers",
+]
 
 _ENCODER = json.JSONEncoder(default=str)
 
@@ -28,37 +38,11 @@ def row_json(row: Mapping[str, Any]) -> str:
 #: Turns line (or row) numbers of a file into the raw text of those rows.
 RawText = Callable[[list], list]
 
-_ALIASES = {
-    "int": "int64",
-    "integer": "int64",
-    "float": "float64",
-    "double": "float64",
-    "str": "string",
-    "text": "string",
-    "boolean": "bool",
-    "date": "date32",
-    "timestamp": "timestamp[us]",
-    "datetime": "timestamp[us]",
-}
-
-
-def parse_type(name: str | pa.DataType, *, key: str = "type") -> pa.DataType:
-    """``'int64'``, ``'float'``, ``'timestamp[s]'``, ``'date'`` ... -> a pyarrow type."""
-    if isinstance(name, pa.DataType):
-        return name
-    alias = _ALIASES.get(str(name).strip().lower(), str(name).strip())
-    try:
-        return pa.type_for_alias(alias)
-    except (ValueError, KeyError):
-        raise JobSpecError(
-            f"unknown column type {name!r}; use one of int64, int32, float64, string, bool, "
-            "date, timestamp, timestamp[s], timestamp[ms]",
-            key=key,
-        ) from None
-
 
 @dataclass(frozen=True)
 class Column:
+    """One declared column: its type, its rules, and the text that reads as null in it."""
+
     name: str
     type: pa.DataType
     not_null: bool = False
@@ -66,6 +50,7 @@ class Column:
     max: float | None = None
     allowed: tuple[Any, ...] | None = None
     unique: bool = False
+    null_values: tuple[str, ...] | None = None
 
     def rules(self) -> list[Rule]:
         """The column's rules, in the order a broken one is reported."""
@@ -85,6 +70,8 @@ class Column:
     @property
     def duckdb_type(self) -> str | None:
         """The DuckDB type that reads back as exactly this Arrow type, if there is one."""
+        if pa.types.is_decimal128(self.type):
+            return f"DECIMAL({self.type.precision}, {self.type.scale})"
         return DUCKDB_TYPES.get(self.type)
 
 
@@ -100,10 +87,30 @@ DUCKDB_TYPES: dict[pa.DataType, str] = {
     pa.bool_(): "BOOLEAN",
     pa.date32(): "DATE",
     pa.timestamp("us"): "TIMESTAMP",
+    pa.uint8(): "UTINYINT",
+    pa.uint16(): "USMALLINT",
+    pa.uint32(): "UINTEGER",
+    pa.uint64(): "UBIGINT",
+    pa.time64("us"): "TIME",
 }
 
 
-_COLUMN_KEYS = {"type", "not_null", "min", "max", "allowed", "unique"}
+class QuarantinesRows(Protocol):
+    """Where rows that break a rule go: a batch's context (or a stand-in that records them)."""
+
+    mode: Any
+
+    def quarantine_rows(
+        self,
+        source: str,
+        kind: str,
+        reasons: Sequence[str] | str,
+        raw: Sequence[str | None],
+        lines: Sequence[int | None] | None = None,
+    ) -> None: ...
+
+
+_COLUMN_KEYS = {"type", "not_null", "min", "max", "allowed", "unique", "null_values"}
 
 
 @dataclass(frozen=True)
@@ -114,55 +121,26 @@ class Schema:
     """
 
     columns: tuple[Column, ...] = field(default_factory=tuple)
+    #: The source's null markers, for columns that declare none of their own.
+    null_values: tuple[str, ...] | None = None
 
     @classmethod
-    def from_mapping(cls, spec: Mapping[str, Any] | Schema | None) -> Schema | None:
-        if spec is None or isinstance(spec, Schema):
-            return spec
+    def from_mapping(
+        cls, spec: Mapping[str, Any] | Schema | None, null_values: Sequence[str] | None = None
+    ) -> Schema | None:
+        """A schema from a job file's mapping (or a Schema, or None)."""
+        markers = null_markers(null_values, key="null_values")
+        if spec is None:
+            return None
+        if isinstance(spec, Schema):
+            return spec if markers is None else dataclasses.replace(spec, null_values=markers)
         if not isinstance(spec, Mapping):
             raise JobSpecError(
                 "a schema is a mapping of column name to a type or to "
-                "{type, not_null, min, max, allowed, unique}",
+                "{type, not_null, min, max, allowed, unique, null_values}",
                 key="schema",
             )
-        cols = []
-        for name, value in spec.items():
-            if isinstance(value, (str, pa.DataType)):
-                cols.append(Column(str(name), parse_type(value, key=f"schema.{name}")))
-                continue
-            if not isinstance(value, Mapping) or "type" not in value:
-                raise JobSpecError(
-                    "expected a type name or a mapping with a 'type'", key=f"schema.{name}"
-                )
-            unknown = set(value) - _COLUMN_KEYS
-            if unknown:
-                raise JobSpecError(
-                    f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_COLUMN_KEYS)}",
-                    key=f"schema.{name}",
-                )
-            for flag in ("not_null", "unique"):
-                if not isinstance(value.get(flag, False), bool):
-                    raise JobSpecError(
-                        f"expected true or false, got {value[flag]!r}", key=f"schema.{name}.{flag}"
-                    )
-            allowed = value.get("allowed")
-            if allowed is not None and not isinstance(allowed, (list, tuple)):
-                raise JobSpecError(
-                    f"expected a list of values such as [USD, EUR], got {allowed!r}",
-                    key=f"schema.{name}.allowed",
-                )
-            cols.append(
-                Column(
-                    str(name),
-                    parse_type(value["type"], key=f"schema.{name}.type"),
-                    not_null=value.get("not_null", False),
-                    min=value.get("min"),
-                    max=value.get("max"),
-                    allowed=tuple(allowed) if allowed is not None else None,
-                    unique=value.get("unique", False),
-                )
-            )
-        return cls(tuple(cols))
+        return cls(tuple(_column(str(n), v) for n, v in spec.items()), null_values=markers)
 
     @property
     def names(self) -> list[str]:
@@ -172,10 +150,16 @@ class Schema:
         return pa.schema([(c.name, c.type) for c in self.columns])
 
     def token(self) -> list[Any]:
+        # Markers only when declared: a schema without them keeps the token it had.
         return [
             (c.name, str(c.type), c.not_null, c.min, c.max, c.allowed, c.unique)
+            + ((c.null_values,) if c.null_values is not None else ())
             for c in self.columns
-        ]
+        ] + ([("null_values", self.null_values)] if self.null_values is not None else [])
+
+    def markers(self, col: Column) -> tuple[str, ...]:
+        """The text that reads as null in ``col`` (see ``nulls_for``)."""
+        return nulls_for(col.type, col.null_values, self.null_values)
 
     # -- the rules in SQL and in file statistics ---------------------------------
 
@@ -217,7 +201,7 @@ class Schema:
     # -- row-level enforcement ------------------------------------------------
 
     def cast_strings(
-        self, table: pa.Table, ctx: BatchContext, source: str, raw_of: RawText, lines: pa.Array
+        self, table: pa.Table, ctx: QuarantinesRows, source: str, raw_of: RawText, lines: pa.Array
     ) -> tuple[pa.Table, pa.Array]:
         """Cast string columns to their declared types; rows that do not parse are quarantined.
 
@@ -229,9 +213,9 @@ class Schema:
         reasons: dict[int, str] = {}
         casted = {}
         for col in self.columns:
-            arr = table.column(col.name).combine_chunks()
-            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                casted[col.name] = arr
+            arr = with_nulls(table.column(col.name).combine_chunks(), self.markers(col))
+            if is_text(col.type):
+                casted[col.name] = arr if col.type == arr.type else arr.cast(col.type)
                 continue
             try:
                 casted[col.name] = cast_column(arr, col.type)
@@ -243,7 +227,8 @@ class Schema:
             for i in pc.indices_nonzero(pc.invert(ok)).to_pylist():
                 reasons.setdefault(
                     i,
-                    f"column '{col.name}': value {arr[i].as_py()!r} is not a valid {col.type}",
+                    f"column '{col.name}': value {arr[i].as_py()!r} is not a valid "
+                    f"{type_name(col.type)}",
                 )
             bad = pc.or_(bad, pc.invert(ok))
         out = pa.table(casted)
@@ -256,7 +241,7 @@ class Schema:
         return out, lines
 
     def check_constraints(
-        self, table: pa.Table, ctx: BatchContext, source: str, raw_of: RawText, lines: pa.Array
+        self, table: pa.Table, ctx: QuarantinesRows, source: str, raw_of: RawText, lines: pa.Array
     ) -> pa.Table:
         """Quarantine rows that break not_null, min/max, allowed or unique.
 
@@ -296,3 +281,54 @@ class Schema:
         keep = np.ones(table.num_rows, dtype=bool)
         keep[idx] = False
         return table.filter(pa.array(keep))
+
+
+def null_markers(value: Any, *, key: str) -> tuple[str, ...] | None:
+    """``null_values`` as given in a job file: a list of text markers (or None)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise JobSpecError(f'expected a list of text such as ["", NA, "-"], got {value!r}', key=key)
+    if not all(isinstance(v, str) for v in value):
+        raise JobSpecError(
+            f"every null marker is text (quote numbers: '-999'), got {list(value)!r}", key=key
+        )
+    return tuple(value)
+
+
+def _column(name: str, value: Any) -> Column:
+    """One column of a schema mapping: a type name, or a mapping with a type and rules."""
+    if isinstance(value, (str, pa.DataType)):
+        return Column(name, parse_type(value, key=f"schema.{name}"))
+    if not isinstance(value, Mapping) or "type" not in value:
+        raise JobSpecError("expected a type name or a mapping with a 'type'", key=f"schema.{name}")
+    unknown = set(value) - _COLUMN_KEYS
+    if unknown:
+        from ..registry import did_you_mean
+
+        raise JobSpecError(
+            f"unknown key(s) {sorted(unknown)}{did_you_mean(sorted(unknown), _COLUMN_KEYS)}; "
+            f"allowed: {sorted(_COLUMN_KEYS)}",
+            key=f"schema.{name}",
+        )
+    for flag in ("not_null", "unique"):
+        if not isinstance(value.get(flag, False), bool):
+            raise JobSpecError(
+                f"expected true or false, got {value[flag]!r}", key=f"schema.{name}.{flag}"
+            )
+    allowed = value.get("allowed")
+    if allowed is not None and not isinstance(allowed, (list, tuple)):
+        raise JobSpecError(
+            f"expected a list of values such as [USD, EUR], got {allowed!r}",
+            key=f"schema.{name}.allowed",
+        )
+    return Column(
+        name,
+        parse_type(value["type"], key=f"schema.{name}.type"),
+        not_null=value.get("not_null", False),
+        min=value.get("min"),
+        max=value.get("max"),
+        allowed=tuple(allowed) if allowed is not None else None,
+        unique=value.get("unique", False),
+        null_values=null_markers(value.get("null_values"), key=f"schema.{name}.null_values"),
+    )

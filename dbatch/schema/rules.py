@@ -93,7 +93,11 @@ class _Bound(Rule):
         value = self.bound
         if isinstance(value, bool):
             return None
-        numeric = pa.types.is_integer(self.type) or pa.types.is_floating(self.type)
+        numeric = (
+            pa.types.is_integer(self.type)
+            or pa.types.is_floating(self.type)
+            or pa.types.is_decimal(self.type)
+        )
         if isinstance(value, (int, float)) and numeric:
             return repr(value) if math.isfinite(value) else None
         if isinstance(value, str) and pa.types.is_string(self.type):

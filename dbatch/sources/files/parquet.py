@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...context import BatchContext
-from ...schema import row_json
+from ...schema import row_json, type_name
+from ...schema.types import widens
 from .columns import check_columns
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def read_parquet(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.
         have = table.schema.field(name).type
         if have == typ:
             continue
-        if _widening(have, typ):
+        if widens(have, typ):
             table = table.set_column(
                 table.schema.get_field_index(name), name, pc.cast(table[name], typ)
             )
@@ -47,8 +48,8 @@ def read_parquet(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.
         ctx.quarantine_file(
             key,
             "schema_drift",
-            f"column '{name}' is {have}, the schema says {typ}; "
-            "fix the writer upstream or change the declared type",
+            f"column '{name}' is {type_name(have)} in the file, the schema says "
+            f"{type_name(typ)}; fix the writer upstream or change the declared type",
         )
         return None
     lines = pa.array(np.arange(table.num_rows, dtype=np.int64))
@@ -63,17 +64,3 @@ def _rows_as_json(table: pa.Table):
         return [row_json(r) for r in rows]
 
     return raw_of
-
-
-def _widening(have: pa.DataType, want: pa.DataType) -> bool:
-    if pa.types.is_integer(have) and pa.types.is_integer(want):
-        return want.bit_width >= have.bit_width
-    if pa.types.is_integer(have) and pa.types.is_floating(want):
-        return True
-    if pa.types.is_floating(have) and pa.types.is_floating(want):
-        return want.bit_width >= have.bit_width
-    if pa.types.is_timestamp(have) and pa.types.is_timestamp(want):
-        return True
-    if pa.types.is_dictionary(have) and pa.types.is_string(want):
-        return True
-    return pa.types.is_large_string(have) and pa.types.is_string(want)

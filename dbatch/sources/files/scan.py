@@ -202,6 +202,10 @@ def _exact_widening(have: pa.DataType, want: pa.DataType) -> bool:
         return same_sign and want.bit_width >= have.bit_width
     if pa.types.is_floating(have) and pa.types.is_floating(want):
         return want.bit_width >= have.bit_width
+    if pa.types.is_decimal(have) and pa.types.is_decimal(want):  # exact in both engines
+        return want.scale >= have.scale and (
+            want.precision - want.scale >= have.precision - have.scale
+        )
     if pa.types.is_string(want):
         return pa.types.is_large_string(have) or (
             pa.types.is_dictionary(have) and pa.types.is_string(have.value_type)

@@ -15,7 +15,7 @@ from ...core import BadInputMode, Batch, Unit
 from ...engine import Relation
 from ...errors import JobSpecError, SourceError
 from ...redact import redact
-from ...schema import Schema
+from ...schema import Schema, null_markers
 from .columns import concat
 from .listing import list_units
 
@@ -57,6 +57,14 @@ class Files:
         modification time is used otherwise.
     storage_options
         Passed to fsspec (credentials never appear in messages or the ledger).
+    null_values
+        Text that reads as a missing value, in every column that declares no markers
+        of its own (``schema: {x: {type: float64, null_values: [-999]}}``). Default:
+        Arrow's markers (``""``, ``NA``, ``N/A``, ``NULL``, ``NaN``, ``null``...) in
+        columns that are not strings; string columns keep their text as it is.
+    multiline
+        CSV fields may hold line breaks inside quotes. By default a record is one
+        line, and a line whose quote never closes is a bad row on its own.
 
     Examples
     --------
@@ -71,6 +79,8 @@ class Files:
     time_pattern: str | None = None
     source_column: str | None = None
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    null_values: Sequence[str] | None = None
+    multiline: bool = False
 
     def __post_init__(self):
         if self.format is not None and self.format not in _FORMATS:
@@ -78,7 +88,9 @@ class Files:
                 f"unknown file format {self.format!r}; use one of {sorted(_FORMATS)}",
                 key="source.format",
             )
-        object.__setattr__(self, "schema", Schema.from_mapping(self.schema))
+        markers = null_markers(self.null_values, key="source.null_values")
+        object.__setattr__(self, "null_values", markers)
+        object.__setattr__(self, "schema", Schema.from_mapping(self.schema, markers))
         if self.time_pattern is not None:
             try:
                 re.compile(self.time_pattern)
@@ -106,6 +118,9 @@ class Files:
             self.delimiter,
             self.encoding,
             self.source_column,
+            # Only when set: jobs that set neither keep the fingerprints they had.
+            *([["null_values", list(self.null_values)]] if self.null_values is not None else []),
+            *([["multiline", True]] if self.multiline else []),
         ]
 
     def list_units(self) -> list[Unit]:

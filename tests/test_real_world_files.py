@@ -1,0 +1,238 @@
+"""Real-world files without surprises: null markers, every Arrow type, one record per line."""
+
+from __future__ import annotations
+
+import decimal
+import gzip
+import json
+from datetime import UTC, datetime, time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dbatch import ByCount, Files, JobSpecError, ParquetSink, Pipeline
+from dbatch.context import BatchContext
+from dbatch.schema import parse_type
+
+
+def load(source: Files):
+    """Every batch of ``source`` loaded in this process: (table, context) of the first."""
+    pipeline = Pipeline(source, ParquetSink("out"), batching=ByCount(100))
+    batch = pipeline.plan()[0]
+    ctx = BatchContext(batch=batch)
+    return pipeline.physical(aggregate=False).run(batch, ctx), ctx
+
+
+def balanced(ctx: BatchContext, table: pa.Table) -> bool:
+    return ctx.rows_in == table.num_rows + ctx.rows_filtered + ctx.rows_quarantined
+
+
+# -- 1. missing values -----------------------------------------------------------------
+
+FLIGHTS = (
+    "flight,dep_delay,cancelled,carrier\n"
+    "1,5,0,AA\n"
+    "2,NA,1,NA\n"  # a cancelled flight: no delay; the carrier is the text 'NA'
+    "3,,1,UA\n"
+    "4,-3,0,\n"
+)
+
+
+def test_null_markers_mean_the_same_with_and_without_a_schema(tmp_path):
+    (tmp_path / "f.csv").write_text(FLIGHTS)
+    untyped, _ = load(Files(str(tmp_path / "f.csv")))
+    typed, ctx = load(
+        Files(
+            str(tmp_path / "f.csv"),
+            schema={"flight": "int64", "dep_delay": "float64", "cancelled": "int8", "carrier": "string"},
+        )
+    )
+    assert ctx.rows_quarantined == 0  # a declared type plus a null marker is a null, not a bad row
+    assert typed["dep_delay"].to_pylist() == untyped["dep_delay"].to_pylist() == [5, None, None, -3]
+    # A string column keeps its text, as Arrow does without a schema.
+    assert typed["carrier"].to_pylist() == untyped["carrier"].to_pylist() == ["AA", "NA", "UA", ""]
+    assert typed["cancelled"].to_pylist() == [0, 1, 1, 0]
+    assert balanced(ctx, typed)
+
+
+def test_declared_null_markers_at_source_and_column_level(tmp_path):
+    (tmp_path / "f.csv").write_text("id,temp,station\n1,-999,n/a\n2,12.5,-\n3,NA,X\n")
+    table, ctx = load(
+        Files(
+            str(tmp_path / "f.csv"),
+            null_values=["-", "NA"],
+            schema={
+                "id": "int64",
+                "temp": {"type": "float64", "null_values": ["-999", "NA"]},
+                "station": "string",
+            },
+        )
+    )
+    assert table["temp"].to_pylist() == [None, 12.5, None]
+    assert table["station"].to_pylist() == ["n/a", None, "X"]  # the source's markers apply
+    assert ctx.rows_quarantined == 0
+
+
+def test_null_markers_are_validated(tmp_path):
+    with pytest.raises(JobSpecError, match="null_values.*list of text"):
+        Files("x.csv", null_values="NA")
+    with pytest.raises(JobSpecError, match="quote numbers"):
+        Files("x.csv", schema={"a": {"type": "int64", "null_values": [-999]}})
+
+
+# -- 2. types ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("decimal128(12, 2)", pa.decimal128(12, 2)),
+        ("timestamp[us, tz=UTC]", pa.timestamp("us", tz="UTC")),
+        ("timestamp[ms, tz=Europe/Berlin]", pa.timestamp("ms", tz="Europe/Berlin")),
+        ("timestamp[ns]", pa.timestamp("ns")),
+        ("uint16", pa.uint16()),
+        ("float32", pa.float32()),
+        ("large_string", pa.large_string()),
+        ("binary", pa.binary()),
+        ("date32", pa.date32()),
+        ("time64[us]", pa.time64("us")),
+        ("bool", pa.bool_()),
+        ("timestamp", pa.timestamp("us")),
+    ],
+)
+def test_every_type_a_real_file_holds_is_declarable_by_its_pyarrow_name(name, expected):
+    assert parse_type(name) == expected
+
+
+def test_an_unknown_type_or_zone_names_the_fix():
+    with pytest.raises(JobSpecError, match="decimal128.*timestamp"):
+        parse_type("money")
+    with pytest.raises(JobSpecError, match="unknown time zone 'Mars/Base'"):
+        parse_type("timestamp[us, tz=Mars/Base]")
+    with pytest.raises(JobSpecError, match="1 to 38 digits"):
+        parse_type("decimal128(40, 2)")
+
+
+def test_text_reads_into_every_declared_type(tmp_path):
+    (tmp_path / "t.csv").write_text(
+        "amount,at,local,day,clock,flag,n\n"
+        "12.34,2026-11-01T10:00:00Z,2026-11-01T10:00:00+02:00,2026-11-01,10:30:00.25,yes,65535\n"
+        "0.5,2026-11-01 12:00:00,2026-11-01 12:00:00,2026-11-02,23:59:59,0,0\n"
+    )
+    table, ctx = load(
+        Files(
+            str(tmp_path / "t.csv"),
+            schema={
+                "amount": "decimal128(12, 2)",
+                "at": "timestamp[us, tz=UTC]",
+                "local": "timestamp[us]",
+                "day": "date32",
+                "clock": "time64[us]",
+                "flag": "bool",
+                "n": "uint16",
+            },
+        )
+    )
+    assert ctx.rows_quarantined == 0, ctx.quarantined_rows().to_pylist()
+    assert table["amount"].to_pylist() == [decimal.Decimal("12.34"), decimal.Decimal("0.50")]
+    assert table["at"].to_pylist() == [
+        datetime(2026, 11, 1, 10, tzinfo=UTC),
+        datetime(2026, 11, 1, 12, tzinfo=UTC),
+    ]
+    # Text with an offset into a column without a zone: the instant, in UTC.
+    assert table["local"].to_pylist() == [datetime(2026, 11, 1, 8), datetime(2026, 11, 1, 12)]
+    assert table["clock"].to_pylist() == [time(10, 30, 0, 250000), time(23, 59, 59)]
+    assert table["flag"].to_pylist() == [True, False] and table["n"].to_pylist() == [65535, 0]
+
+
+def parquet(path, **columns):
+    pq.write_table(pa.table(columns), path)
+
+
+def test_safe_parquet_widenings_are_not_drift_and_real_drift_names_both_types(tmp_path):
+    money = pa.array([decimal.Decimal("1.25"), decimal.Decimal("-3.10")], pa.decimal128(10, 2))
+    parquet(tmp_path / "a.parquet", id=pa.array([1, 2], pa.int32()), amount=money)
+    parquet(
+        tmp_path / "b.parquet",
+        id=pa.array([3, 4], pa.int64()),
+        amount=pa.array([decimal.Decimal("2.00"), decimal.Decimal("5.55")], pa.decimal128(12, 2)),
+    )
+    parquet(tmp_path / "c.parquet", id=pa.array([5], pa.int64()), amount=pa.array(["x"]))
+    for declared in ("decimal128(12, 2)", "float64"):
+        table, ctx = load(
+            Files(str(tmp_path / "*.parquet"), schema={"id": "int64", "amount": declared})
+        )
+        assert table.num_rows == 4  # every clean row of the decimal files
+        [drift] = ctx.files
+        assert drift.kind == "schema_drift" and drift.key.endswith("c.parquet")
+        assert f"is string in the file, the schema says {declared}" in drift.message
+    assert table["amount"].to_pylist() == [1.25, -3.1, 2.0, 5.55]
+
+
+def test_rules_are_checked_on_decimal_columns_in_both_read_paths(tmp_path):
+    money = pa.array([decimal.Decimal(v) for v in ("1.25", "-3.10", "7.00")], pa.decimal128(12, 2))
+    parquet(tmp_path / "a.parquet", amount=money)
+    source = Files(str(tmp_path / "a.parquet"), schema={"amount": {"type": "decimal128(12, 2)", "min": 0}})
+    table, ctx = load(source)
+    assert table.num_rows == 2 and ctx.rows_quarantined == 1
+    pipeline = Pipeline(source, ParquetSink("o"), steps=[__import__("dbatch").Filter("TRUE")])
+    assert pipeline.physical().scan  # decimals have an exact DuckDB form
+
+
+# -- 3. one record per line ------------------------------------------------------------------
+
+
+def test_an_unclosed_quote_is_one_bad_row_and_the_lines_after_it_are_read(tmp_path):
+    (tmp_path / "q.csv").write_bytes(b'id,memo\n1,ok\n2,"open quote\n3,fine\n4,also fine\n')
+    table, ctx = load(Files(str(tmp_path / "q.csv"), schema={"id": "int64", "memo": "string"}))
+    assert table.to_pydict() == {"id": [1, 3, 4], "memo": ["ok", "fine", "also fine"]}
+    [bad] = ctx.quarantined_rows().to_pylist()
+    assert (bad["kind"], bad["line"], bad["raw"]) == ("unclosed_quote", 3, '2,"open quote')
+    assert ctx.rows_in == 4 and balanced(ctx, table)
+
+
+def test_line_numbers_hold_with_blank_lines_crlf_bom_and_no_final_newline(tmp_path):
+    data = (
+        b'\xef\xbb\xbfid,memo\r\n1,"a,b"\r\n\r\n2,"say ""hi"""\r\n3,x,y\r\n4,O"Brien\r\n'
+        b"5\r\n6,last"
+    )
+    (tmp_path / "a.csv").write_bytes(data)
+    (tmp_path / "b.csv.gz").write_bytes(gzip.compress(data))
+    for name in ("a.csv", "b.csv.gz"):
+        table, ctx = load(Files(str(tmp_path / name), schema={"id": "int64", "memo": "string"}))
+        assert table.to_pydict() == {
+            "id": [1, 2, 4, 6],
+            "memo": ["a,b", 'say "hi"', 'O"Brien', "last"],
+        }
+        bad = {r["line"]: (r["kind"], r["raw"]) for r in ctx.quarantined_rows().to_pylist()}
+        assert bad == {5: ("field_count", "3,x,y"), 7: ("field_count", "5")}
+        assert ctx.rows_in == 6 and balanced(ctx, table)
+
+
+def test_multiline_fields_when_the_source_says_so(tmp_path):
+    (tmp_path / "m.csv").write_bytes(b'id,memo\n1,"two\nlines"\n2,one\n')
+    table, ctx = load(
+        Files(str(tmp_path / "m.csv"), schema={"id": "int64", "memo": "string"}, multiline=True)
+    )
+    assert table["memo"].to_pylist() == ["two\nlines", "one"] and ctx.rows_quarantined == 0
+
+
+def test_an_unclosed_quote_in_the_header_quarantines_the_file(tmp_path):
+    (tmp_path / "h.csv").write_bytes(b'id,"memo\n1,a\n')
+    table, ctx = load(Files(str(tmp_path / "h.csv"), schema={"id": "int64", "memo": "string"}))
+    assert table.num_rows == 0 and [f.kind for f in ctx.files] == ["header"]
+
+
+def test_json_lines_null_markers_and_types(tmp_path):
+    rows = [{"id": 1, "v": "NA", "at": "2026-11-01T00:00:00Z"}, {"id": 2, "v": 2.5, "at": None}]
+    (tmp_path / "j.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    table, ctx = load(
+        Files(
+            str(tmp_path / "j.jsonl"),
+            schema={"id": "int64", "v": "float64", "at": "timestamp[us, tz=UTC]"},
+        )
+    )
+    assert ctx.rows_quarantined == 0
+    assert table["v"].to_pylist() == [None, 2.5]
+    assert table["at"].to_pylist() == [datetime(2026, 11, 1, tzinfo=UTC), None]
