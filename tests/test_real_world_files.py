@@ -236,3 +236,83 @@ def test_json_lines_null_markers_and_types(tmp_path):
     assert ctx.rows_quarantined == 0
     assert table["v"].to_pylist() == [None, 2.5]
     assert table["at"].to_pylist() == [datetime(2026, 11, 1, tzinfo=UTC), None]
+
+
+# -- 4. globs, 5. time patterns -----------------------------------------------------------
+
+
+def monthly(folder, months=(1, 2, 11)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for m in months:
+        (folder / f"flights-2013-{m:02d}.csv").write_text("id\n1\n")
+
+
+@pytest.mark.parametrize(
+    "pattern,expected",
+    [
+        ("flights-2013-0?.csv", ["01", "02"]),
+        ("flights-2013-0[12].csv", ["01", "02"]),
+        ("flights-2013-[!0]*.csv", ["11"]),
+        ("**/flights-2013-11.csv", ["11"]),
+    ],
+)
+def test_full_glob_syntax_locally_and_on_fsspec_urls(tmp_path, pattern, expected):
+    import fsspec
+
+    monthly(tmp_path / "landing")
+    memory = fsspec.filesystem("memory")
+    for name in ("flights-2013-01.csv", "flights-2013-02.csv", "flights-2013-11.csv"):
+        memory.pipe(f"/globs/landing/{name}", b"id\n1\n")
+    for root in (str(tmp_path / "landing"), "memory://globs/landing"):
+        units = Files(f"{root}/{pattern}").list_units()
+        assert [u.key[-6:-4] for u in units] == expected, (root, pattern)
+
+
+def test_a_missing_file_from_python_names_where_it_was_looked_for(tmp_path, monkeypatch):
+    from dbatch import SourceError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError) as e:
+        Files("landing/nothing.csv").list_units()
+    assert str(tmp_path / "landing" / "nothing.csv") in str(e.value)
+    assert "job file" not in str(e.value)
+    with pytest.raises(JobSpecError, match="NUL byte"):
+        Files("landing/a\x00.csv")
+
+
+def test_year_month_and_year_patterns_give_one_window_per_month(tmp_path):
+    from dbatch import ByWindow
+
+    monthly(tmp_path / "l", months=range(1, 13))
+    p = Pipeline(
+        Files(str(tmp_path / "l" / "*.csv"), time_pattern=r"flights-(\d{4}-\d{2})"),
+        ParquetSink("o"),
+        batching=ByWindow("MS"),
+    )
+    assert len(p.plan()) == 12
+    yearly = Files(str(tmp_path / "l" / "*.csv"), time_pattern=r"flights-(\d{4})-")
+    assert {u.time for u in yearly.list_units()} == {datetime(2013, 1, 1, tzinfo=UTC).timestamp()}
+
+
+@pytest.mark.parametrize(
+    "pattern,message",
+    [
+        (r"(\d{4})-(\d{2})", "has 2 groups; it needs exactly one"),
+        (r"\d{4}", "has 0 groups"),
+        (r"([", "not a regular expression"),
+    ],
+)
+def test_a_time_pattern_without_exactly_one_group_is_refused(pattern, message):
+    with pytest.raises(JobSpecError, match=message):
+        Files("x/*.csv", time_pattern=pattern)
+
+
+def test_a_file_the_time_pattern_does_not_match_is_an_error_naming_it(tmp_path):
+    monthly(tmp_path / "l")
+    (tmp_path / "l" / "flights-latest.csv").write_text("id\n1\n")
+    with pytest.raises(JobSpecError, match="does not match .*flights-latest.csv"):
+        Files(str(tmp_path / "l" / "*.csv"), time_pattern=r"(\d{4}-\d{2})").list_units()
+    (tmp_path / "l" / "flights-latest.csv").unlink()
+    (tmp_path / "l" / "flights-2013-13.csv").write_text("id\n1\n")
+    with pytest.raises(JobSpecError, match="found '2013-13' in .*which is not a date"):
+        Files(str(tmp_path / "l" / "*.csv"), time_pattern=r"(\d{4}-\d{2})").list_units()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,7 @@ from ...errors import JobSpecError, SourceError
 from ...redact import redact
 from ...schema import Schema, null_markers
 from .columns import concat
-from .listing import list_units
+from .listing import check_time_pattern, list_units
 
 __all__ = ["Files"]
 
@@ -52,9 +51,10 @@ class Files:
     delimiter, encoding
         CSV options.
     time_pattern
-        A regular expression with one group holding an ISO date or timestamp in the
-        path (``r"(\\d{4}-\\d{2}-\\d{2})"``); used by time-window batching. The file's
-        modification time is used otherwise.
+        A regular expression with exactly one group holding the date or time in the
+        path: an ISO date or timestamp (``r"(\\d{4}-\\d{2}-\\d{2})"``), a year-month
+        (``r"(\\d{4}-\\d{2})"``) or a year; used by time-window batching. Every file
+        must match it. Without it, the files' modification times are used.
     storage_options
         Passed to fsspec (credentials never appear in messages or the ledger).
     null_values
@@ -91,13 +91,16 @@ class Files:
         markers = null_markers(self.null_values, key="source.null_values")
         object.__setattr__(self, "null_values", markers)
         object.__setattr__(self, "schema", Schema.from_mapping(self.schema, markers))
-        if self.time_pattern is not None:
-            try:
-                re.compile(self.time_pattern)
-            except re.error as e:
+        check_time_pattern(self.time_pattern)
+        paths = [self.path] if isinstance(self.path, str) else list(self.path)
+        for p in paths:
+            if not isinstance(p, str) or not p:
+                raise JobSpecError(f"expected a path or glob pattern, got {p!r}", key="source.path")
+            if "\x00" in p:
                 raise JobSpecError(
-                    f"not a regular expression: {e}", key="source.time_pattern"
-                ) from None
+                    f"{_redact(p)!r} holds a NUL byte, which no file name can; fix the path",
+                    key="source.path",
+                )
 
     # -- planning, on the client ------------------------------------------------
 
