@@ -1,8 +1,17 @@
-"""One exception tree; each class also subclasses the builtin it refines."""
+"""One exception tree; whether trying again may help is part of each error (``retryable``).
+
+Every class also subclasses the builtin it refines (``ValueError``, ``OSError``...).
+An error of dbatch's is retried only when it says so: ``TransientError`` always,
+``SourceError`` and ``SinkError`` when the failure behind them was a blip (a
+database that did not answer), the rest never. For other exceptions,
+``is_transient`` decides from what they are.
+"""
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "DBatchError",
@@ -18,12 +27,24 @@ __all__ = [
     "PathEscapeError",
     "ModelError",
     "RefusedError",
+    "HttpStatus",
     "is_transient",
 ]
 
 
 class DBatchError(Exception):
-    """Base class of every error dbatch raises on purpose."""
+    """Base class of every error dbatch raises on purpose.
+
+    ``retryable``: whether running the same thing again may succeed (a class default
+    that one error can override, ``SourceError(msg, retryable=True)``).
+    """
+
+    retryable: bool = False
+
+    def __init__(self, *args: Any, retryable: bool | None = None):
+        super().__init__(*args)
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class JobSpecError(DBatchError, ValueError):
@@ -47,7 +68,10 @@ class JobSpecError(DBatchError, ValueError):
 
 
 class SourceError(DBatchError, OSError):
-    """A source cannot be listed or read (missing files, database down, bad URL)."""
+    """A source cannot be listed or read (missing files, a bad URL, a database that refuses).
+
+    Not retried unless the failure behind it was transient (``retryable=True``).
+    """
 
 
 class BadInputError(DBatchError, ValueError):
@@ -60,7 +84,7 @@ class BadInputError(DBatchError, ValueError):
 
 
 class SinkError(DBatchError, OSError):
-    """A sink cannot stage, commit or publish."""
+    """A sink cannot stage, commit or publish (retried only when ``retryable``)."""
 
 
 class CommitError(SinkError):
@@ -74,7 +98,7 @@ class RunLockedError(DBatchError, RuntimeError):
 class RunFailedError(DBatchError, RuntimeError):
     """A run finished without committing every batch."""
 
-    def __init__(self, message: str, result=None):
+    def __init__(self, message: str, result: Any = None):
         super().__init__(message)
         self.result = result
 
@@ -82,9 +106,18 @@ class RunFailedError(DBatchError, RuntimeError):
 class TransientError(DBatchError, OSError):
     """A failure worth retrying (a blip, a timeout, a 5xx or 429 answer)."""
 
+    retryable = True
+
     def __init__(self, message: str, *, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class HttpStatus:
+    """The HTTP status of a refused request, kept on the error (``error.response.status_code``)."""
+
+    status_code: int
 
 
 class RefusedError(SourceError):
@@ -96,13 +129,6 @@ class RefusedError(SourceError):
     def __init__(self, message: str, status: int = 0):
         super().__init__(message)
         self.response = HttpStatus(status)
-
-
-@dataclass(frozen=True)
-class HttpStatus:
-    """The HTTP status of a refused request, kept on the error (``error.response.status_code``)."""
-
-    status_code: int
 
 
 class ModelError(DBatchError, RuntimeError):
@@ -122,25 +148,59 @@ class PathEscapeError(DBatchError, ValueError):
 
 
 _PERMANENT = (
-    BadInputError,
-    JobSpecError,
-    PathEscapeError,
     FileNotFoundError,
     PermissionError,
     IsADirectoryError,
     NotADirectoryError,
+    FileExistsError,
 )
+
+#: OS errors that another try may not meet (a busy device, a dropped connection).
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EAGAIN",
+        "EBUSY",
+        "EINTR",
+        "EIO",
+        "ETIMEDOUT",
+        "ECONNRESET",
+        "ECONNREFUSED",
+        "ECONNABORTED",
+        "EPIPE",
+        "EHOSTUNREACH",
+        "ENETUNREACH",
+        "ENETDOWN",
+        "ENETRESET",
+        "ESTALE",
+        "ENOLCK",
+        "EREMOTEIO",
+    )
+    if hasattr(errno, name)
+)
+
+_DRIVER_BLIPS = {"OperationalError", "InterfaceError", "DisconnectionError"}
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is worth retrying.
 
-    Timeouts, connection errors, ``OSError`` (other than missing files and
-    permissions) and HTTP 5xx/429 answers are transient; parse, schema,
-    assertion and programming errors are not.
+    dbatch's own errors say so themselves (``retryable``). Of the rest, timeouts,
+    connection errors, HTTP 5xx and 429 answers, dropped database connections and
+    OS errors of a busy or unreachable device are transient; a missing file, a
+    permission, a name too long, a full disk, parse, schema, assertion and
+    programming errors are not.
+
+    Examples
+    --------
+    >>> import errno
+    >>> is_transient(TimeoutError()), is_transient(OSError(errno.ENAMETOOLONG, "name"))
+    (True, False)
+    >>> is_transient(SourceError("declare them with dtypes"))
+    False
     """
-    if isinstance(exc, TransientError):
-        return True
+    if isinstance(exc, DBatchError):
+        return exc.retryable
     if isinstance(exc, _PERMANENT):
         return False
     status = getattr(getattr(exc, "response", None), "status_code", None)  # requests, httpx
@@ -150,7 +210,10 @@ def is_transient(exc: BaseException) -> bool:
         return status == 429 or status >= 500
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
-    name = type(exc).__name__
-    if name in {"OperationalError", "InterfaceError", "DisconnectionError"}:
+    if type(exc).__name__ in _DRIVER_BLIPS:
         return True
-    return isinstance(exc, OSError)
+    if isinstance(exc, OSError):
+        # Without an errno it is an I/O failure of unknown cause (a client library's):
+        # worth another try. With one, only the errnos of a blip are.
+        return exc.errno is None or exc.errno in _TRANSIENT_ERRNOS
+    return False
