@@ -20,7 +20,7 @@ from .compile import PhysicalPlan, optimize
 from .context import BatchContext
 from .core import BadInputMode, Batch, Plan, digest
 from .errors import JobSpecError, SourceError
-from .protocols import Incremental, Sink, Source, Step
+from .protocols import Described, Incremental, Sink, Source, Step
 from .steps.aggregate import Aggregate
 
 if TYPE_CHECKING:
@@ -175,6 +175,33 @@ class Pipeline:
           ...
         """
         return self.physical().explain()
+
+    def check(self, plan: Plan | None = None) -> list[str]:
+        """Compile every SQL step over the batches' columns, before any batch runs.
+
+        The columns are the source's declared schema, or those of the plan's first
+        unit (a Parquet footer, the first block of a text file). A step DuckDB cannot
+        compile raises ``JobSpecError`` naming the step (``steps[i]``) and DuckDB's
+        message. Returns notes on what could not be checked.
+
+        Examples
+        --------
+        >>> Pipeline(Files("in/*.csv", schema={"status": "string"}), ParquetSink("o"),
+        ...          steps=[Filter("stat = 'settled'")]).check()  # doctest: +SKIP
+        Traceback (most recent call last):
+        JobSpecError: key 'steps[0]': Filter(where="stat = 'settled'") cannot run on ...
+        """
+        from .compile.check import check_steps
+
+        if not isinstance(self.source, Described):
+            return [f"{type(self.source).__name__} cannot tell its columns before it loads a batch"]
+        plan = plan if plan is not None else self.plan()
+        if not plan.batches or not plan.batches[0].units:
+            return []
+        schema = self.source.columns(plan.batches[0].units[0])
+        if schema is None:
+            return ["the first input could not be read; its batch will say why"]
+        return check_steps(self.physical(), schema)
 
     # -- running it --------------------------------------------------------------------
 

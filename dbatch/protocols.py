@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Source",
     "Scannable",
+    "Described",
     "Incremental",
     "Dimensioned",
     "Step",
@@ -81,6 +82,15 @@ class Scannable(Protocol):
     def damaged_file(self, batch: Batch, error: BaseException) -> str | None:
         """The unit of ``batch`` that ``error`` (raised while a scan read its rows) names
         as unreadable, so that it alone is quarantined; None if it names none."""
+        ...
+
+
+@runtime_checkable
+class Described(Protocol):
+    """A source that can tell the columns of its batches before loading one."""
+
+    def columns(self, unit: Unit) -> Any:
+        """The batches' pyarrow schema: declared, or read cheaply from ``unit``; or None."""
         ...
 
 

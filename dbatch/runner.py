@@ -74,6 +74,7 @@ def run(
     """
     options = options or RunOptions()
     plan = pipeline.plan()
+    pipeline.check(plan)  # a SQL step that cannot compile fails here, before any batch runs
     ledger = Ledger(pipeline.ledger_url())
     run_id = options.run_id or new_run_id()
     ledger.acquire(pipeline.name, run_id)

@@ -131,6 +131,25 @@ class Files:
 
     # -- loading, on a worker ---------------------------------------------------
 
+    def columns(self, unit: Unit) -> pa.Schema | None:
+        """The batches' columns: the declared schema, else those of ``unit`` (a first file).
+
+        Read cheaply: a Parquet file's footer, the first block of a CSV or JSON lines
+        file. None when it cannot be read (its batch will say why).
+        """
+        if self.schema is not None:
+            schema = self.schema.arrow()
+        else:
+            from .sample import first_schema
+
+            found = first_schema(self, unit.key)
+            if found is None:
+                return None
+            schema = found
+        if self.source_column:
+            schema = schema.append(pa.field(self.source_column, pa.string()))
+        return schema
+
     def scan_obstacle(self, mode: BadInputMode) -> str | None:
         """None when batches may be read inside their first query; else why not."""
         from .scan import scan_obstacle
@@ -192,14 +211,15 @@ class Files:
             key="source.format",
         )
 
-    def _open(self, key: str):
+    def open(self, key: str) -> Any:
+        """The file ``key``, opened for reading bytes (decompressed by its suffix)."""
         return fsspec.open(key, "rb", compression="infer", **dict(self.storage_options))
 
     def _load_unit(self, key: str, ctx: BatchContext) -> pa.Table | None:
         fmt = self.format_of(key)
         failure = None
         try:
-            with self._open(key) as f:
+            with self.open(key) as f:
                 data = f.read()
         except FileNotFoundError:
             ctx.quarantine_file(key, "missing", "the file disappeared after planning")
