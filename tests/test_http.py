@@ -15,7 +15,8 @@ import pytest
 from dbatch import ByCount, ParquetSink, Pipeline
 from dbatch.context import BatchContext
 from dbatch.errors import BadInputError, JobSpecError, SourceError, TransientError, is_transient
-from dbatch.sources.http import HttpSource, redact_text
+from dbatch.redact import redact as redact_text
+from dbatch.sources.http import HttpSource
 from dbatch.spec import load_job
 
 TOKEN = "s3cret-token-value"

@@ -17,10 +17,11 @@ from dbatch.batching import make_batches
 from dbatch.context import BatchContext
 from dbatch.errors import CommitError, JobSpecError, SourceError
 from dbatch.sinks.base import Part
-from dbatch.sinks.sql import SqlSink, committed_watermark
+from dbatch.sinks.sql import SqlSink
 from dbatch.sources.sql import SqlSource
 from dbatch.spec import load_job
 from dbatch.testing import RaiseOn, SinkContract
+from dbatch.watermark import committed_watermark
 
 START = dt.datetime(2026, 1, 1)
 
