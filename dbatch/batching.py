@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import parse_bytes
 from .core import Batch, Unit
 from .errors import JobSpecError
+from .options import configure
 
 if TYPE_CHECKING:  # pandas is imported where windows are computed, not with the package
     import pandas as pd
@@ -21,6 +23,8 @@ __all__ = [
     "ByWindow",
     "ByThreshold",
     "Batcher",
+    "BATCHERS",
+    "batcher_from_config",
     "make_batches",
     "frequency",
     "window_start",
@@ -74,6 +78,14 @@ class BySize(Batcher):
         if self.target_bytes <= 0:
             raise JobSpecError("must be a positive size such as 64MiB", key="batching.size")
 
+    @classmethod
+    def from_config(
+        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
+    ) -> BySize:
+        """``batching: {size: 64MiB}`` (or a number of bytes)."""
+        _expect(_is_size, value, "a size such as 64MiB or a number of bytes, got {!r}", key, file)
+        return _checked(lambda: cls(value), "a size such as 64MiB", key=key, file=file)
+
     def groups(self, units):
         out: list[list[Unit]] = []
         current: list[Unit] = []
@@ -99,6 +111,15 @@ class ByCount(Batcher):
         if not isinstance(self.count, int) or self.count <= 0:
             raise JobSpecError("must be a positive whole number", key="batching.count")
 
+    @classmethod
+    def from_config(
+        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
+    ) -> ByCount:
+        """``batching: {count: 8}``."""
+        message = "a whole number of units per batch, such as 8; got {!r}"
+        _expect(_is_whole, value, message, key, file)
+        return _checked(lambda: cls(value), "a positive whole number", key=key, file=file)
+
     def groups(self, units):
         return [list(units[i : i + self.count]) for i in range(0, len(units), self.count)]
 
@@ -114,6 +135,15 @@ class ByWindow(Batcher):
 
     def __post_init__(self):
         frequency(self.freq, key="batching.window")
+
+    @classmethod
+    def from_config(
+        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
+    ) -> ByWindow:
+        """``batching: {window: 1D}`` (a pandas frequency)."""
+        message = "a pandas frequency such as 1D, 6h or MS, got {!r}"
+        _expect(lambda v: isinstance(v, str), value, message, key, file)
+        return _checked(lambda: cls(value), "a frequency such as 1D, 6h or MS", key=key, file=file)
 
     def groups(self, units):
         import pandas as pd
@@ -161,6 +191,24 @@ class ByThreshold(Batcher):
                     "bytes must be a positive size such as 1GiB", key="batching.threshold.bytes"
                 )
 
+    @classmethod
+    def from_config(
+        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
+    ) -> ByThreshold:
+        """``batching: {threshold: {count: 10}}`` or ``{threshold: {bytes: 1GiB}}``."""
+        if not isinstance(value, Mapping) or set(value) - {"count", "bytes"} or len(value) != 1:
+            raise JobSpecError(
+                f"expected {{count: N}} or {{bytes: SIZE}}, got {value!r}", key=key, file=file
+            )
+        ((which, amount),) = value.items()
+        if which == "count":
+            _expect(_is_whole, amount, "a whole number, got {!r}", f"{key}.count", file)
+        else:
+            _expect(_is_size, amount, "a size such as 1GiB, got {!r}", f"{key}.bytes", file)
+        return _checked(
+            lambda: cls(**{which: amount}), "{count: N} or {bytes: SIZE}", key=key, file=file
+        )
+
     def groups(self, units):
         if self.count is not None:
             full = len(units) - len(units) % self.count
@@ -169,6 +217,69 @@ class ByThreshold(Batcher):
         if groups and sum(u.size for u in groups[-1]) < self.bytes:
             groups = groups[:-1]
         return groups
+
+
+#: The forms of ``batching:`` in a job file -> the batcher that parses each.
+BATCHERS: dict[str, type[Batcher]] = {
+    "size": BySize,
+    "count": ByCount,
+    "window": ByWindow,
+    "threshold": ByThreshold,
+}
+
+
+def batcher_from_config(value: Any, *, file: str | None) -> Batcher:
+    """A job file's ``batching:`` (one form such as ``{count: 8}``) -> its batcher.
+
+    Examples
+    --------
+    >>> batcher_from_config({"window": "1D"}, file=None)
+    ByWindow(freq='1D')
+    """
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise JobSpecError(
+            "give one of {size: 64MiB}, {count: 8}, {window: 1D}, {threshold: {count: 10}}",
+            key="batching",
+            file=file,
+        )
+    ((form, option),) = value.items()
+    if form not in BATCHERS:
+        raise JobSpecError(
+            f"unknown batching {form!r}; use {', '.join(list(BATCHERS)[:-1])} or "
+            f"{list(BATCHERS)[-1]}",
+            key="batching",
+            file=file,
+        )
+    return configure(BATCHERS[form], option, key=f"batching.{form}", file=file, base_dir=None)
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expect(
+    accepts: Callable[[Any], bool], value: Any, expected: str, key: str, file: str | None
+) -> None:
+    """Refuse a YAML value of the wrong type: "expected <expected>" (``{!r}`` is the value)."""
+    if not accepts(value):
+        raise JobSpecError("expected " + expected.format(value), key=key, file=file)
+
+
+_B = TypeVar("_B", bound=Batcher)
+
+
+def _checked(make: Callable[[], _B], expected: str, *, key: str, file: str | None) -> _B:
+    """``make()``, with the batcher's own refusal placed at ``key`` in the job file."""
+    try:
+        return make()
+    except JobSpecError as e:
+        raise JobSpecError(e.message, key=key, file=file) from None
+    except (TypeError, ValueError) as e:
+        raise JobSpecError(f"expected {expected}: {e}", key=key, file=file) from None
 
 
 def make_batches(units: Sequence[Unit], batcher: Batcher, salt: str = "") -> list[Batch]:

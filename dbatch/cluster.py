@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -13,9 +14,17 @@ import dask.config
 
 from . import config
 from .display import show_link
-from .errors import InsecureConnectionError
+from .errors import InsecureConnectionError, JobSpecError
+from .options import refuse_unknown
 
-__all__ = ["connect", "dashboard_link", "has_active_client", "is_loopback_address", "owns_cluster"]
+__all__ = [
+    "connect",
+    "cluster_from_config",
+    "dashboard_link",
+    "has_active_client",
+    "is_loopback_address",
+    "owns_cluster",
+]
 
 log = logging.getLogger("dbatch")
 
@@ -169,3 +178,48 @@ def show_dashboard_link(client) -> None:
     link = dashboard_link(client)
     if link:
         show_link("Dask dashboard", link)
+
+
+CLUSTER_KEYS = {"scheduler": "an address or a scheduler file", "workers": "a whole number"}
+
+
+def cluster_from_config(
+    value: Any, *, file: str | None, base_dir: Path | None
+) -> Mapping[str, Any]:
+    """A job file's ``cluster:`` (``scheduler``, ``workers``) -> the options ``dbatch run`` uses.
+
+    A scheduler file (``*.json``) is taken from ``base_dir``, the job file's folder.
+
+    Examples
+    --------
+    >>> cluster_from_config({"workers": 4}, file=None, base_dir=None)
+    {'workers': 4}
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise JobSpecError(
+            "expected a mapping such as {scheduler: tls://host:8786} or {workers: 4}",
+            key="cluster",
+            file=file,
+        )
+    refuse_unknown(value, CLUSTER_KEYS, key="cluster", file=file)
+    if "scheduler" in value and not isinstance(value["scheduler"], str):
+        raise JobSpecError(
+            f"expected {CLUSTER_KEYS['scheduler']}, got {value['scheduler']!r}",
+            key="cluster.scheduler",
+            file=file,
+        )
+    workers = value.get("workers")
+    if "workers" in value and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
+    ):
+        raise JobSpecError(
+            f"expected a positive whole number, got {workers!r}", key="cluster.workers", file=file
+        )
+    out = dict(value)
+    scheduler = out.get("scheduler")
+    if scheduler and "://" not in scheduler and scheduler.endswith(".json"):
+        path = Path(scheduler).expanduser()
+        out["scheduler"] = str(path if base_dir is None else base_dir / path)  # a scheduler file
+    return out

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import sys
-import difflib
 import importlib
-import inspect
-import os
-import re
-import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from .errors import JobSpecError
+from .options import (
+    PATH_KEYS,
+    Configurable,
+    build,
+    configure,
+    did_you_mean,
+    refuse_unknown,
+)
 
 __all__ = [
+    "Entry",
     "SOURCES",
     "SINKS",
     "STEPS",
@@ -30,52 +34,115 @@ __all__ = [
     "configure",
     "Configurable",
     "function_from_config",
+    "resolve_class",
+    "PATH_KEYS",
 ]
 
-SOURCES: dict[str, str] = {
-    "files": "dbatch.sources.files:Files",
-    "sql": "dbatch.sources.sql:SqlSource",
-    "http": "dbatch.sources.http:HttpSource",
-    "netcdf": "dbatch.sources.xarray:NetCDFSource",
-    "zarr": "dbatch.sources.xarray:ZarrSource",
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a job-file type name's class lives, and what to install for its optional libraries.
+
+    Examples
+    --------
+    >>> Entry("dbatch.steps.predict:Predict", extra="ml").install_command()
+    "pip install 'dbatch[ml]'"
+    >>> Entry("mypkg.steps:Fancy", packages=("mypkg",)).install_command()
+    'pip install mypkg'
+    """
+
+    target: str  # "package.module:Class"
+    extra: str | None = None  # the dbatch extra that brings the libraries its module imports
+    packages: tuple[str, ...] = ()  # or the packages to install themselves
+
+    def install_command(self, missing: str | None = None) -> str:
+        """The ``pip install ...`` line that brings what the module imports.
+
+        Without an extra or packages, the top-level package of ``missing`` (the module
+        that could not be imported), else of the target's own module.
+        """
+        names = [f"'dbatch[{self.extra}]'"] if self.extra else []
+        names += self.packages
+        if not names:
+            names = [(missing or self.target.partition(":")[0]).partition(".")[0]]
+        return "pip install " + " ".join(names)
+
+    def load(self, kind: str, name: str, *, key: str, file: str | None) -> Any:
+        """The class, or a ``JobSpecError`` naming the missing module and the install command."""
+        module_name = self.target.partition(":")[0]
+        try:
+            importlib.import_module(module_name)
+        except ImportError as e:
+            missing = e.name or module_name
+            raise JobSpecError(
+                f"{kind} type {name!r} needs the module {missing!r}, which cannot be imported "
+                f"({e}); install it with: {self.install_command(missing)}",
+                key=key,
+                file=file,
+            ) from None
+        return import_object(self.target, key=key, file=file)
+
+
+SOURCES: dict[str, Entry] = {
+    "files": Entry("dbatch.sources.files:Files"),
+    "sql": Entry("dbatch.sources.sql:SqlSource"),
+    "http": Entry("dbatch.sources.http:HttpSource"),
+    "netcdf": Entry("dbatch.sources.xarray:NetCDFSource"),
+    "zarr": Entry("dbatch.sources.xarray:ZarrSource"),
 }
-SINKS: dict[str, str] = {
-    "parquet": "dbatch.sinks.files:ParquetSink",
-    "csv": "dbatch.sinks.files:CsvSink",
-    "sql": "dbatch.sinks.sql:SqlSink",
-    "zarr": "dbatch.sinks.zarr:ZarrSink",
-    "netcdf": "dbatch.sinks.zarr:NetCDFSink",
-    "report": "dbatch.sinks.report:ReportSink",
+SINKS: dict[str, Entry] = {
+    "parquet": Entry("dbatch.sinks.files:ParquetSink"),
+    "csv": Entry("dbatch.sinks.files:CsvSink"),
+    "sql": Entry("dbatch.sinks.sql:SqlSink"),
+    "zarr": Entry("dbatch.sinks.zarr:ZarrSink"),
+    "netcdf": Entry("dbatch.sinks.zarr:NetCDFSink"),
+    "report": Entry("dbatch.sinks.report:ReportSink"),
 }
-STEPS: dict[str, str] = {
-    "map": "dbatch.steps.base:Map",
-    "filter": "dbatch.steps.sql:Filter",
-    "derive": "dbatch.steps.sql:Derive",
-    "sql": "dbatch.steps.sql:Sql",
-    "enrich": "dbatch.steps.enrich:Enrich",
-    "predict": "dbatch.steps.predict:Predict",
-    "xarray": "dbatch.steps.xarray:XarrayMap",
-    "resample": "dbatch.steps.xarray:Resample",
-    "anomaly": "dbatch.steps.xarray:Anomaly",
-    "convert_units": "dbatch.steps.xarray:ConvertUnits",
+STEPS: dict[str, Entry] = {
+    "map": Entry("dbatch.steps.base:Map"),
+    "filter": Entry("dbatch.steps.sql:Filter"),
+    "derive": Entry("dbatch.steps.sql:Derive"),
+    "sql": Entry("dbatch.steps.sql:Sql"),
+    "enrich": Entry("dbatch.steps.enrich:Enrich"),
+    "predict": Entry("dbatch.steps.predict:Predict", extra="ml"),
+    "xarray": Entry("dbatch.steps.xarray:XarrayMap"),
+    "resample": Entry("dbatch.steps.xarray:Resample"),
+    "anomaly": Entry("dbatch.steps.xarray:Anomaly"),
+    "convert_units": Entry("dbatch.steps.xarray:ConvertUnits"),
 }
 _GROUPS = {
     "source": ("dbatch.sources", SOURCES),
     "sink": ("dbatch.sinks", SINKS),
     "step": ("dbatch.steps", STEPS),
 }
-PATH_KEYS = {"path", "lookup", "model", "paths", "climatology"}
 
 
-def register(kind: str, name: str, target: str) -> None:
-    """Register ``target`` (``"package.module:Class"``) under ``name`` for job files."""
+def register(
+    kind: str,
+    name: str,
+    target: str | Entry,
+    *,
+    extra: str | None = None,
+    packages: Sequence[str] = (),
+) -> None:
+    """Register ``target`` (``"package.module:Class"``) under ``name`` for job files.
+
+    ``extra`` (a dbatch extra) or ``packages`` say what to install when the module
+    cannot be imported; a job file using ``name`` is then told the ``pip install`` line.
+
+    Examples
+    --------
+    >>> register("step", "fancy", "mypkg.steps:Fancy", packages=["mypkg"])  # doctest: +SKIP
+    """
+    if isinstance(target, str):
+        target = Entry(target, extra=extra, packages=tuple(packages))
     _GROUPS[kind][1][name] = target
 
 
-def _table(kind: str) -> dict[str, str]:
+def _table(kind: str) -> dict[str, Entry]:
     group, table = _GROUPS[kind]
     for ep in entry_points(group=group):
-        table.setdefault(ep.name, ep.value)
+        table.setdefault(ep.name, Entry(ep.value))
     return table
 
 
@@ -106,201 +173,15 @@ def import_object(path: str, *, key: str | None = None, file: str | None = None)
 
 
 def resolve_class(kind: str, name: str, *, key: str, file: str | None) -> type:
+    """The class registered as ``name`` for ``kind`` (source, sink or step)."""
     table = _table(kind)
     if name not in table:
         raise JobSpecError(
-            f"unknown {kind} type {name!r}; known: {sorted(table)}", key=key, file=file
-        )
-    target = table[name]
-    try:
-        return import_object(target, key=key, file=file)
-    except JobSpecError as e:
-        raise JobSpecError(
-            f"{kind} type {name!r} needs an optional dependency: {e}", key=key, file=file
-        ) from None
-
-
-def build(
-    cls: Callable[..., Any],
-    options: Mapping[str, Any],
-    *,
-    key: str,
-    file: str | None,
-    base_dir: Path | None,
-) -> Any:
-    """Call ``cls(**options)`` after checking names and simple types against its signature."""
-    if not isinstance(options, Mapping):
-        raise JobSpecError(
-            f"expected a mapping of options, got {type(options).__name__}", key=key, file=file
-        )
-    params = _parameters(cls)
-    refuse_unknown(options, params, key=key, file=file)
-    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
-    missing = [n for n in required if n not in options]
-    if missing:
-        raise JobSpecError(f"missing required key(s) {missing}", key=key, file=file)
-    hints = _hints(cls)
-    kwargs = {}
-    for name, value in options.items():
-        if name in PATH_KEYS and base_dir is not None:
-            value = _resolve_path(value, base_dir)
-        _check_type(value, hints.get(name), key=f"{key}.{name}", file=file)
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except JobSpecError as e:
-        if e.file is None:
-            raise JobSpecError(e.message, key=_nested_key(key, e.key), file=file) from None
-        raise
-    except (TypeError, ValueError) as e:
-        raise JobSpecError(str(e), key=key, file=file) from None
-
-
-def refuse_unknown(
-    given: Iterable[Any], allowed: Iterable[Any], *, key: str | None, file: str | None
-) -> None:
-    """Raise ``JobSpecError`` for keys of ``given`` not in ``allowed``, suggesting near misses.
-
-    Examples
-    --------
-    >>> refuse_unknown({"pth": 1}, ["path", "format"], key="source", file=None)
-    Traceback (most recent call last):
-    ...
-    dbatch.errors.JobSpecError: key 'source': unknown key(s) ['pth'] (did you mean 'path'?); allowed: ['format', 'path']
-    """
-    names = sorted(map(str, allowed))
-    unknown = sorted({str(k) for k in given} - set(names))
-    if unknown:
-        raise JobSpecError(
-            f"unknown key(s) {unknown}{did_you_mean(unknown, names)}; allowed: {names}",
+            f"unknown {kind} type {name!r}{did_you_mean([name], table)}; known: {sorted(table)}",
             key=key,
             file=file,
         )
-
-
-def did_you_mean(unknown: Sequence[str], allowed: Iterable[str]) -> str:
-    """``" (did you mean 'source'?)"`` for a near miss, else an empty string."""
-    allowed = [str(a) for a in allowed]
-    hints = [m for u in unknown for m in difflib.get_close_matches(str(u), allowed, n=1)]
-    return f" (did you mean {', '.join(map(repr, hints))}?)" if hints else ""
-
-
-def _nested_key(outer: str, inner: str | None) -> str:
-    """Place a component's own key (``steps.enrich.lookup``) under where it sits in the file."""
-    if not inner:
-        return outer
-    if inner == outer or inner.startswith(outer + "."):
-        return inner
-    generic = re.sub(r"\[\d+\]", "", outer)  # steps[2].enrich -> steps.enrich
-    if inner == generic or inner.startswith(generic + "."):
-        return outer + inner[len(generic) :]
-    if inner.split(".")[0] in ("source", "sink", "steps", "aggregate", "batching"):
-        return inner
-    return f"{outer}.{inner}"
-
-
-def _parameters(cls) -> dict[str, inspect.Parameter]:
-    sig = inspect.signature(cls)
-    return {
-        n: p
-        for n, p in sig.parameters.items()
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
-
-
-def _hints(cls: Callable[..., Any]) -> dict[str, Any]:
-    generated_init = dataclasses.is_dataclass(cls) and "__init__" not in vars(cls)
-    target = cls if generated_init else cls.__init__
-    try:
-        return typing.get_type_hints(target)
-    except Exception:  # noqa: BLE001 - unresolvable hints: skip the type check
-        return {}
-
-
-def _resolve_path(value: Any, base: Path) -> Any:
-    """A relative path from the job file's folder; ``~`` is the user's home, as in a shell."""
-    if isinstance(value, str) and "://" not in value:
-        expanded = os.path.expanduser(value)
-        return expanded if os.path.isabs(expanded) else str(base / value)
-    if isinstance(value, list):
-        return [_resolve_path(v, base) for v in value]
-    return value
-
-
-_SIMPLE = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
-
-
-def _check_type(value: Any, hint: Any, *, key: str, file: str | None) -> None:
-    if hint is None or value is None:
-        return
-    options = (
-        typing.get_args(hint)
-        if typing.get_origin(hint) in (typing.Union, _union_type())
-        else (hint,)
-    )
-    expected = []
-    for opt in options:
-        origin = typing.get_origin(opt) or opt
-        if opt is Any:
-            return
-        if opt is type(None):
-            continue  # value is not None here (checked above)
-        if origin in _SIMPLE:
-            expected.append(_SIMPLE[origin])
-            if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-                return
-            if origin is int and isinstance(value, int) and not isinstance(value, bool):
-                return
-            if origin in (str, bool) and isinstance(value, origin):
-                return
-        elif origin in (Mapping, dict, typing.Mapping):
-            expected.append("a mapping")
-            if isinstance(value, Mapping):
-                return
-        elif origin in (Sequence, list, tuple, typing.Sequence):
-            expected.append("a list")
-            if isinstance(value, (list, tuple)):
-                return
-        else:
-            return  # a type we do not check from YAML (objects, callables)
-    if expected:
-        raise JobSpecError(
-            f"expected {' or '.join(dict.fromkeys(expected))}, got {type(value).__name__} {value!r}",
-            key=key,
-            file=file,
-        )
-
-
-def _union_type():
-    import types
-
-    return types.UnionType
-
-
-@runtime_checkable
-class Configurable(Protocol):
-    """A component with a YAML shorthand of its own (``filter: "a > 0"``)."""
-
-    @classmethod
-    def from_config(
-        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
-    ) -> Any: ...
-
-
-def configure(
-    cls: Any, value: Any, *, key: str, file: str | None, base_dir: Path | None
-) -> Any:
-    """Build a component from its job-file value: its own ``from_config``, else its options."""
-    try:
-        if isinstance(cls, Configurable):
-            return cls.from_config(value, key=key, file=file, base_dir=base_dir)
-    except JobSpecError as e:
-        if e.file is None:
-            raise JobSpecError(e.message, key=_nested_key(key, e.key), file=file) from None
-        raise
-    if not isinstance(value, Mapping):
-        raise JobSpecError("expected a mapping of options", key=key, file=file)
-    return build(cls, value, key=key, file=file, base_dir=base_dir)
+    return table[name].load(kind, name, key=key, file=file)
 
 
 def function_from_config(
@@ -371,5 +252,3 @@ def _ship_by_value(func: Any, base_dir: Path | None) -> Any:
 
     cloudpickle.register_pickle_by_value(module)
     return _ShippedFunction(func)
-
-

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from . import config
-from .batching import ByCount, BySize, ByThreshold, ByWindow
+from .batching import batcher_from_config
+from .cluster import cluster_from_config
 from .core import Plan
 from .errors import JobSpecError, SourceError
+from .monitor.alerts import Alert, alerts_from_config
+from .options import build, configure, did_you_mean, refuse_unknown
 from .pipeline import BAD_INPUT_MODES, Pipeline
-from .registry import build, configure, did_you_mean, refuse_unknown, resolve_class
+from .protocols import Trigger
+from .registry import resolve_class
 from .steps.aggregate import Aggregate
-
-if TYPE_CHECKING:
-    from .monitor.alerts import Alert
-    from .triggers import Trigger
+from .triggers import trigger_from_config
 
 __all__ = ["load_job", "JobFile", "pipeline_from_dict", "safe_load"]
 
@@ -79,9 +80,6 @@ TOP_KEYS = {
     "schedule",
     "alerts",
 }
-
-
-CLUSTER_KEYS = {"scheduler": "an address or a scheduler file", "workers": "a whole number"}
 
 
 @dataclass(frozen=True)
@@ -156,125 +154,21 @@ def load_job(path: str | Path) -> JobFile:
     return JobFile(
         path=path,
         pipeline=pipeline,
-        cluster=_cluster(raw.get("cluster"), str(path), base),
-        schedule=_schedule(raw.get("schedule"), str(path)),
+        cluster=cluster_from_config(raw.get("cluster"), file=str(path), base_dir=base),
+        schedule=trigger_from_config(raw.get("schedule"), file=str(path)),
         raw=raw,
-        alerts=_alerts(raw.get("alerts"), str(path), base),
+        alerts=alerts_from_config(raw.get("alerts"), file=str(path), base_dir=base),
     )
 
 
-_SCHEDULE_FORMS = (
-    '{cron: "0 2 * * *"} (add tz: Europe/Berlin for local time), {every: 1h} '
-    "or {arrival: {count: 10, poll: 30s}}"
-)
-
-
-def _schedule(value: Any, file: str) -> Trigger | None:
-    """``schedule:`` -> a ``Cron``, ``Interval`` or ``Arrival`` trigger."""
-    from .triggers import Arrival, Cron, Interval
-
-    if value is None:
-        return None
-    kinds = {"cron", "every", "arrival"}
-    if not isinstance(value, Mapping) or len(set(value) & kinds) != 1:
-        raise JobSpecError(
-            f"expected one of {_SCHEDULE_FORMS}; got {value!r}", key="schedule", file=file
-        )
-    ((kind, spec),) = ((k, v) for k, v in value.items() if k in kinds)
-    refuse_unknown(value, {kind, "tz"} if kind == "cron" else {kind}, key="schedule", file=file)
-    try:
-        if kind == "cron":
-            return Cron(spec, tz=value.get("tz", "UTC"))
-        if kind == "every":
-            return Interval(spec)
-        arrival_keys = {"count", "bytes", "poll"}
-        if not isinstance(spec, Mapping) or set(spec) - arrival_keys:
-            raise JobSpecError(
-                f"expected {{count: N}} or {{bytes: SIZE}}, with an optional poll: 30s; "
-                f"got {spec!r}",
-                key="schedule.arrival",
-            )
-        return Arrival(**dict(spec))
-    except JobSpecError as e:
-        raise JobSpecError(e.message, key=e.key or "schedule", file=file) from None
-
-
-def _alerts(value: Any, file: str, base_dir: Path) -> tuple[Alert, ...]:
-    """``alerts:`` -> ``Alert`` listeners; a relative command path is taken from the job's folder."""
-    from .monitor.alerts import Alert
-
-    if value is None:
-        return ()
-    example = '[{on: [failed], webhook: "https://hooks.example.org/dbatch"}]'
-    if not isinstance(value, list):
-        raise JobSpecError(f"expected a list such as {example}", key="alerts", file=file)
-    allowed = {"on", "webhook", "command", "timeout", "retries"}
-    alerts = []
-    for i, spec in enumerate(value):
-        key = f"alerts[{i}]"
-        if not isinstance(spec, Mapping):
-            raise JobSpecError(f"expected a mapping such as {example[1:-1]}", key=key, file=file)
-        refuse_unknown(spec, allowed, key=key, file=file)
-        options = dict(spec)
-        command = options.get("command")
-        if isinstance(command, str) and command.strip():
-            import shlex
-
-            args = shlex.split(command)
-            if "/" in args[0]:  # a path to a program, not a name looked up on PATH
-                program = Path(args[0]).expanduser()
-                args[0] = str(program if program.is_absolute() else base_dir / program)
-            options["command"] = tuple(args)
-        elif command is not None and not isinstance(command, list):
-            raise JobSpecError(
-                "expected a command line such as 'notify-send dbatch'",
-                key=f"{key}.command",
-                file=file,
-            )
-        try:
-            alerts.append(Alert(**options))
-        except JobSpecError as e:
-            raise JobSpecError(e.message, key=f"{key}.{e.key}", file=file) from None
-    return tuple(alerts)
-
-
 def _yaml_problem(e: yaml.YAMLError) -> str:
-    mark = getattr(e, "problem_mark", None)
+    if not isinstance(e, yaml.MarkedYAMLError):
+        return f"not valid YAML: {e}; check the indentation, quotes and brackets there"
+    mark = e.problem_mark
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = getattr(e, "problem", None) or str(e)
-    context = getattr(e, "context", None)
-    what = f"{context}, {problem}" if context else problem
+    problem = e.problem or str(e)
+    what = f"{e.context}, {problem}" if e.context else problem
     return f"not valid YAML{where}: {what}; check the indentation, quotes and brackets there"
-
-
-def _cluster(value: Any, file: str, base_dir: Path) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise JobSpecError(
-            "expected a mapping such as {scheduler: tls://host:8786} or {workers: 4}",
-            key="cluster",
-            file=file,
-        )
-    refuse_unknown(value, CLUSTER_KEYS, key="cluster", file=file)
-    if "scheduler" in value and not isinstance(value["scheduler"], str):
-        raise JobSpecError(
-            f"expected {CLUSTER_KEYS['scheduler']}, got {value['scheduler']!r}",
-            key="cluster.scheduler",
-            file=file,
-        )
-    workers = value.get("workers")
-    if "workers" in value and (
-        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
-    ):
-        raise JobSpecError(
-            f"expected a positive whole number, got {workers!r}", key="cluster.workers", file=file
-        )
-    out = dict(value)
-    scheduler = out.get("scheduler")
-    if scheduler and "://" not in scheduler and scheduler.endswith(".json"):
-        out["scheduler"] = str(base_dir / Path(scheduler).expanduser())  # a scheduler file
-    return out
 
 
 def pipeline_from_dict(
@@ -293,6 +187,36 @@ def pipeline_from_dict(
     >>> p.batching
     ByCount(count=4)
     """
+    name = _checked_top_level(raw, file)
+    source = _component("source", raw["source"], file, base_dir)
+    sink = _component("sink", raw["sink"], file, base_dir)
+    steps = [
+        _step(i, s, file, base_dir)
+        for i, s in enumerate(_list(raw.get("steps") or [], "steps", file))
+    ]
+    options = _bad_input(raw.get("bad_input"), file)
+    if raw.get("batching") is not None:
+        options["batching"] = batcher_from_config(raw["batching"], file=file)
+    if raw.get("aggregate") is not None:
+        options["aggregate"] = build(
+            Aggregate, raw["aggregate"], key="aggregate", file=file, base_dir=None
+        )
+    if raw.get("workdir") is not None:
+        wd = Path(str(raw["workdir"])).expanduser()
+        options["workdir"] = str(wd if wd.is_absolute() or base_dir is None else base_dir / wd)
+    elif base_dir is not None:
+        # The job's work area follows the job file, wherever the command runs from.
+        options["workdir"] = str(config.workdir(base_dir))
+    if raw.get("ledger") is not None:
+        options["ledger"] = _ledger_url(raw["ledger"], base_dir, file)
+    try:
+        return Pipeline(source=source, sink=sink, steps=steps, name=name, **options)
+    except JobSpecError as e:
+        raise JobSpecError(str(e), file=file) from None
+
+
+def _checked_top_level(raw: Mapping[str, Any], file: str | None) -> str:
+    """Refuse unknown or missing top-level keys and a name or text of the wrong type; the name."""
     unknown = sorted(map(str, set(raw) - TOP_KEYS))
     if unknown:
         raise JobSpecError(
@@ -319,31 +243,7 @@ def pipeline_from_dict(
     for key in ("description", "workdir"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise JobSpecError(f"expected a string, got {raw[key]!r}", key=key, file=file)
-    source = _component("source", raw["source"], file, base_dir)
-    sink = _component("sink", raw["sink"], file, base_dir)
-    steps = [
-        _step(i, s, file, base_dir)
-        for i, s in enumerate(_list(raw.get("steps") or [], "steps", file))
-    ]
-    options = _bad_input(raw.get("bad_input"), file)
-    if raw.get("batching") is not None:
-        options["batching"] = _batching(raw["batching"], file)
-    if raw.get("aggregate") is not None:
-        options["aggregate"] = build(
-            Aggregate, raw["aggregate"], key="aggregate", file=file, base_dir=None
-        )
-    if raw.get("workdir") is not None:
-        wd = Path(str(raw["workdir"])).expanduser()
-        options["workdir"] = str(wd if wd.is_absolute() or base_dir is None else base_dir / wd)
-    elif base_dir is not None:
-        # The job's work area follows the job file, wherever the command runs from.
-        options["workdir"] = str(config.workdir(base_dir))
-    if raw.get("ledger") is not None:
-        options["ledger"] = _ledger_url(raw["ledger"], base_dir, file)
-    try:
-        return Pipeline(source=source, sink=sink, steps=steps, name=name, **options)
-    except JobSpecError as e:
-        raise JobSpecError(str(e), file=file) from None
+    return name
 
 
 def _bad_input(bad: Any, file: str | None) -> dict[str, Any]:
@@ -410,83 +310,6 @@ def _step(i: int, spec: Any, file: str | None, base_dir: Path | None) -> Any:
     key = f"{key}.{kind}"
     cls = resolve_class("step", str(kind), key=key, file=file)
     return configure(cls, options, key=key, file=file, base_dir=base_dir)
-
-
-def _is_size(value: Any) -> bool:
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-# batching form -> (batcher, accepts the YAML value, what a value of another type is told,
-# what a value the batcher refuses is told)
-_BATCHING_FORMS: dict[str, tuple[type, Callable[[Any], bool], str, str]] = {
-    "size": (
-        BySize,
-        _is_size,
-        "expected a size such as 64MiB or a number of bytes, got {!r}",
-        "a size such as 64MiB",
-    ),
-    "count": (
-        ByCount,
-        _is_whole,
-        "expected a whole number of units per batch, such as 8; got {!r}",
-        "a positive whole number",
-    ),
-    "window": (
-        ByWindow,
-        lambda value: isinstance(value, str),
-        "expected a pandas frequency such as 1D, 6h or MS, got {!r}",
-        "a frequency such as 1D, 6h or MS",
-    ),
-}
-
-
-def _batching(spec: Any, file: str | None):
-    key = "batching"
-    if not isinstance(spec, Mapping) or len(spec) != 1:
-        raise JobSpecError(
-            "give one of {size: 64MiB}, {count: 8}, {window: 1D}, {threshold: {count: 10}}",
-            key=key,
-            file=file,
-        )
-    ((kind, value),) = spec.items()
-    key = f"batching.{kind}"
-    if kind in _BATCHING_FORMS:
-        cls, accepts, wrong_type, expected = _BATCHING_FORMS[kind]
-        if not accepts(value):
-            raise JobSpecError(wrong_type.format(value), key=key, file=file)
-        return _batcher(cls, (value,), key, file, expected)
-    if kind == "threshold":
-        if not isinstance(value, Mapping) or set(value) - {"count", "bytes"} or len(value) != 1:
-            raise JobSpecError(
-                f"expected {{count: N}} or {{bytes: SIZE}}, got {value!r}", key=key, file=file
-            )
-        ((which, amount),) = value.items()
-        if not (_is_whole(amount) if which == "count" else _is_size(amount)):
-            raise JobSpecError(
-                f"expected {'a whole number' if which == 'count' else 'a size such as 1GiB'}, "
-                f"got {amount!r}",
-                key=f"{key}.{which}",
-                file=file,
-            )
-        return _batcher(ByThreshold, (), key, file, "{count: N} or {bytes: SIZE}", **value)
-    raise JobSpecError(
-        f"unknown batching {kind!r}; use size, count, window or threshold",
-        key="batching",
-        file=file,
-    )
-
-
-def _batcher(cls, args: tuple, key: str, file: str | None, expected: str, **kwargs):
-    try:
-        return cls(*args, **kwargs)
-    except JobSpecError as e:
-        raise JobSpecError(e.message, key=key, file=file) from None
-    except (TypeError, ValueError) as e:
-        raise JobSpecError(f"expected {expected}: {e}", key=key, file=file) from None
 
 
 def _ledger_url(value: Any, base_dir: Path | None, file: str | None) -> str:

@@ -1,39 +1,54 @@
-"""Triggers (cron, interval, arrival of new input), the watch loop that runs a job on them, and backfills."""
+"""Triggers: what starts a run (a cron calendar, an interval, the arrival of new input)."""
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import protocols
+from ._lazy import lazy_exports
 from .batching import make_batches
 from .config import parse_bytes
-from .core import Batch, Event, EventKind, Plan, Unit
-from .errors import DBatchError, JobSpecError, SourceError
+from .core import Unit
+from .errors import JobSpecError, SourceError
+from .options import configure, refuse_unknown
 
 if TYPE_CHECKING:
+    from .backfill import UnitsBetween as UnitsBetween
+    from .backfill import backfill as backfill
     from .ledger import Ledger
-    from .monitor.result import RunResult
     from .pipeline import Pipeline
+    from .watch import WatchResult as WatchResult
+    from .watch import summary_line as summary_line
+    from .watch import watch as watch
 
 __all__ = [
     "Trigger",
     "Cron",
     "Interval",
     "Arrival",
-    "UnitsBetween",
-    "WatchResult",
-    "watch",
-    "backfill",
+    "SCHEDULES",
+    "SCHEDULE_FORMS",
     "parse_duration",
-    "summary_line",
+    "trigger_from_config",
 ]
 
-log = logging.getLogger("dbatch")
+# The watch loop and backfills live in dbatch.watch and dbatch.backfill; their old
+# names here keep working, imported on first use.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "watch": "dbatch.watch",
+        "WatchResult": "dbatch.watch",
+        "summary_line": "dbatch.watch",
+        "backfill": "dbatch.backfill",
+        "UnitsBetween": "dbatch.backfill",
+    },
+)
 
 
 def parse_duration(value: Any, *, key: str = "schedule.every") -> float:
@@ -69,10 +84,11 @@ def parse_duration(value: Any, *, key: str = "schedule.every") -> float:
     return seconds
 
 
-class Trigger:
-    """What starts a run: when to look next (``next_fire``) and whether to run then (``ready``).
+class Trigger(protocols.Trigger):
+    """The base of the built-in triggers: the ``Trigger`` protocol, always ready by default.
 
-    A trigger is plain data; it needs no cluster. ``next_fire(now, last)`` gets the
+    What starts a run: when to look next (``next_fire``) and whether to run then
+    (``ready``). A trigger is plain data; it needs no cluster. ``next_fire(now, last)`` gets the
     current time and the time the trigger last fired (``None`` before the first
     time) and returns a time-zone aware ``datetime``. ``ready`` is asked at that
     time; time-based triggers are always ready, ``Arrival`` only when enough new
@@ -121,6 +137,12 @@ class Cron(Trigger):
             )
         self._zone()
 
+    @classmethod
+    def from_config(cls, value: Any, *, key: str, file: str | None, base_dir: Path | None) -> Cron:
+        """``schedule: {cron: "0 2 * * *", tz: Europe/Berlin}`` (the whole mapping)."""
+        refuse_unknown(value, {"cron", "tz"}, key=key, file=file)
+        return cls(value["cron"], tz=value.get("tz", "UTC"))
+
     def _zone(self):
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -168,6 +190,14 @@ class Interval(Trigger):
 
     def __post_init__(self):
         object.__setattr__(self, "every", parse_duration(self.every, key="schedule.every"))
+
+    @classmethod
+    def from_config(
+        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
+    ) -> Interval:
+        """``schedule: {every: 1h}`` (the whole mapping)."""
+        refuse_unknown(value, {"every"}, key=key, file=file)
+        return cls(value["every"])
 
     @property
     def seconds(self) -> float:
@@ -228,6 +258,22 @@ class Arrival(Trigger):
             object.__setattr__(self, "bytes", size)
         object.__setattr__(self, "poll", parse_duration(self.poll, key="schedule.arrival.poll"))
 
+    @classmethod
+    def from_config(
+        cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
+    ) -> Arrival:
+        """``schedule: {arrival: {count: 10, poll: 30s}}`` (the whole mapping)."""
+        refuse_unknown(value, {"arrival"}, key=key, file=file)
+        spec = value["arrival"]
+        if not isinstance(spec, Mapping) or set(spec) - {"count", "bytes", "poll"}:
+            raise JobSpecError(
+                f"expected {{count: N}} or {{bytes: SIZE}}, with an optional poll: 30s; "
+                f"got {spec!r}",
+                key=f"{key}.arrival",
+                file=file,
+            )
+        return cls(**dict(spec))
+
     def next_fire(self, now: datetime, last: datetime | None = None) -> datetime:
         return now if last is None else last + timedelta(seconds=float(self.poll))
 
@@ -258,292 +304,29 @@ class Arrival(Trigger):
         return f"on arrival of {what} (looking every {timedelta(seconds=float(self.poll))})"
 
 
-# -- the watch loop ------------------------------------------------------------------
+#: The forms of ``schedule:`` in a job file -> the trigger that parses each.
+SCHEDULES: dict[str, type[Trigger]] = {"cron": Cron, "every": Interval, "arrival": Arrival}
+
+SCHEDULE_FORMS = (
+    '{cron: "0 2 * * *"} (add tz: Europe/Berlin for local time), {every: 1h} '
+    "or {arrival: {count: 10, poll: 30s}}"
+)
 
 
-@dataclass(frozen=True)
-class WatchResult:
-    """How a watch ended: runs started, runs that failed, the last result, stopped by a signal."""
-
-    runs: int
-    failed: int
-    last: RunResult | None
-    last_failed: bool
-    stopped: bool
-
-
-def summary_line(result: RunResult) -> str:
-    """One line per run, for logs: time, run id, status, batch and row counts.
+def trigger_from_config(value: Any, *, file: str | None) -> Trigger | None:
+    """A job file's ``schedule:`` -> its trigger (``None`` when there is none).
 
     Examples
     --------
-    >>> summary_line(result)  # doctest: +SKIP
-    '2026-11-02T02:00:04Z nightly run 20261102T020000-1a2b3c: succeeded, 4 committed, ...'
+    >>> trigger_from_config({"every": "1h"}, file=None)
+    Interval(every=3600.0)
     """
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return (
-        f"{stamp} {result.job} run {result.run_id}: {result.status}, "
-        f"{result.committed} committed, {result.skipped} already done, "
-        f"{result.quarantined} quarantined, {result.failed} failed; "
-        f"rows {result.rows_in:,} in, {result.rows_out:,} out, {result.rows_filtered:,} filtered, "
-        f"{result.rows_quarantined:,} quarantined; {result.duration:.1f} s"
-    )
-
-
-def watch(
-    pipeline: Pipeline,
-    trigger: Trigger,
-    *,
-    client: Any = None,
-    max_runs: int | None = None,
-    stop: threading.Event | None = None,
-    listeners: Sequence[Callable[[Event], None]] = (),
-    on_result: Callable[[RunResult], None] | None = None,
-    on_error: Callable[[Exception], None] | None = None,
-    params: dict | None = None,
-) -> WatchResult:
-    """Run ``pipeline`` each time ``trigger`` fires, until ``stop`` is set or ``max_runs`` ran.
-
-    Each run is an ordinary run (the plan minus the ledger). A failed run, or one
-    that cannot start (no input yet, another run holds the job's lock), is reported
-    and the loop goes on; listeners (such as alerts) get a ``finished`` event with
-    status ``failed`` for a run that could not start. The cluster is connected once
-    and reused by every run.
-
-    Parameters
-    ----------
-    client
-        Anything ``dbatch.connect`` accepts; default: the active client, else a
-        LocalCluster started here and closed when the watch ends.
-    max_runs
-        Stop after this many runs (``None``: until stopped).
-    stop
-        Set it (from a signal handler or another thread) to stop after the current run.
-    listeners
-        Run-event listeners for every run, such as ``Alert``.
-    on_result, on_error
-        Called with each run's ``RunResult``, or with the error of a run that could not start.
-
-    Examples
-    --------
-    >>> watch(pipeline, Interval("1h"))  # doctest: +SKIP
-    """
-    from .cluster import connect, has_active_client, owns_cluster
-    from .ledger import Ledger
-
-    stop = stop or threading.Event()
-    ledger = Ledger(pipeline.ledger_url())
-    # Close at the end only a client made here, never the caller's (nor the notebook's).
-    makes_client = client is None and not has_active_client()
-    try:
-        connected = connect(client, show_link=False)
-    except BaseException:
-        ledger.close()
-        raise
-    runs = failed = 0
-    last_result = None
-    last_failed = False
-    fired: datetime | None = None
-    try:
-        while max_runs is None or runs < max_runs:
-            due = trigger.next_fire(datetime.now(UTC), fired)
-            if _wait_until(due, stop):
-                break
-            fired = datetime.now(UTC)
-            if not _ready(trigger, pipeline, ledger):
-                continue
-            outcome = _run_once(pipeline, connected, listeners, params)
-            runs += 1
-            if isinstance(outcome, Exception):
-                failed += 1
-                last_failed = True
-                (on_error or _log_error)(outcome)
-            else:
-                last_result = outcome
-                last_failed = outcome.status == "failed"
-                failed += last_failed
-                (on_result or _log_result)(outcome)
-    finally:
-        ledger.close()
-        if makes_client:
-            cluster = getattr(connected, "cluster", None) if owns_cluster(connected) else None
-            connected.close()
-            if cluster is not None:
-                cluster.close()
-    return WatchResult(runs, failed, last_result, last_failed, stop.is_set())
-
-
-def _wait_until(due: datetime, stop: threading.Event) -> bool:
-    """Sleep until ``due`` (re-reading the clock each second); True when stopped first."""
-    while True:
-        if stop.is_set():
-            return True
-        remaining = (due - datetime.now(UTC)).total_seconds()
-        if remaining <= 0:
-            return False
-        stop.wait(min(remaining, 1.0))
-
-
-def _ready(trigger: Trigger, pipeline: Pipeline, ledger: Ledger) -> bool:
-    try:
-        return trigger.ready(pipeline, ledger)
-    except JobSpecError:
-        raise  # the job itself is wrong; looking again will not help
-    except (DBatchError, OSError) as e:  # a source or the ledger is unreachable for now
-        log.warning("dbatch: %s: could not look for new input (%s); trying again", pipeline.name, e)
-        return False
-
-
-def _run_once(pipeline: Pipeline, client: Any, listeners, params) -> RunResult | Exception:
-    from .runner import new_run_id
-
-    try:
-        return pipeline.run(client=client, progress=False, listeners=list(listeners), params=params)
-    except JobSpecError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a watcher outlives one bad run; it is reported
-        finished = Event(
-            EventKind.FINISHED,
-            new_run_id(),
-            pipeline.name,
-            data={"status": "failed", "message": f"the run could not start: {e}"},
-        )
-        for listener in listeners:
-            listener(finished)
-        return e
-
-
-def _log_result(result: RunResult) -> None:
-    log.info("dbatch: %s", summary_line(result))
-
-
-def _log_error(error: Exception) -> None:
-    log.error("dbatch: a run could not start: %s", error)
-
-
-# -- backfills -----------------------------------------------------------------------
-
-
-def _instant(value: Any, which: str) -> float:
-    """Seconds since the epoch from a date, timestamp or datetime (UTC unless it names a zone)."""
-    import pandas as pd
-
-    try:
-        stamp = pd.Timestamp(value)
-    except (TypeError, ValueError):
-        stamp = pd.NaT
-    if stamp is pd.NaT or not isinstance(stamp, pd.Timestamp):
+    if value is None:
+        return None
+    forms = set(value) & set(SCHEDULES) if isinstance(value, Mapping) else set()
+    if len(forms) != 1:
         raise JobSpecError(
-            f"backfill {which} {value!r} is not a date or timestamp such as 2026-11-01 "
-            "or 2026-11-01T06:00"
+            f"expected one of {SCHEDULE_FORMS}; got {value!r}", key="schedule", file=file
         )
-    if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
-    return stamp.timestamp()
-
-
-@dataclass(frozen=True)
-class UnitsBetween:
-    """Select the batches whose units' times all fall in ``[start, end)``.
-
-    A unit's time is a date in its path (``time_pattern``) or its modification time.
-    Dates without a zone are UTC, like dates in paths. Call it with a ``Batch``;
-    ``select(plan)`` returns the selected batches and refuses a batch that straddles
-    ``start`` or ``end``.
-
-    Examples
-    --------
-    >>> window = UnitsBetween("2026-11-01", "2026-11-03")
-    >>> pipeline.run(select=window)  # doctest: +SKIP
-    """
-
-    start: Any
-    end: Any
-    _bounds: tuple[float, float] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self):
-        lo, hi = _instant(self.start, "start"), _instant(self.end, "end")
-        if not lo < hi:
-            raise JobSpecError(
-                f"backfill start {self.start!r} must come before end {self.end!r} "
-                "(the range is [start, end): start included, end excluded)"
-            )
-        object.__setattr__(self, "_bounds", (lo, hi))
-
-    def _inside(self, unit: Unit) -> bool:
-        lo, hi = self._bounds
-        return unit.time is not None and lo <= unit.time < hi
-
-    def __call__(self, batch: Batch) -> bool:
-        return bool(batch.units) and all(self._inside(u) for u in batch.units)
-
-    def describe(self) -> str:
-        lo, hi = (datetime.fromtimestamp(t, UTC).isoformat() for t in self._bounds)
-        return f"[{lo}, {hi})"
-
-    def select(self, plan: Plan) -> list[Batch]:
-        """The batches of ``plan`` inside the range; a straddling batch or no batch is an error."""
-        chosen = []
-        for batch in plan:
-            timeless = [u.key for u in batch.units if u.time is None]
-            if timeless:
-                raise JobSpecError(
-                    f"unit {timeless[0]!r} has no time, so a backfill cannot place it; "
-                    "set time_pattern in the source",
-                    key="source",
-                )
-            inside = [self._inside(u) for u in batch.units]
-            if all(inside):
-                chosen.append(batch)
-            elif any(inside):
-                raise JobSpecError(
-                    f"batch {batch.id} holds units inside and outside {self.describe()} "
-                    f"(for example {batch.units[inside.index(False)].key!r}); a backfill runs "
-                    "whole batches: use window batching (batching: {window: 1D}) so each "
-                    "batch is one time window, or widen the range",
-                    key="batching",
-                )
-        if not chosen:
-            times = [u.time for b in plan for u in b.units if u.time is not None]
-            span = (
-                f"the input spans {datetime.fromtimestamp(min(times), UTC):%Y-%m-%d %H:%M} to "
-                f"{datetime.fromtimestamp(max(times), UTC):%Y-%m-%d %H:%M} UTC"
-                if times
-                else "the input has no units"
-            )
-            raise JobSpecError(f"no batch falls in {self.describe()}; {span}")
-        return chosen
-
-
-def backfill(
-    pipeline: Pipeline,
-    start: Any,
-    end: Any,
-    *,
-    client: Any = None,
-    force: bool = False,
-    listeners: Sequence[Callable[[Event], None]] = (),
-    progress: bool | str | None = None,
-    params: dict | None = None,
-) -> RunResult:
-    """Run only the batches whose units' times fall in ``[start, end)``.
-
-    Windows already committed with the same inputs are not redone unless
-    ``force`` (which re-runs them, as a replay does). The other committed
-    batches stay in the published output; batches outside the range that were
-    never run stay undone.
-
-    Examples
-    --------
-    >>> backfill(pipeline, "2026-11-01", "2026-11-03")  # doctest: +SKIP
-    """
-    window = UnitsBetween(start, end)
-    window.select(pipeline.plan())
-    return pipeline.run(
-        client=client,
-        select=window,
-        force=force,
-        listeners=list(listeners),
-        progress=progress,
-        params={**(params or {}), "backfill": window.describe(), "force": force},
-    )
+    (form,) = forms
+    return configure(SCHEDULES[form], value, key="schedule", file=file, base_dir=None)

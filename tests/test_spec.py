@@ -27,6 +27,7 @@ from dbatch import (
     SourceError,
     Sql,
 )
+from dbatch.registry import STEPS, Entry, register
 from dbatch.spec import load_job, safe_load
 
 FULL_JOB = """\
@@ -531,6 +532,46 @@ def test_import_path_that_does_not_resolve(job_dir):
 )
 def test_unknown_source_sink_and_step_types(job_dir, text, key, known):
     refused(job_dir, text, f"key '{key}'", "unknown", "known:", known)
+
+
+def test_unknown_types_suggest_the_near_miss(job_dir):
+    refused(
+        job_dir,
+        MINIMAL + "steps:\n  - filtr: 'a > 1'\n",
+        "key 'steps[0].filtr'",
+        "unknown step type 'filtr' (did you mean 'filter'?)",
+    )
+    refused(
+        job_dir,
+        MINIMAL.replace("type: parquet", "type: parqet"),
+        "key 'sink.type'",
+        "(did you mean 'parquet'?)",
+    )
+    message = refused(job_dir, MINIMAL + "steps:\n  - zzz: 1\n", "unknown step type 'zzz'")
+    assert "did you mean" not in message
+
+
+def test_a_type_whose_module_is_missing_names_the_pip_command(job_dir, monkeypatch):
+    monkeypatch.setitem(STEPS, "fancy", Entry("no_such_dbatch_plugin.steps:Fancy"))
+    monkeypatch.setitem(STEPS, "scored", Entry("placeholder:Scored"))  # removed after the test
+    register("step", "scored", "no_such_dbatch_plugin.models:Scored", extra="ml")
+    assert STEPS["scored"] == Entry("no_such_dbatch_plugin.models:Scored", extra="ml")
+    refused(
+        job_dir,
+        MINIMAL + "steps:\n  - fancy: {}\n",
+        "key 'steps[0].fancy'",
+        "step type 'fancy' needs the module 'no_such_dbatch_plugin'",
+        "install it with: pip install no_such_dbatch_plugin",
+    )
+    refused(
+        job_dir,
+        MINIMAL + "steps:\n  - scored: {}\n",
+        "key 'steps[0].scored'",
+        "needs the module 'no_such_dbatch_plugin'",
+        "install it with: pip install 'dbatch[ml]'",
+    )
+    assert STEPS["predict"].install_command() == "pip install 'dbatch[ml]'"
+    assert Entry("a.b:C", packages=("torch",)).install_command() == "pip install torch"
 
 
 def test_invalid_yaml_names_the_line(job_dir):

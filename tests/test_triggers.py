@@ -20,17 +20,11 @@ import pytest
 from click.testing import CliRunner
 
 from dbatch import ByCount, ByWindow, Files, JobSpecError, Ledger, ParquetSink, Pipeline
+from dbatch.backfill import UnitsBetween, backfill
 from dbatch.cli import main
 from dbatch.spec import load_job
-from dbatch.triggers import (
-    Arrival,
-    Cron,
-    Interval,
-    UnitsBetween,
-    backfill,
-    parse_duration,
-    watch,
-)
+from dbatch.triggers import Arrival, Cron, Interval, parse_duration
+from dbatch.watch import watch
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -112,6 +106,21 @@ def test_interval_and_arrival_durations():
         Cron("61 * * * *")
     with pytest.raises(JobSpecError, match="time zone"):
         Cron("0 2 * * *", tz="Mars/Olympus")
+
+
+def test_triggers_meet_the_trigger_protocol_and_the_old_names_still_import():
+    import dbatch.backfill
+    import dbatch.triggers
+    import dbatch.watch
+    from dbatch.protocols import Trigger
+
+    for trigger in (Cron("0 2 * * *"), Interval("1h"), Arrival(count=3)):
+        assert isinstance(trigger, Trigger)
+    assert dbatch.triggers.watch is dbatch.watch.watch
+    assert dbatch.triggers.summary_line is dbatch.watch.summary_line
+    assert dbatch.triggers.backfill is dbatch.backfill.backfill
+    assert dbatch.triggers.UnitsBetween is dbatch.backfill.UnitsBetween
+    assert "watch" in dir(dbatch.triggers)
 
 
 # -- schedule: in job files ---------------------------------------------------------------

@@ -9,17 +9,19 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from ..core import ROW_COUNTS, Event
 from ..errors import JobSpecError
 from ..listeners import RunListener
+from ..options import configure, refuse_unknown
 
-__all__ = ["Alert", "ALERT_ON"]
+__all__ = ["Alert", "ALERT_ON", "alerts_from_config"]
 
 log = logging.getLogger("dbatch")
 
@@ -128,6 +130,29 @@ class Alert(RunListener):
                 )
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise JobSpecError(f"expected 0 or more, got {self.retries!r}", key="retries")
+
+    @classmethod
+    def from_config(cls, value: Any, *, key: str, file: str | None, base_dir: Path | None) -> Alert:
+        """One entry of ``alerts:``; a command's relative program path is from ``base_dir``."""
+        if not isinstance(value, Mapping):
+            raise JobSpecError(f"expected a mapping such as {_EXAMPLE}", key=key, file=file)
+        refuse_unknown(
+            value, ("on", "webhook", "command", "timeout", "retries"), key=key, file=file
+        )
+        options = dict(value)
+        command = options.get("command")
+        if isinstance(command, str) and command.strip():
+            options["command"] = _command_line(command, base_dir)
+        elif command is not None and not isinstance(command, list):
+            raise JobSpecError(
+                "expected a command line such as 'notify-send dbatch'",
+                key=f"{key}.command",
+                file=file,
+            )
+        try:
+            return cls(**options)
+        except JobSpecError as e:
+            raise JobSpecError(e.message, key=f"{key}.{e.key}", file=file) from None
 
     def __repr__(self) -> str:
         where = []
@@ -300,6 +325,39 @@ class Alert(RunListener):
             problem,
         )
         return False
+
+
+_EXAMPLE = '{on: [failed], webhook: "https://hooks.example.org/dbatch"}'
+
+
+def alerts_from_config(value: Any, *, file: str | None, base_dir: Path | None) -> tuple[Alert, ...]:
+    """A job file's ``alerts:`` (a list of ``{on, webhook | command}``) -> its alerts.
+
+    Examples
+    --------
+    >>> alerts_from_config([{"on": ["failed"], "command": "notify-send dbatch"}], file=None,
+    ...                    base_dir=None)
+    (Alert(on=['failed'], command='notify-send'),)
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise JobSpecError(f"expected a list such as [{_EXAMPLE}]", key="alerts", file=file)
+    return tuple(
+        configure(Alert, spec, key=f"alerts[{i}]", file=file, base_dir=base_dir)
+        for i, spec in enumerate(value)
+    )
+
+
+def _command_line(command: str, base_dir: Path | None) -> tuple[str, ...]:
+    """``command`` split as a shell would; a relative program path is taken from ``base_dir``."""
+    args = shlex.split(command)
+    if "/" in args[0]:  # a path to a program, not a name looked up on PATH
+        program = Path(args[0]).expanduser()
+        if not program.is_absolute() and base_dir is not None:
+            program = base_dir / program
+        args[0] = str(program)
+    return tuple(args)
 
 
 def _public(url: str) -> str:

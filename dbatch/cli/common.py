@@ -1,0 +1,134 @@
+"""What every dbatch command shares: loading the job, the client, the ledger, output, options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from ..errors import DBatchError
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+    from ..spec import JobFile
+
+__all__ = [
+    "fail",
+    "load",
+    "client_for",
+    "echo_json",
+    "emit",
+    "run_params",
+    "job_ledger",
+    "echo_frame",
+    "local_workers",
+    "job_options",
+    "scheduler_option",
+    "workers_option",
+    "json_option",
+]
+
+
+def fail(e: Exception) -> NoReturn:
+    """Print ``error: ...`` on standard error and exit with status 2."""
+    click.echo(f"error: {e}", err=True)
+    sys.exit(2)
+
+
+def load(job_path: str) -> JobFile:
+    """The job file at ``job_path``; a wrong one ends the command with its error."""
+    from ..spec import load_job
+
+    try:
+        return load_job(job_path)
+    except DBatchError as e:
+        fail(e)
+
+
+def client_for(job: JobFile, scheduler: str | None, insecure: bool, show_link: bool) -> Any:
+    """A client for ``--scheduler`` (or the job's ``cluster.scheduler``), else None.
+
+    None lets the runner start a LocalCluster only when there is work, and close it.
+    """
+    from ..cluster import connect
+
+    address = scheduler or job.cluster.get("scheduler")
+    if address:
+        return connect(address, insecure=insecure, show_link=show_link)
+    return None
+
+
+def local_workers(job: JobFile, workers: int | None) -> dict[str, int]:
+    """The ``dask.config`` setting for the LocalCluster's worker count (``--workers`` first)."""
+    n_workers = workers or job.cluster.get("workers")
+    return {"dbatch.cluster.n-workers": int(n_workers)} if n_workers else {}
+
+
+def echo_json(data: Any) -> None:
+    """Print ``data`` as one JSON object with sorted keys."""
+    click.echo(json.dumps(data, default=str, sort_keys=True))
+
+
+def emit(result: Any, as_json: bool) -> NoReturn:
+    """Print a run's result and exit: 0 when it succeeded, else 1."""
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(repr(result))
+    sys.exit(0 if result.ok else 1)
+
+
+def run_params(job_path: str) -> dict[str, str]:
+    """The run parameters the ledger records for a run started from a job file."""
+    return {"job_file": str(Path(job_path).resolve())}
+
+
+@contextmanager
+def job_ledger(job: JobFile) -> Iterator[Ledger]:
+    """The job's ledger, closed again however the command ends."""
+    from ..ledger import Ledger
+
+    ledger = Ledger(job.pipeline.ledger_url())
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def echo_frame(frame: Any, columns: Sequence[str], nothing: str, **to_string: Any) -> None:
+    """Print ``columns`` of a pandas DataFrame as a table, or ``nothing`` when it is empty."""
+    if frame.empty:
+        click.echo(nothing)
+    else:
+        click.echo(frame[list(columns)].to_string(index=False, **to_string))
+
+
+scheduler_option = click.option(
+    "--scheduler", default=None, help="Dask scheduler address or scheduler file."
+)
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes of the LocalCluster started for the run (without --scheduler).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+_insecure = click.option("--insecure", is_flag=True, help="Allow a non-TLS non-loopback scheduler.")
+
+
+def job_options(command: Callable) -> Callable:
+    """JOB.yaml, --scheduler, --workers, --json and --insecure: what every job command takes."""
+    for option in (
+        _insecure,
+        json_option,
+        workers_option,
+        scheduler_option,
+        click.argument("job_path", metavar="JOB.yaml"),
+    ):
+        command = option(command)
+    return command
