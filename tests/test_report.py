@@ -14,7 +14,6 @@ from dbatch import Aggregate, ByCount, Files, Pipeline, ReportSink
 from dbatch.demo import JOB_YAML, write_landing_area
 from dbatch.errors import JobSpecError
 from dbatch.spec import load_job, pipeline_from_dict, safe_load
-from dbatch.testing import SinkContract
 
 # Walks every shadow root: Bokeh 3 renders each plot inside one.
 FIND_CANVASES = """
@@ -281,15 +280,3 @@ def test_chart_options_do_not_change_the_batch_fingerprints():
     plain = ReportSink("out/report")
     charted = ReportSink("out/report", title="T", x="day", y="total", by="currency", agg="max")
     assert plain.token() == charted.token()
-
-
-class TestReportSinkContract(SinkContract):
-    def make_sink(self, tmp_path):
-        return ReportSink(str(tmp_path / "out" / "report"), x="day", y="amount", by="account")
-
-    def read_output(self, sink):
-        out = Path(sink.path)
-        # The page a reader opens belongs to the same published version as the data.
-        run_id = (out / "_SUCCESS").read_text().strip()
-        assert run_id in (out / "report.html").read_text()
-        return pd.read_parquet(out / "data")

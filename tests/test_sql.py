@@ -20,7 +20,7 @@ from dbatch.sinks.base import Part
 from dbatch.sinks.sql import SqlSink
 from dbatch.sources.sql import SqlSource
 from dbatch.spec import load_job
-from dbatch.testing import RaiseOn, SinkContract
+from dbatch.testing import RaiseOn
 from dbatch.watermark import committed_watermark
 
 START = dt.datetime(2026, 1, 1)
@@ -492,43 +492,6 @@ def test_job_file_errors_name_the_key(tmp_path):
     )
     with pytest.raises(JobSpecError, match="chunk"):
         load_job(job)
-
-
-# -- the sink contract --------------------------------------------------------------------
-
-
-class TestSqliteSinkContract(SinkContract):
-    def make_sink(self, tmp_path):
-        return SqlSink(f"sqlite:///{tmp_path / 'warehouse.db'}", table="facts")
-
-    def read_output(self, sink):
-        return read_table(sink.url, sink.table).drop(columns=[sink.batch_column])
-
-
-class TestPostgresReplaceSinkContract(SinkContract):
-    mode = "replace"
-
-    @pytest.fixture(autouse=True)
-    def _postgres(self, pg):
-        self.url, self.prefix = pg
-
-    def make_sink(self, tmp_path):
-        name = f"{self.prefix}_{uuid.uuid5(uuid.NAMESPACE_URL, str(tmp_path)).hex[:8]}"
-        if self.mode == "upsert":
-            return SqlSink(self.url, table=name, mode="upsert", key="id")
-        return SqlSink(self.url, table=name)
-
-    def read_output(self, sink):
-        eng = sa.create_engine(sink.url)
-        if not sa.inspect(eng).has_table(sink.table):
-            eng.dispose()
-            return pd.DataFrame(columns=["id", "account", "amount", "day"])
-        eng.dispose()
-        return read_table(sink.url, sink.table).drop(columns=[sink.batch_column])
-
-
-class TestPostgresUpsertSinkContract(TestPostgresReplaceSinkContract):
-    mode = "upsert"
 
 
 def test_staged_file_is_plain_parquet(tmp_path):

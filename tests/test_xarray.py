@@ -28,7 +28,6 @@ from dbatch import (
 )
 from dbatch.errors import BadInputError, JobSpecError
 from dbatch.spec import load_job
-from dbatch.testing import SinkContract
 
 LAT = np.linspace(-10.0, 10.0, 12)
 LON = np.linspace(0.0, 30.0, 16)
@@ -394,34 +393,6 @@ def test_existing_store_with_another_layout_is_refused(tmp_path, client):
     assert (
         "daily.zarr" in message and "chunks of 1 along 'time'" in message and "new path" in message
     )
-
-
-class TestZarrSinkContract(SinkContract):
-    """The sink contract with hourly NetCDF days in and one Zarr store out."""
-
-    def write_input(self, folder: Path, index: int) -> None:
-        day = pd.Timestamp("2024-03-01") + pd.Timedelta(days=index)
-        path = day_file(folder, str(day.date()))
-        # The contract picks batches by a key ending in "<index>.csv"; the content is NetCDF.
-        path.rename(folder / f"sensors-{index:03d}.csv")
-
-    def make_source(self, folder: Path):
-        return NetCDFSource(str(folder / "*.csv"), engine="netcdf4")
-
-    def make_sink(self, tmp_path: Path):
-        return ZarrSink(
-            str(tmp_path / "hourly.zarr"), start="2024-03-01", freq="1h", chunks={"time": 24}
-        )
-
-    def read_output(self, sink):
-        with xr.open_zarr(sink.path, consolidated=False) as z:
-            ds = z.load()
-        ds.attrs.pop("dbatch")
-        return ds
-
-    def assert_same_output(self, got, want) -> None:
-        xr.testing.assert_identical(got, want)
-        assert got.indexes["time"].is_unique
 
 
 def test_a_day_that_leaves_the_plan_is_withdrawn_from_the_store(tmp_path, client):
