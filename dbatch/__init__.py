@@ -94,11 +94,11 @@ if TYPE_CHECKING:  # for type checkers and editors
     from .sources.xarray import ZarrSource as ZarrSource
     from .steps.aggregate import Aggregate as Aggregate
     from .steps.base import Map as Map
+    from .steps.enrich import Enrich as Enrich
+    from .steps.predict import Predict as Predict
     from .steps.sql import Derive as Derive
     from .steps.sql import Filter as Filter
     from .steps.sql import Sql as Sql
-    from .steps.enrich import Enrich as Enrich
-    from .steps.predict import Predict as Predict
     from .steps.xarray import Anomaly as Anomaly
     from .steps.xarray import ConvertUnits as ConvertUnits
     from .steps.xarray import Resample as Resample

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from .base import RelationStep as RelationStep
     from .base import SharedObject as SharedObject
     from .base import Step as Step
+    from .enrich import Enrich as Enrich
+    from .predict import Predict as Predict
     from .sql import Derive as Derive
     from .sql import Filter as Filter
     from .sql import Sql as Sql
-    from .enrich import Enrich as Enrich
-    from .predict import Predict as Predict

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from ...batching import frequency, window_start
+from ...windows import frequency, window_start
 from ...core import Unit
 from ...errors import JobSpecError
 

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
-from ...batching import frequency
+from ...windows import frequency
 from ...context import BatchContext
 from ...core import Batch, Unit, digest
 from ...database import (
