@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ class BatchContext:
     batch: Batch
     run_id: str = "preview"
     mode: str = "quarantine"
-    shared: dict[str, Any] = field(default_factory=dict)
+    shared: Mapping[str, Any] = field(default_factory=dict)
     rows_in: int = 0
     rows_filtered: int = 0
     rows_quarantined: int = 0

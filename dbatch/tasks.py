@@ -69,7 +69,7 @@ def process_batch(
     if task.fault is not None:
         task.fault(batch, task.attempt)
     staging = Path(task.staging_root) / f"{batch.id}.{uuid.uuid4().hex[:12]}"
-    ctx, info, rows_out = _stage(plan, task, dict(shared or {}), staging)
+    ctx, info, rows_out = _stage(plan, task, shared if shared is not None else {}, staging)
     quarantined = ctx.quarantined_rows()
     if quarantined.num_rows:
         _write_quarantine(quarantined, staging / QUARANTINE_FILE, batch.id, task.run_id)
@@ -92,7 +92,7 @@ def process_batch(
 
 
 def _stage(
-    plan: PhysicalPlan, task: BatchTask, shared: dict[str, Any], staging: Path
+    plan: PhysicalPlan, task: BatchTask, shared: Mapping[str, Any], staging: Path
 ) -> tuple[BatchContext, dict[str, Any], int]:
     """Run the plan on the batch and stage its output: (context, what was staged, rows out).
 

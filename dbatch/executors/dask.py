@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,53 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
 __all__ = ["DaskExecutor"]
+
+
+#: Shared objects this worker process holds, by token: (scattered key, object), newest last.
+_HELD: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+_KEEP = 8
+
+
+class SharedOnWorkers(Mapping[str, Any]):
+    """Token -> shared object, as a task on a worker sees it; pickles as the keys alone.
+
+    The object is taken from this worker's memory, where the broadcast put it, and
+    kept by the process for the tasks after: Dask's memory manager may drop the
+    broadcast copies of workers that are idle for a while, and a task should not
+    fetch (and unpickle) a large model again. Only when this worker never got it
+    (it joined after the broadcast) is it fetched from a peer.
+    """
+
+    def __init__(self, keys: Mapping[str, str]):
+        self.keys = dict(keys)
+
+    def __getitem__(self, token: str) -> Any:
+        key = self.keys[token]
+        held = _HELD.get(token)
+        if held is not None and held[0] == key:
+            _HELD.move_to_end(token)
+            return held[1]
+        value = self._fetch(key)
+        _HELD[token] = (key, value)
+        while len(_HELD) > _KEEP:
+            _HELD.popitem(last=False)
+        return value
+
+    @staticmethod
+    def _fetch(key: str) -> Any:
+        from distributed import Future, get_worker, worker_client
+
+        worker = get_worker()
+        if key in worker.data:
+            return worker.data[key]
+        with worker_client() as client:
+            return client.gather(Future(key, client))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 class _Submitted(Handle):
@@ -90,7 +138,7 @@ class DaskExecutor(Executor):
             process_batch,
             self._plan_future,
             task,
-            self._shared,
+            SharedOnWorkers({token: f.key for token, f in self._shared.items()}),
             key=f"dbatch-{task.batch.id}-{task.run_id}-a{task.attempt}",
             pure=False,
             retries=0,
