@@ -31,8 +31,11 @@ def use(shared: SharedOnWorkers, token: str) -> int:
 def test_a_dropped_broadcast_copy_is_not_fetched_again(tmp_path: Path, client):
     log = tmp_path / "unpickled.txt"
     log.write_text("")
+    from distributed import Variable
+
     [future] = client.scatter([Counted(str(log))], broadcast=True, hash=False, direct=True)
-    shared = SharedOnWorkers({"model": future.key})
+    Variable("test-shared-model", client=client).set(future)
+    shared = SharedOnWorkers({"model": (future.key, "test-shared-model")})
     workers = list(client.scheduler_info()["workers"])
     for w in workers:  # each worker uses it once: the process keeps it
         client.submit(use, shared, "model", workers=[w], pure=False).result()
@@ -43,4 +46,17 @@ def test_a_dropped_broadcast_copy_is_not_fetched_again(tmp_path: Path, client):
             assert client.submit(use, shared, "model", workers=[w], pure=False).result() == 1 << 20
     unpickles = log.read_text().split()
     assert len(unpickles) == len(set(unpickles)) == len(workers)  # once in each worker
+    # A worker that never held it (it joined later) fetches it once, by name.
+    for w in workers:
+        client.run(_forget, workers=[w])
+    client.amm.run_once()
+    for w in workers:
+        assert client.submit(use, shared, "model", workers=[w], pure=False).result() == 1 << 20
+    Variable("test-shared-model", client=client).delete()
     future.release()
+
+
+def _forget() -> None:
+    from dbatch.executors import dask as executor
+
+    executor._HELD.clear()

@@ -42,30 +42,30 @@ class SharedOnWorkers(Mapping[str, Any]):
     (it joined after the broadcast) is it fetched from a peer.
     """
 
-    def __init__(self, keys: Mapping[str, str]):
-        self.keys = dict(keys)
+    def __init__(self, keys: Mapping[str, tuple[str, str]]):
+        self.keys = dict(keys)  # token -> (scattered key, name of the Variable that holds it)
 
     def __getitem__(self, token: str) -> Any:
-        key = self.keys[token]
+        key, variable = self.keys[token]
         held = _HELD.get(token)
         if held is not None and held[0] == key:
             _HELD.move_to_end(token)
             return held[1]
-        value = self._fetch(key)
+        value = self._fetch(key, variable)
         _HELD[token] = (key, value)
         while len(_HELD) > _KEEP:
             _HELD.popitem(last=False)
         return value
 
     @staticmethod
-    def _fetch(key: str) -> Any:
-        from distributed import Future, get_worker, worker_client
+    def _fetch(key: str, variable: str) -> Any:
+        from distributed import Variable, get_worker, worker_client
 
         worker = get_worker()
         if key in worker.data:
             return worker.data[key]
-        with worker_client() as client:
-            return client.gather(Future(key, client))
+        with worker_client():
+            return Variable(variable).get(timeout=60).result()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys)
@@ -109,7 +109,15 @@ class DaskExecutor(Executor):
         self._plan = plan
         self._shared_objects = list(shared)
         self._shared = {obj.token: self._scatter(obj.obj) for obj in self._shared_objects}
+        for token, future in self._shared.items():
+            self._variable(token).set(future)
         self._plan_future = self._scatter(plan)
+
+    def _variable(self, token: str) -> Any:
+        """Where a worker that missed the broadcast finds a shared object (by name)."""
+        from distributed import Variable
+
+        return Variable(f"dbatch-shared-{id(self):x}-{token}", client=self.client)
 
     def _scatter(self, obj: Any) -> Future:
         """Broadcast ``obj`` to every worker; a worker dying during the broadcast is retried."""
@@ -131,6 +139,7 @@ class DaskExecutor(Executor):
         for obj in self._shared_objects:
             if self._shared[obj.token].status != "finished":
                 self._shared[obj.token] = self._scatter(obj.obj)
+                self._variable(obj.token).set(self._shared[obj.token])
 
     def submit(self, task: BatchTask) -> Handle:
         self._rescatter_lost()
@@ -138,7 +147,9 @@ class DaskExecutor(Executor):
             process_batch,
             self._plan_future,
             task,
-            SharedOnWorkers({token: f.key for token, f in self._shared.items()}),
+            SharedOnWorkers(
+                {t: (f.key, self._variable(t).name) for t, f in self._shared.items()}
+            ),
             key=f"dbatch-{task.batch.id}-{task.run_id}-a{task.attempt}",
             pure=False,
             retries=0,
@@ -200,7 +211,8 @@ class DaskExecutor(Executor):
         return self.client.gather(futures)
 
     def finish(self) -> None:
-        for f in self._shared.values():
+        for token, f in self._shared.items():
+            self._variable(token).delete()
             f.release()
         if self._plan_future is not None:
             self._plan_future.release()
