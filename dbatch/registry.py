@@ -36,15 +36,15 @@ SOURCES: dict[str, str] = {
     "files": "dbatch.sources.files:Files",
     "sql": "dbatch.sources.sql:SqlSource",
     "http": "dbatch.sources.http:HttpSource",
-    "netcdf": "dbatch.sources.xarray:NetCDFSource",
-    "zarr": "dbatch.sources.xarray:ZarrSource",
+    "netcdf": "dbatch.sources.xarray.netcdf:NetCDFSource",
+    "zarr": "dbatch.sources.xarray.zarr:ZarrSource",
 }
 SINKS: dict[str, str] = {
     "parquet": "dbatch.sinks.files:ParquetSink",
     "csv": "dbatch.sinks.files:CsvSink",
     "sql": "dbatch.sinks.sql:SqlSink",
-    "zarr": "dbatch.sinks.zarr:ZarrSink",
-    "netcdf": "dbatch.sinks.zarr:NetCDFSink",
+    "zarr": "dbatch.sinks.zarr.sink:ZarrSink",
+    "netcdf": "dbatch.sinks.netcdf:NetCDFSink",
     "report": "dbatch.sinks.report:ReportSink",
 }
 STEPS: dict[str, str] = {
@@ -54,10 +54,10 @@ STEPS: dict[str, str] = {
     "sql": "dbatch.steps.sql:Sql",
     "enrich": "dbatch.steps.enrich:Enrich",
     "predict": "dbatch.steps.predict:Predict",
-    "xarray": "dbatch.steps.xarray:XarrayMap",
-    "resample": "dbatch.steps.xarray:Resample",
-    "anomaly": "dbatch.steps.xarray:Anomaly",
-    "convert_units": "dbatch.steps.xarray:ConvertUnits",
+    "xarray": "dbatch.steps.xarray.map:XarrayMap",
+    "resample": "dbatch.steps.xarray.resample:Resample",
+    "anomaly": "dbatch.steps.xarray.anomaly:Anomaly",
+    "convert_units": "dbatch.steps.xarray.units:ConvertUnits",
 }
 _GROUPS = {
     "source": ("dbatch.sources", SOURCES),
