@@ -18,14 +18,14 @@ _WHERE = {
     "Files": ".sources.files",
     "SqlSource": ".sources.sql",
     "HttpSource": ".sources.http",
-    "NetCDFSource": ".sources.xarray",
-    "ZarrSource": ".sources.xarray",
+    "NetCDFSource": ".sources.xarray.netcdf",
+    "ZarrSource": ".sources.xarray.zarr",
     "ParquetSink": ".sinks.files",
     "CsvSink": ".sinks.files",
     "ReportSink": ".sinks.report",
     "SqlSink": ".sinks.sql",
-    "ZarrSink": ".sinks.zarr",
-    "NetCDFSink": ".sinks.zarr",
+    "ZarrSink": ".sinks.zarr.sink",
+    "NetCDFSink": ".sinks.netcdf",
     "Map": ".steps.base",
     "Filter": ".steps.sql",
     "Derive": ".steps.sql",
@@ -33,10 +33,10 @@ _WHERE = {
     "Enrich": ".steps.enrich",
     "Aggregate": ".steps.aggregate",
     "Predict": ".steps.predict",
-    "XarrayMap": ".steps.xarray",
-    "Resample": ".steps.xarray",
-    "Anomaly": ".steps.xarray",
-    "ConvertUnits": ".steps.xarray",
+    "XarrayMap": ".steps.xarray.map",
+    "Resample": ".steps.xarray.resample",
+    "Anomaly": ".steps.xarray.anomaly",
+    "ConvertUnits": ".steps.xarray.units",
     "BySize": ".batching",
     "ByCount": ".batching",
     "ByWindow": ".batching",
@@ -83,15 +83,15 @@ if TYPE_CHECKING:  # for type checkers and editors
     from .pipeline import Pipeline as Pipeline
     from .sinks.files import CsvSink as CsvSink
     from .sinks.files import ParquetSink as ParquetSink
+    from .sinks.netcdf import NetCDFSink as NetCDFSink
     from .sinks.report import ReportSink as ReportSink
     from .sinks.sql import SqlSink as SqlSink
-    from .sinks.zarr import NetCDFSink as NetCDFSink
-    from .sinks.zarr import ZarrSink as ZarrSink
+    from .sinks.zarr.sink import ZarrSink as ZarrSink
     from .sources.files import Files as Files
     from .sources.http import HttpSource as HttpSource
     from .sources.sql import SqlSource as SqlSource
-    from .sources.xarray import NetCDFSource as NetCDFSource
-    from .sources.xarray import ZarrSource as ZarrSource
+    from .sources.xarray.netcdf import NetCDFSource as NetCDFSource
+    from .sources.xarray.zarr import ZarrSource as ZarrSource
     from .steps.aggregate import Aggregate as Aggregate
     from .steps.base import Map as Map
     from .steps.enrich import Enrich as Enrich
@@ -99,10 +99,10 @@ if TYPE_CHECKING:  # for type checkers and editors
     from .steps.sql import Derive as Derive
     from .steps.sql import Filter as Filter
     from .steps.sql import Sql as Sql
-    from .steps.xarray import Anomaly as Anomaly
-    from .steps.xarray import ConvertUnits as ConvertUnits
-    from .steps.xarray import Resample as Resample
-    from .steps.xarray import XarrayMap as XarrayMap
+    from .steps.xarray.anomaly import Anomaly as Anomaly
+    from .steps.xarray.map import XarrayMap as XarrayMap
+    from .steps.xarray.resample import Resample as Resample
+    from .steps.xarray.units import ConvertUnits as ConvertUnits
     from .triggers import Arrival as Arrival
     from .triggers import Cron as Cron
     from .triggers import Interval as Interval

@@ -87,15 +87,15 @@ SOURCES: dict[str, Entry] = {
     "files": Entry("dbatch.sources.files:Files"),
     "sql": Entry("dbatch.sources.sql:SqlSource"),
     "http": Entry("dbatch.sources.http:HttpSource"),
-    "netcdf": Entry("dbatch.sources.xarray:NetCDFSource"),
-    "zarr": Entry("dbatch.sources.xarray:ZarrSource"),
+    "netcdf": Entry("dbatch.sources.xarray.netcdf:NetCDFSource"),
+    "zarr": Entry("dbatch.sources.xarray.zarr:ZarrSource"),
 }
 SINKS: dict[str, Entry] = {
     "parquet": Entry("dbatch.sinks.files:ParquetSink"),
     "csv": Entry("dbatch.sinks.files:CsvSink"),
     "sql": Entry("dbatch.sinks.sql:SqlSink"),
-    "zarr": Entry("dbatch.sinks.zarr:ZarrSink"),
-    "netcdf": Entry("dbatch.sinks.zarr:NetCDFSink"),
+    "zarr": Entry("dbatch.sinks.zarr.sink:ZarrSink"),
+    "netcdf": Entry("dbatch.sinks.netcdf:NetCDFSink"),
     "report": Entry("dbatch.sinks.report:ReportSink"),
 }
 STEPS: dict[str, Entry] = {
@@ -105,10 +105,10 @@ STEPS: dict[str, Entry] = {
     "sql": Entry("dbatch.steps.sql:Sql"),
     "enrich": Entry("dbatch.steps.enrich:Enrich"),
     "predict": Entry("dbatch.steps.predict:Predict", extra="ml"),
-    "xarray": Entry("dbatch.steps.xarray:XarrayMap"),
-    "resample": Entry("dbatch.steps.xarray:Resample"),
-    "anomaly": Entry("dbatch.steps.xarray:Anomaly"),
-    "convert_units": Entry("dbatch.steps.xarray:ConvertUnits"),
+    "xarray": Entry("dbatch.steps.xarray.map:XarrayMap"),
+    "resample": Entry("dbatch.steps.xarray.resample:Resample"),
+    "anomaly": Entry("dbatch.steps.xarray.anomaly:Anomaly"),
+    "convert_units": Entry("dbatch.steps.xarray.units:ConvertUnits"),
 }
 _GROUPS = {
     "source": ("dbatch.sources", SOURCES),

@@ -1,4 +1,4 @@
-"""The sink contract, and the versioned, atomically published directory every file sink shares."""
+"""The sink contract, the versioned, atomically published directory, and what sinks share."""
 
 from __future__ import annotations
 
@@ -9,16 +9,20 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core import Part
 from ..errors import CommitError, JobSpecError, PathEscapeError
 from ..faults import crash_point
 
+if TYPE_CHECKING:
+    import xarray as xr
+
 __all__ = [
     "Sink",
     "Part",
     "PublishedDirectory",
+    "as_dataset",
     "file_checksum",
     "local_path",
     "safe_join",
@@ -65,6 +69,24 @@ def stage_query_result(
 
     table = query(sql, tables)
     return sink.stage(table, directory, name), table.num_rows
+
+
+def as_dataset(data: Any, sink: str) -> xr.Dataset:
+    """``data`` itself when it is an xarray Dataset; else a JobSpecError naming ``sink``.
+
+    Examples
+    --------
+    >>> as_dataset(batch_data, "netcdf")  # doctest: +SKIP
+    """
+    import xarray as xr
+
+    if isinstance(data, xr.Dataset):
+        return data
+    raise JobSpecError(
+        f"the {sink} sink writes xarray Datasets, got {type(data).__name__}; use a netcdf or "
+        "zarr source (table data goes to the parquet or csv sink)",
+        key="sink.type",
+    )
 
 
 def file_checksum(path: str | Path) -> str:

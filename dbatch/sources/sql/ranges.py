@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from ...windows import frequency, window_start
 from ...core import Unit
 from ...errors import JobSpecError
+from ...windows import frequency, window_start
 
 __all__ = ["Grid", "plan_units", "unit_condition"]
 

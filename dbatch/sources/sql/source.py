@@ -10,7 +10,6 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
-from ...windows import frequency
 from ...context import BatchContext
 from ...core import Batch, Unit, digest
 from ...database import (
@@ -25,6 +24,7 @@ from ...errors import JobSpecError, SourceError
 from ...schema import parse_type
 from ...sqltypes import arrow_type
 from ...watermark import committed_watermark
+from ...windows import frequency
 from .ranges import Grid, plan_units, unit_condition
 from .rows import Selection, apply_dtypes, to_arrow
 
