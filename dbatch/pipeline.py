@@ -198,9 +198,9 @@ class Pipeline:
         plan = plan if plan is not None else self.plan()
         if not plan.batches or not plan.batches[0].units:
             return []
-        schema = self.source.columns(plan.batches[0].units[0])
+        schema = self.source.batch_schema(plan.batches[0].units[0])
         if schema is None:
-            return ["the first input could not be read; its batch will say why"]
+            return ["the batches' columns are not known before they load (declare a schema)"]
         return check_steps(self.physical(), schema)
 
     # -- running it --------------------------------------------------------------------

@@ -89,7 +89,7 @@ class Scannable(Protocol):
 class Described(Protocol):
     """A source that can tell the columns of its batches before loading one."""
 
-    def columns(self, unit: Unit) -> Any:
+    def batch_schema(self, unit: Unit) -> Any:
         """The batches' pyarrow schema: declared, or read cheaply from ``unit``; or None."""
         ...
 

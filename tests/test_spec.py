@@ -468,7 +468,6 @@ def test_missing_input_file(job_dir):
         "key 'source.path'",
         "tx-1999-01-01.csv",
         "does not exist",
-        "relative paths are taken from the job file's folder",
         error=SourceError,
     )
 

@@ -131,17 +131,20 @@ class Files:
 
     # -- loading, on a worker ---------------------------------------------------
 
-    def columns(self, unit: Unit) -> pa.Schema | None:
+    def batch_schema(self, unit: Unit) -> pa.Schema | None:
         """The batches' columns: the declared schema, else those of ``unit`` (a first file).
 
-        Read cheaply: a Parquet file's footer, the first block of a CSV or JSON lines
-        file. None when it cannot be read (its batch will say why).
+        Read cheaply: a local Parquet file's footer, the first block of a local CSV or
+        JSON lines file. None for a remote file without a declared schema, or a file
+        that cannot be read (its batch will say why).
         """
         if self.schema is not None:
             schema = self.schema.arrow()
         else:
             from .sample import first_schema
 
+            if "://" in unit.key and not unit.key.startswith("file://"):
+                return None  # a remote file is read on the workers, not sampled here
             found = first_schema(self, unit.key)
             if found is None:
                 return None
