@@ -18,6 +18,7 @@ __all__ = [
     "JobSpecError",
     "SourceError",
     "BadInputError",
+    "TooManyBadRows",
     "SinkError",
     "CommitError",
     "RunLockedError",
@@ -81,6 +82,30 @@ class BadInputError(DBatchError, ValueError):
         super().__init__(f"{where}: {message}" if where else message)
         self.kind = kind
         self.where = where
+
+
+class TooManyBadRows(BadInputError):
+    """A batch with more bad rows than ``max_bad_fraction``: nothing of it is committed.
+
+    ``reasons`` are the most frequent (reason, count); ``staged`` is where the worker
+    kept its quarantined rows, which the runner moves into the work area.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        where: str | None = None,
+        rows_in: int = 0,
+        rows_quarantined: int = 0,
+        reasons: list[tuple[str, int]] | None = None,
+        staged: str = "",
+    ):
+        super().__init__(message, kind="too_many_bad_rows", where=where)
+        self.rows_in = rows_in
+        self.rows_quarantined = rows_quarantined
+        self.reasons = list(reasons or [])
+        self.staged = staged
 
 
 class SinkError(DBatchError, OSError):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .attempts import Attempts
 from .core import BadInputMode, Batch, BatchResult, Event, EventKind, Part, Plan, RunStatus
-from .errors import RunFailedError
+from .errors import RunFailedError, TooManyBadRows
 from .executors.base import Executor
 from .faults import crash_point
 from .ledger import Ledger
@@ -287,7 +287,15 @@ class _Run:
             "error_class": type(error).__name__ if error is not None else "Cancelled",
             "error_message": f"{verdict.reason}: {_short(error)}" if error else verdict.reason,
         }
-        if not quarantined and failure.traceback:
+        if isinstance(error, TooManyBadRows):
+            kept = self.work.reject(batch, error.staged)
+            data.update(
+                rows_in=error.rows_in,
+                rows_quarantined=error.rows_quarantined,
+                quarantine=str(kept / "_quarantine.parquet"),
+                error_message=f"{error}: the rows are kept in {kept / '_quarantine.parquet'}",
+            )
+        elif not quarantined and failure.traceback:
             data["traceback"] = redact(failure.traceback[-4000:])
         self.emit(kind, batch.id, **data)
 

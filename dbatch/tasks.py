@@ -25,7 +25,7 @@ from .arrow import count_rows
 from .compile.physical import PhysicalPlan
 from .context import QUARANTINE_SCHEMA, BatchContext
 from .core import Batch, BatchResult
-from .errors import BadInputError
+from .errors import TooManyBadRows
 from .protocols import Scannable, StagesQueries
 from .workarea import QUARANTINE_FILE, RESULT_FILE, read_result
 
@@ -138,13 +138,13 @@ def _stage_once(
         staging.mkdir(parents=True, exist_ok=False)
         try:
             info = plan.aggregate.map_side(data, staging, task.buckets)
-            _check_bad_fraction(plan, batch, ctx)  # complete once the rows have been read
+            _check_bad_fraction(plan, task, ctx)  # complete once the rows have been read
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return ctx, info, data.rows
     rows_out = count_rows(data, plan.dim)
-    _check_bad_fraction(plan, batch, ctx)
+    _check_bad_fraction(plan, task, ctx)
     staging.mkdir(parents=True, exist_ok=False)
     if plan.aggregate is not None:
         info = plan.aggregate.map_side(data, staging, task.buckets)
@@ -153,16 +153,60 @@ def _stage_once(
     return ctx, info, rows_out
 
 
-def _check_bad_fraction(plan: PhysicalPlan, batch: Batch, ctx: BatchContext) -> None:
-    bad = ctx.rows_quarantined
-    if ctx.rows_in and bad / ctx.rows_in > plan.max_bad_fraction:
-        raise BadInputError(
-            f"{bad} of {ctx.rows_in} rows are bad ({bad / ctx.rows_in:.1%}), more than "
-            f"max_bad_fraction={plan.max_bad_fraction:.1%}; nothing of this batch was committed. "
-            "Inspect the files named in the quarantine, or raise max_bad_fraction.",
-            kind="too_many_bad_rows",
-            where=f"batch {batch.id}",
-        )
+def _check_bad_fraction(plan: PhysicalPlan, task: BatchTask, ctx: BatchContext) -> None:
+    """Refuse a batch with too many bad rows, keeping its quarantined rows for inspection."""
+    bad, total = ctx.rows_quarantined, ctx.rows_in
+    if not total or bad / total <= plan.max_bad_fraction:
+        return
+    rows = ctx.quarantined_rows()
+    kept = Path(task.staging_root) / f"{task.batch.id}.rejected-{uuid.uuid4().hex[:12]}"
+    kept.mkdir(parents=True)
+    if rows.num_rows:
+        _write_quarantine(rows, kept / QUARANTINE_FILE, task.batch.id, task.run_id)
+    counted = BatchResult(
+        batch_id=task.batch.id,
+        fingerprint=task.batch.fingerprint,
+        staging=str(kept),
+        rows_in=total,
+        rows_filtered=ctx.rows_filtered,
+        rows_quarantined=bad,
+        files_quarantined=list(ctx.files),
+    )
+    (kept / RESULT_FILE).write_text(json.dumps(counted.to_dict(), default=str))
+    reasons = top_reasons(rows)
+    shown = "; ".join(f"{why} ({n:,})" for why, n in reasons) or "counted, not kept (drop mode)"
+    raise TooManyBadRows(
+        f"{bad:,} of {total:,} rows are bad ({bad / total:.1%}), more than "
+        f"max_bad_fraction={plan.max_bad_fraction:.1%}; nothing of this batch was committed. "
+        f"Most frequent: {shown}. Fix the files or the schema (null_values, types), or raise "
+        "max_bad_fraction, then run again.",
+        where=f"batch {task.batch.id}",
+        rows_in=total,
+        rows_quarantined=bad,
+        reasons=reasons,
+        staged=str(kept),
+    )
+
+
+def top_reasons(rows: pa.Table, n: int = 5) -> list[tuple[str, int]]:
+    """The most frequent reasons of quarantined rows, by kind and column: [(text, count)].
+
+    Examples
+    --------
+    >>> t = pa.table({"kind": ["type", "type"], "reason": ["column 'a': value 'x' is not a valid int64"] * 2})
+    >>> top_reasons(t)
+    [("type, column 'a'", 2)]
+    """
+    import re
+    from collections import Counter
+
+    found: Counter[str] = Counter()
+    for kind, reason in zip(
+        rows.column("kind").to_pylist(), rows.column("reason").to_pylist(), strict=True
+    ):
+        column = re.match(r"column '([^']*)'", reason or "")
+        found[f"{kind}, column '{column.group(1)}'" if column else str(kind)] += 1
+    return found.most_common(n)
 
 
 def _write_quarantine(rows: pa.Table, path: Path, batch_id: str, run_id: str) -> None:

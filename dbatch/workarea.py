@@ -4,6 +4,7 @@ Layout below ``<workdir>/<job>/``::
 
     staging/<run id>/<batch id>.<random>/   what a worker wrote for one attempt
     batches/<batch id>-<fingerprint>/       committed batches (``_result.json`` inside)
+    rejected/<batch id>-<fingerprint>/      batches refused for too many bad rows: their quarantine
     quarantine.parquet                      the published output's quarantined rows and files
     _buckets.json                           the aggregate's bucket count, fixed per job
 
@@ -45,6 +46,7 @@ class WorkArea:
         self.committed = self.root / "batches"
         self.staging_root = self.root / "staging"
         self.quarantine = self.root / "quarantine.parquet"
+        self.rejected = self.root / "rejected"
 
     def __repr__(self) -> str:
         return f"WorkArea({str(self.root)!r})"
@@ -94,14 +96,29 @@ class WorkArea:
             os.rename(staged, target)
         return target
 
+    def rejected_dir(self, batch: Batch) -> Path:
+        """Where a batch refused for too many bad rows keeps its quarantined rows."""
+        return self.rejected / f"{batch.id}-{batch.fingerprint}"
+
+    def reject(self, batch: Batch, kept: str | os.PathLike[str]) -> Path:
+        """Keep what a refused attempt set aside (its quarantine), replacing an earlier one."""
+        target = self.rejected_dir(batch)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(kept, target)
+        return target
+
     def collect_garbage(self, keep: Iterable[Batch]) -> None:
         """Remove committed batches that are no longer part of the plan (changed inputs)."""
         names = {self.batch_dir(b).name for b in keep}
-        if not self.committed.exists():
-            return
-        for p in self.committed.iterdir():
-            if p.name not in names:
-                shutil.rmtree(p, ignore_errors=True)
+        if self.committed.exists():
+            for p in self.committed.iterdir():
+                if p.name not in names:
+                    shutil.rmtree(p, ignore_errors=True)
+        if self.rejected.exists():  # a refused batch that has committed since, or changed
+            for p in self.rejected.iterdir():
+                if p.name in names and (self.committed / p.name).exists() or p.name not in names:
+                    shutil.rmtree(p, ignore_errors=True)
 
     def bucket_count(self, fixed: int | None, threads: int) -> int:
         """The aggregate's bucket count: fixed per job once chosen, so resumed partials agree.

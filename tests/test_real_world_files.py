@@ -316,3 +316,36 @@ def test_a_file_the_time_pattern_does_not_match_is_an_error_naming_it(tmp_path):
     (tmp_path / "l" / "flights-2013-13.csv").write_text("id\n1\n")
     with pytest.raises(JobSpecError, match="found '2013-13' in .*which is not a date"):
         Files(str(tmp_path / "l" / "*.csv"), time_pattern=r"(\d{4}-\d{2})").list_units()
+
+
+# -- 8. a batch over max_bad_fraction keeps its quarantine ------------------------------------
+
+
+def test_the_default_refuses_a_batch_of_mostly_bad_rows_and_keeps_them(tmp_path, client):
+    import dask
+
+    from dbatch import config
+
+    lines = ["id,amount"] + [f"{i},{'x' if i % 3 else i}" for i in range(300)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "in" / "b.csv").write_text("id,amount\n1,2.5\n2,3.5\n")
+    with dask.config.set({"dbatch.bad-input.max-bad-fraction": 0.05}):
+        assert config.get("bad-input.max-bad-fraction") == 0.05
+        p = Pipeline(
+            Files(str(tmp_path / "in" / "*.csv"), schema={"id": "int64", "amount": "float64"}),
+            ParquetSink(str(tmp_path / "out")),
+            batching=ByCount(1),
+            workdir=str(tmp_path / "work"),
+        )
+        result = p.run(client=client)
+    assert result.status == "failed" and result.failed == 1 and result.committed == 1
+    [failed] = [b for b in result.batches if b["state"] == "failed"]
+    assert failed["rows_in"] == 300 and failed["rows_quarantined"] == 200
+    message = failed["error_message"]
+    assert "200 of 300 rows are bad (66.7%)" in message
+    assert "type, column 'amount' (200)" in message  # the top reasons, with counts
+    kept = pq.read_table(failed["quarantine"])
+    assert kept.num_rows == 200 and set(kept.column("kind").to_pylist()) == {"type"}
+    assert failed["batch_id"] in result.message  # the summary names the failed batch's error
+    assert "200 of 300 rows are bad" in result.message

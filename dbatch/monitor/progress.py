@@ -36,6 +36,7 @@ class _Progress(RunListener):
         self.quarantined = 0
         self.retries = 0
         self.rows = 0
+        self.rows_quarantined = 0
         self.started = time.time()
 
     @property
@@ -52,6 +53,7 @@ class _Progress(RunListener):
     def on_batch_committed(self, event: Event) -> None:
         self.done += 1
         self.rows += int(event.data.get("rows_in", 0))
+        self.rows_quarantined += int(event.data.get("rows_quarantined") or 0)
         self.show()
 
     def on_batch_skipped(self, event: Event) -> None:
@@ -126,7 +128,8 @@ class NotebookProgress(_Progress):
     def _text(self) -> str:
         return (
             f"{self.done}/{self.total} batches · <b>{self.failed}</b> failed · "
-            f"{self.quarantined} quarantined · {self.retries} retries · "
+            f"{self.quarantined} batches quarantined · {self.rows_quarantined:,} rows "
+            f"quarantined · {self.retries} retries · "
             f"{self.rows_per_second:,.0f} rows/s"
         )
 
@@ -136,5 +139,9 @@ class NotebookProgress(_Progress):
         if finished is not None:
             status = finished.data.get("status")
             self.bar.bar_style = (
-                "danger" if status == "failed" else "warning" if self.quarantined else "success"
+                "danger"
+                if status == "failed"
+                else "warning"
+                if self.quarantined or self.rows_quarantined
+                else "success"
             )

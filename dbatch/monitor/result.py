@@ -71,11 +71,12 @@ class RunResult:
             f"dbatch run {self.run_id} of {self.job!r}: {self.status} in {self.duration:.1f} s",
             f"  batches: {self.planned} planned, {self.committed} committed, {self.skipped} already done"
             + (f" ({self.recovered} recovered)" if self.recovered else "")
-            + f", {self.quarantined} quarantined, {self.failed} failed",
+            + f", {self.failed} failed"
+            + (f", {self.quarantined} batches quarantined" if self.quarantined else ""),
             f"  rows:    {row_balance(vars(self))}",
         ]
-        if self.files_quarantined:
-            lines.append(f"  files quarantined: {self.files_quarantined}")
+        if self.rows_quarantined or self.files_quarantined:
+            lines.append(f"  quarantined: {self._quarantine_text()}")
         if self.output:
             rows = f" ({self.output_rows:,} rows)" if self.output_rows is not None else ""
             lines.append(f"  output:  {self.output}{rows}")
@@ -83,10 +84,26 @@ class RunResult:
             lines.append(f"  note:    {self.message}")
         return "\n".join(lines)
 
-    def _repr_html_(self) -> str:
-        color = {"failed": "#c0392b", "succeeded_with_quarantine": "#d68910"}.get(
-            self.status, "#1e8449"
+    def _quarantine_text(self) -> str:
+        share = (
+            f" ({self.rows_quarantined / self.rows_in:.1%} of the rows in)" if self.rows_in else ""
         )
+        parts = [f"{self.rows_quarantined:,} rows{share}"]
+        if self.files_quarantined:
+            parts.append(f"{self.files_quarantined:,} files")
+        return (
+            " and ".join(parts) + " set aside with their reason; `dbatch quarantine JOB` lists them"
+        )
+
+    @property
+    def has_quarantine(self) -> bool:
+        """Whether anything was set aside: rows, files or whole batches."""
+        return bool(self.rows_quarantined or self.files_quarantined or self.quarantined)
+
+    def _repr_html_(self) -> str:
+        color = "#c0392b" if self.status == "failed" else "#1e8449"
+        if self.status != "failed" and self.has_quarantine:
+            color = "#d68910"  # done, but with rows or files set aside: not plain green
         rows = "".join(
             "<tr>"
             + "".join(f"<td>{html.escape(str(b.get(k, '')))}</td>" for k in BATCH_COLUMNS)
@@ -98,12 +115,16 @@ class RunResult:
             if self.dashboard
             else ""
         )
+        aside = ""
+        if self.rows_quarantined or self.files_quarantined:
+            aside = f"<br><b>quarantined:</b> {html.escape(self._quarantine_text())}"
         return (
             f"<div><strong>dbatch run</strong> <code>{html.escape(self.run_id)}</code> of "
             f"<code>{html.escape(self.job)}</code>: <span style='color:{color}'><b>{self.status}</b></span> "
             f"in {self.duration:.1f} s{dash}<br>"
-            f"{self.committed} committed, {self.skipped} already done, {self.quarantined} quarantined, "
-            f"{self.failed} failed of {self.planned} batches · rows {row_balance(vars(self))}"
+            f"{self.committed} committed, {self.skipped} already done, {self.failed} failed, "
+            f"{self.quarantined} batches quarantined of {self.planned} batches"
+            f" · rows {row_balance(vars(self))}{aside}"
             f"<br>output: <code>{html.escape(self.output)}</code>"
             + (f"<br><em>{html.escape(self.message)}</em>" if self.message else "")
             + "<details><summary>batches</summary><table><thead><tr><th>batch</th><th>state</th>"
@@ -197,14 +218,24 @@ class RunSummary(RunListener):
     def message(self, status: str) -> str:
         if status == "failed":
             return (
-                f"{self.failed} batch(es) failed; nothing new was published and committed batches "
-                f"are kept. Fix the cause, then run the same command again (or `dbatch resume`)."
+                f"{self.failed} batch(es) failed: {self._errors()}. Nothing new was published and "
+                "committed batches are kept. Fix the cause, then run the same command again "
+                "(or `dbatch resume`)."
             )
         if status == "nothing_to_do":
             return "every batch was already committed with the same inputs; no work done"
         if status == "succeeded_with_quarantine":
             return f"{self._count('quarantined')} batch(es) quarantined; see `dbatch status`"
         return ""
+
+    def _errors(self, first: int = 3) -> str:
+        """The first failed batches' errors, and how many more failed."""
+        failed = [i for b, i in self.info.items() if self.state.get(b) == BatchState.FAILED]
+        shown = [
+            f"{i['batch_id']}: {str(i.get('error_message', ''))[:300]}" for i in failed[:first]
+        ]
+        more = f"; and {len(failed) - first} more (`dbatch status`)" if len(failed) > first else ""
+        return "; ".join(shown) + more
 
     def manifest_data(self) -> dict[str, Any]:
         return {
