@@ -52,15 +52,15 @@ def read_parquet(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.
             f"{type_name(typ)}; fix the writer upstream or change the declared type",
         )
         return None
-    lines = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    lines = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))  # row 1 is the first
     return source.schema.check_constraints(table, ctx, key, _rows_as_json(table), lines)
 
 
 def _rows_as_json(table: pa.Table):
-    """Row numbers -> the rows as JSON text (for formats without raw lines)."""
+    """Row numbers (1 = the first row) -> the rows as JSON text (formats without raw lines)."""
 
     def raw_of(numbers: list) -> list:
-        rows = table.take([n for n in numbers]).to_pylist()
+        rows = table.take([n - 1 for n in numbers]).to_pylist()
         return [row_json(r) for r in rows]
 
     return raw_of

@@ -243,7 +243,7 @@ def _bad_rows(schema: Schema, batch: Batch, files: list[_File]) -> list[tuple]:
 
     Files whose statistics prove them clean are not read.
     """
-    extra = ", {} AS __unit, file_row_number AS __row"
+    extra = ", {} AS __unit, file_row_number + 1 AS __row"  # row 1 is the first, as in load
     selects = [
         f"SELECT * FROM ({_select(schema, f.path, f.casts, extra.format(i))}) AS f{i} "
         f"WHERE NOT ({_ok(schema, f)})"
