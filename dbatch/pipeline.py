@@ -26,6 +26,7 @@ from .steps.aggregate import Aggregate
 if TYPE_CHECKING:
     from .executors.base import Executor
     from .listeners import Listener
+    from .monitor.debug import DebugResult
     from .monitor.result import RunResult
     from .retry import RetryPolicy
 
@@ -228,6 +229,37 @@ class Pipeline:
             }
             return frame
         return data
+
+    def debug(self, batch: str | int = 0) -> DebugResult:
+        """Re-run one batch in this process, step by step, and return what each step made.
+
+        ``batch`` is a batch id (as ``dbatch status`` and the run's summary show it)
+        or the batch's place in the plan. The steps run one at a time, unfused, on the
+        batch's current inputs; nothing is written. A step that raises ends the walk:
+        ``result.failed`` names it, with the error and traceback.
+
+        Examples
+        --------
+        >>> trace = pipeline.debug("b-3f1c2a9e0d11")  # doctest: +SKIP
+        >>> trace.failed.name, trace.failed.error  # doctest: +SKIP
+        >>> trace.steps[1].head()  # doctest: +SKIP
+        """
+        from .monitor.debug import debug_batch
+
+        plan = self.plan()
+        if isinstance(batch, int):
+            if not 0 <= batch < len(plan):
+                raise IndexError(f"the plan has {len(plan)} batches; batch={batch} is out of range")
+            chosen = plan[batch]
+        else:
+            found = [b for b in plan if b.id == batch]
+            if not found:
+                raise KeyError(
+                    f"no batch {batch!r} in the plan of {self.name!r} (its inputs may have "
+                    "changed); `dbatch plan` lists the batches"
+                )
+            chosen = found[0]
+        return debug_batch(self.source, self.steps, chosen, self.bad_input)
 
     def run(
         self,

@@ -96,7 +96,7 @@ class Publication:
         staging.mkdir(parents=True, exist_ok=True)
         buckets = self.buckets()
         args = [(k, [str(d) for d in dirs], str(staging)) for k in range(buckets)]
-        keys = [f"dbatch-reduce-{self.job}-{self.run_id}-{k}" for k in range(buckets)]
+        keys = [(f"dbatch-{self.job}-reduce", self.run_id, k) for k in range(buckets)]
         outputs = self.executor.reduce(self.physical, args, keys)
         return [Part(f"reduce-{o['bucket']:03d}", Path(o["staging"]), o["rows"]) for o in outputs]
 
@@ -121,7 +121,7 @@ class Publication:
                 return rows
 
         else:
-            key = f"dbatch-quarantine-{uuid.uuid4().hex[:12]}"
+            key = (f"dbatch-{self.job}-quarantine", self.run_id, uuid.uuid4().hex[:8])
             wait = self.executor.call(key, gather_quarantine, *args)
 
         def put_in_place() -> None:

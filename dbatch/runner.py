@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -110,8 +111,11 @@ class _Run:
         self.client = client
         self.executor = executor
         self._made_executor = False
-        self.summary = RunSummary(plan, run_id, pipeline.sink.location)
+        self.summary = RunSummary(
+            plan, run_id, pipeline.sink.location, work_area=str(self.work.root)
+        )
         self.bus = Bus([ledger, self.summary, *options.listeners])
+        self._stack = ExitStack()
 
     # -- the run ------------------------------------------------------------------
 
@@ -120,11 +124,13 @@ class _Run:
         if self.options.select is not None:  # under the lock: what is committed cannot change
             self.plan = select(self.plan, self.options.select, records, self.work.state(self.plan))
             self.summary.plan = self.plan
+        from .monitor.logs import LogListener
         from .monitor.progress import make_progress
 
         bar = make_progress(self.options.progress, self.plan)
         if bar is not None:
             self.bus.add(bar)
+        self.bus.add(LogListener(self.plan))
         self.work.clean_stale_staging()
         self.emit(
             EventKind.RUN_STARTED,
@@ -154,6 +160,7 @@ class _Run:
         )
 
     def close(self) -> None:
+        self._stack.close()
         self.bus.end()
         self.work.drop_staging(self.run_id)
         self.ledger.release(self.pipeline.name, self.run_id)
@@ -177,6 +184,7 @@ class _Run:
             self._made_executor = True
         self.summary.dashboard = self.executor.dashboard
         self.bus.dashboard(self.executor.dashboard)
+        self._stack.enter_context(self.executor.span(f"dbatch {self.pipeline.name} {self.run_id}"))
         return self.executor
 
     # -- plan minus ledger ----------------------------------------------------------

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WatchResult", "watch", "summary_line"]
 
-log = logging.getLogger("dbatch")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

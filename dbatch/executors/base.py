@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,14 +68,18 @@ class Executor(abc.ABC):
     def cancel(self, handles: Sequence[Handle]) -> None: ...
 
     @abc.abstractmethod
-    def call(self, key: str, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    def call(self, key: Any, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
         """Run ``fn(*args)`` there; returns a function that waits for its result."""
 
     @abc.abstractmethod
     def reduce(
-        self, plan: PhysicalPlan, args: Sequence[tuple[Any, ...]], keys: Sequence[str]
+        self, plan: PhysicalPlan, args: Sequence[tuple[Any, ...]], keys: Sequence[Any]
     ) -> list[Any]:
         """Run ``reduce_bucket(plan, *a)`` for each ``a`` of ``args``; the results in order."""
+
+    def span(self, name: str) -> AbstractContextManager[None]:
+        """A context in which the run's tasks are grouped under ``name`` (where that exists)."""
+        return nullcontext()
 
     def finish(self) -> None:
         """The run is over: release what it holds (shared objects, the plan)."""

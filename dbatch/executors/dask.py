@@ -9,12 +9,17 @@ Dask allows as killed. Everything else (retries, commits, events) is the runner'
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..compile.physical import PhysicalPlan
 from ..retry import Failure
@@ -74,6 +79,24 @@ class SharedOnWorkers(Mapping[str, Any]):
         return len(self.keys)
 
 
+class QuietHandledFailures(WorkerPlugin):
+    """Keeps a worker from logging "Compute Failed" with a traceback for dbatch's tasks.
+
+    dbatch handles those failures itself: a retry is logged once as a warning with
+    its reason, a failure for good names its error in the run's summary and ledger.
+    """
+
+    def setup(self, worker: Any) -> None:
+        logging.getLogger("distributed.worker").addFilter(_not_dbatch_failure)
+
+
+def _not_dbatch_failure(record: logging.LogRecord) -> bool:
+    if not str(record.msg).startswith("Compute Failed"):
+        return True
+    key = record.args[0] if isinstance(record.args, tuple) and record.args else ""
+    return not str(key).startswith(("dbatch-", "('dbatch-"))
+
+
 class _Submitted(Handle):
     def __init__(self, task: BatchTask, future: Future):
         self.task = task
@@ -94,9 +117,14 @@ class DaskExecutor(Executor):
         self._plan_future: Future | None = None
         self._shared_objects: list[Any] = []
         self._shared: dict[str, Future] = {}
+        self._kept: list[Future] = []
         from ..cluster import dashboard_link
 
         self.dashboard = dashboard_link(client)
+
+    @property
+    def _job(self) -> str:
+        return self._plan.job if self._plan is not None else "job"
 
     @property
     def threads(self) -> int:
@@ -106,12 +134,23 @@ class DaskExecutor(Executor):
         # Import the engines on every worker once, not in the first task; only a
         # speed-up: a worker that dies meanwhile imports them in its first task.
         self.client.run(warm_worker, on_error="ignore")
+        self.client.register_plugin(QuietHandledFailures(), name="dbatch-quiet-failures")
         self._plan = plan
         self._shared_objects = list(shared)
-        self._shared = {obj.token: self._scatter(obj.obj) for obj in self._shared_objects}
+        self._shared = {
+            obj.token: self._scatter(obj.obj, f"shared-{obj.token}") for obj in self._shared_objects
+        }
         for token, future in self._shared.items():
             self._variable(token).set(future)
-        self._plan_future = self._scatter(plan)
+        self._plan_future = self._scatter(plan, "plan")
+
+    @contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        """The run's tasks as one span of Dask's Spans view."""
+        from distributed import span
+
+        with span(name):
+            yield
 
     def _variable(self, token: str) -> Any:
         """Where a worker that missed the broadcast finds a shared object (by name)."""
@@ -119,12 +158,19 @@ class DaskExecutor(Executor):
 
         return Variable(f"dbatch-shared-{id(self):x}-{token}", client=self.client)
 
-    def _scatter(self, obj: Any) -> Future:
-        """Broadcast ``obj`` to every worker; a worker dying during the broadcast is retried."""
+    def _scatter(self, obj: Any, what: str) -> Future:
+        """Broadcast ``obj`` to every worker; a worker dying during the broadcast is retried.
+
+        Keyed ``dbatch-<job>-<what>``, so the dashboard shows a model or a lookup as
+        dbatch's, not as a task group named after its Python type.
+        """
+        assert self._plan is not None or what == "plan"
+        job = self._job
         for attempt in range(1, 4):
+            key = f"dbatch-{job}-{what}-{uuid.uuid4().hex[:12]}"
             try:
-                [future] = self.client.scatter([obj], broadcast=True, hash=False, direct=True)
-                return future
+                scattered = self.client.scatter({key: obj}, broadcast=True, direct=True)
+                return scattered[key]
             except OSError:
                 if attempt == 3:
                     raise
@@ -135,10 +181,10 @@ class DaskExecutor(Executor):
         """Scattered data dies with the workers holding it, and Dask cannot recompute it."""
         assert self._plan is not None and self._plan_future is not None
         if self._plan_future.status != "finished":
-            self._plan_future = self._scatter(self._plan)
+            self._plan_future = self._scatter(self._plan, "plan")
         for obj in self._shared_objects:
             if self._shared[obj.token].status != "finished":
-                self._shared[obj.token] = self._scatter(obj.obj)
+                self._shared[obj.token] = self._scatter(obj.obj, f"shared-{obj.token}")
                 self._variable(obj.token).set(self._shared[obj.token])
 
     def submit(self, task: BatchTask) -> Handle:
@@ -150,10 +196,11 @@ class DaskExecutor(Executor):
             SharedOnWorkers(
                 {t: (f.key, self._variable(t).name) for t, f in self._shared.items()}
             ),
-            key=f"dbatch-{task.batch.id}-{task.run_id}-a{task.attempt}",
+            key=(f"dbatch-{self._job}-batch", task.run_id, task.batch.index, task.attempt),
             pure=False,
             retries=0,
         )
+        self._kept.append(future)  # until the run ends: the Progress panel counts what is done
         return _Submitted(task, future)
 
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
@@ -180,8 +227,6 @@ class DaskExecutor(Executor):
             error = future.exception() or CancelledError(f"task {future.key} was {future.status}")
         except CancelledError as cancelled:  # its inputs were lost with a worker
             error = cancelled
-        finally:
-            future.release()
         tb = "".join(traceback.format_exception(error))
         return Outcome(
             failure=Failure(
@@ -197,20 +242,24 @@ class DaskExecutor(Executor):
             if isinstance(h, _Submitted):
                 h.future.cancel()
 
-    def call(self, key: str, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    def call(self, key: Any, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
         future = self.client.submit(fn, *args, key=key, pure=False)
         return future.result
 
     def reduce(
-        self, plan: PhysicalPlan, args: Sequence[tuple[Any, ...]], keys: Sequence[str]
+        self, plan: PhysicalPlan, args: Sequence[tuple[Any, ...]], keys: Sequence[Any]
     ) -> list[Any]:
         futures = [
             self.client.submit(reduce_bucket, plan, *a, key=key, pure=False)
             for a, key in zip(args, keys, strict=True)
         ]
+        self._kept.extend(futures)
         return self.client.gather(futures)
 
     def finish(self) -> None:
+        for kept in self._kept:
+            kept.release()
+        self._kept = []
         for token, f in self._shared.items():
             self._variable(token).delete()
             f.release()

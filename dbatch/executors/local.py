@@ -61,11 +61,11 @@ class LocalExecutor(Executor):
     def cancel(self, handles: Sequence[Handle]) -> None:
         pass  # they ran already
 
-    def call(self, key: str, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    def call(self, key: Any, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
         value = fn(*args)
         return lambda: value
 
     def reduce(
-        self, plan: PhysicalPlan, args: Sequence[tuple[Any, ...]], keys: Sequence[str]
+        self, plan: PhysicalPlan, args: Sequence[tuple[Any, ...]], keys: Sequence[Any]
     ) -> list[Any]:
         return [reduce_bucket(plan, *a) for a in args]

@@ -23,7 +23,7 @@ from ..options import configure, refuse_unknown
 
 __all__ = ["Alert", "ALERT_ON", "alerts_from_config"]
 
-log = logging.getLogger("dbatch")
+log = logging.getLogger(__name__)
 
 #: What an alert can be sent on: a run's status, ``quarantined`` (this run set
 #: batches, rows or files aside) or ``finished`` (every run).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..core import BATCH_COLUMNS, ROW_COUNTS, BatchState, Event, EventKind, Plan, row_balance
@@ -45,6 +46,7 @@ class RunResult:
     dashboard: str | None
     message: str
     batches: list[dict[str, Any]] = field(default_factory=list)
+    work_area: str = ""
 
     @property
     def ok(self) -> bool:
@@ -61,10 +63,48 @@ class RunResult:
             d[f"batches_{name}"] = d.pop(name)
         return d
 
-    def batches_frame(self):
+    def batches_frame(self) -> Any:
         import pandas as pd
 
         return pd.DataFrame(self.batches)
+
+    def quarantine(self) -> Any:
+        """The rows and files this run's batches set aside, as a pandas DataFrame.
+
+        Columns: ``source``, ``line`` (empty for a whole file), ``kind``, ``reason``,
+        ``raw``, ``batch_id``, ``run_id``, and ``state`` (``committed``: kept aside from
+        the published output; ``failed``: a batch refused for too many bad rows, whose
+        rows are kept in the work area's ``rejected/`` folder).
+        """
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        mine = {b["batch_id"]: b.get("state") for b in self.batches}
+        frames = []
+        published = Path(self.work_area) / "quarantine.parquet"
+        if self.work_area and published.exists():
+            rows = pq.read_table(published).to_pandas()
+            frames.append(rows[rows["batch_id"].isin(mine)].assign(state="committed"))
+        for b in self.batches:
+            kept = b.get("quarantine")
+            if b.get("state") == "failed" and kept and Path(kept).exists():
+                frames.append(pq.read_table(kept).to_pandas().assign(state="failed"))
+        if not frames:
+            columns = ["source", "line", "kind", "reason", "raw", "batch_id", "run_id", "state"]
+            return pd.DataFrame(columns=columns)
+        return pd.concat(frames, ignore_index=True)
+
+    def errors(self) -> Any:
+        """The batches that failed or were quarantined in this run, with their error."""
+        import pandas as pd
+
+        columns = ["batch_id", "state", "attempts", "error_class", "error_message"]
+        rows = [
+            {c: b.get(c) for c in columns}
+            for b in self.batches
+            if b.get("state") in ("failed", "quarantined")
+        ]
+        return pd.DataFrame(rows, columns=columns)
 
     def __repr__(self) -> str:
         lines = [
@@ -146,7 +186,8 @@ _STATES = {
 class RunSummary(RunListener):
     """A run listener that keeps the state of every batch and the totals."""
 
-    def __init__(self, plan: Plan, run_id: str, output: str):
+    def __init__(self, plan: Plan, run_id: str, output: str, work_area: str = ""):
+        self.work_area = work_area
         self.plan = plan
         self.run_id = run_id
         self.output = output
@@ -287,4 +328,5 @@ class RunSummary(RunListener):
             dashboard=self.dashboard,
             message=d["message"],
             batches=sorted(self.info.values(), key=lambda i: order.get(i["batch_id"], 0)),
+            work_area=self.work_area,
         )

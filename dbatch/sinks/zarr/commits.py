@@ -17,7 +17,7 @@ from .store import ZarrStore
 
 __all__ = ["CommitMarkers", "supersede", "withdraw_stale", "write_json"]
 
-log = logging.getLogger("dbatch")
+log = logging.getLogger(__name__)
 
 
 def write_json(path: Path, record: Mapping[str, Any]) -> None:
