@@ -69,7 +69,7 @@ class BatchContext:
         source: str,
         kind: str,
         reasons: Sequence[str] | str,
-        raw: Sequence[str],
+        raw: Sequence[str | None],
         lines: Sequence[int | None] | None = None,
     ) -> None:
         """Set bad rows aside with their location, kind, reason and raw text."""

@@ -54,7 +54,7 @@ class Publication:
     def up_to_date(self) -> bool:
         """Whether the sink's current output was published from exactly these committed batches."""
         manifest = self.manifest()
-        return bool(manifest) and manifest.get("inputs") == self.inputs()
+        return manifest is not None and manifest.get("inputs") == self.inputs()
 
     def confirm(self) -> None:
         """Nothing new to publish: take the output rows from the manifest."""

@@ -116,11 +116,11 @@ def _stage(
             return _stage_once(plan, task, batch, ctx, staging)
         except unreadable as e:
             shutil.rmtree(staging, ignore_errors=True)
-            key = _damaged(plan, batch, e)
-            if key is None:
+            found = _damaged(plan, batch, e)
+            if found is None:
                 raise
-            log.warning("batch %s: %s cannot be read (%s); quarantined", batch.id, key, e)
-            damaged.append((key, f"not a readable Parquet file: {e}"))
+            log.warning("batch %s: %s cannot be read (%s); quarantined", batch.id, found, e)
+            damaged.append((found, f"not a readable Parquet file: {e}"))
 
 
 def _damaged(plan: PhysicalPlan, batch: Batch, error: BaseException) -> str | None:
@@ -253,7 +253,8 @@ def reduce_bucket(
         table = plan.aggregate.empty_output()
         info, rows = sink.stage(table, staging, name=name), table.num_rows
     elif isinstance(sink, StagesQueries):
-        info, rows = sink.stage_query(*found, staging, name=name)
+        sql, tables = found
+        info, rows = sink.stage_query(sql, tables, staging, name)
     else:
         table = query(*found)
         info, rows = sink.stage(table, staging, name=name), table.num_rows

@@ -163,7 +163,7 @@ def _extend(
     relation: Relation, pending: list[SqlStep], ctx: BatchContext
 ) -> tuple[Relation, tuple[SqlStep, ...]]:
     """Add steps from ``pending`` to ``relation`` while they fit in one query (taken off it)."""
-    current, held = relation, []
+    current, held = relation, list[SqlStep]()
     while pending:
         extended = pending[0].to_relation(current, len(held), ctx)
         if extended is None:

@@ -48,10 +48,10 @@ class SharedOnWorkers(Mapping[str, Any]):
     """
 
     def __init__(self, keys: Mapping[str, tuple[str, str]]):
-        self.keys = dict(keys)  # token -> (scattered key, name of the Variable that holds it)
+        self.where = dict(keys)  # token -> (scattered key, name of the Variable that holds it)
 
     def __getitem__(self, token: str) -> Any:
-        key, variable = self.keys[token]
+        key, variable = self.where[token]
         held = _HELD.get(token)
         if held is not None and held[0] == key:
             _HELD.move_to_end(token)
@@ -73,10 +73,10 @@ class SharedOnWorkers(Mapping[str, Any]):
             return Variable(variable).get(timeout=60).result()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.keys)
+        return iter(self.where)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.where)
 
 
 class QuietHandledFailures(WorkerPlugin):
@@ -194,7 +194,7 @@ class DaskExecutor(Executor):
             self._plan_future,
             task,
             SharedOnWorkers(
-                {t: (f.key, self._variable(t).name) for t, f in self._shared.items()}
+                {t: (str(f.key), self._variable(t).name) for t, f in self._shared.items()}
             ),
             key=(f"dbatch-{self._job}-batch", task.run_id, task.batch.index, task.attempt),
             pure=False,

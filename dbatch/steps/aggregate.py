@@ -296,7 +296,8 @@ class Aggregate:
         The files are streamed into DuckDB one record batch at a time, so memory
         follows the number of groups, not the number of batches.
         """
-        raw, pre = [], []
+        raw: list[str] = []
+        pre: list[str] = []
         for f in files:
             with ipc.open_file(str(f)) as reader:
                 kind = (reader.schema.metadata or {}).get(_KIND, b"pre")

@@ -288,7 +288,7 @@ def _flaky_classes() -> None:
         mixins = tuple(m for k, (_, m) in enumerate(_CAPABILITIES) if n >> k & 1)
         name = "_FlakySink" + "".join(m.__name__ for m in mixins)
         namespace = {"__module__": __name__, "__qualname__": name}
-        cls = dataclass(frozen=True)(type(name, (*mixins, _FlakySink), namespace))
+        cls: type = dataclass(frozen=True)(type(name, (*mixins, _FlakySink), namespace))
         globals()[name] = cls
         _FLAKY[mixins] = cls
 

@@ -18,11 +18,11 @@ __all__ = ["check_columns", "concat"]
 def check_columns(
     source: Files, key: str, found: list[str], ctx: BatchContext, n_rows: int
 ) -> bool:
-    assert source.schema is not None
-    missing = [c for c in source.schema.names if c not in found]
+    assert source.declared is not None
+    missing = [c for c in source.declared.names if c not in found]
     if missing:
         # As many unknown columns as missing ones: most likely renamed upstream.
-        extra = [c for c in found if c not in source.schema.names]
+        extra = [c for c in found if c not in source.declared.names]
         renamed = len(extra) == len(missing)
         ctx.rows_in -= n_rows
         ctx.quarantine_file(

@@ -179,8 +179,8 @@ def _parse(
 def _convert_options(source: Files):
     import pyarrow.csv as pacsv
 
-    if source.schema is not None:  # read as text: the schema casts, with its null markers
-        text = dict.fromkeys(source.schema.names, pa.string())
+    if source.declared is not None:  # read as text: the schema casts, with its null markers
+        text = dict.fromkeys(source.declared.names, pa.string())
         return pacsv.ConvertOptions(column_types=text, strings_can_be_null=False)
     if source.null_values is not None:  # declared markers: null in every column
         return pacsv.ConvertOptions(null_values=list(source.null_values), strings_can_be_null=True)
@@ -212,14 +212,14 @@ def _finish(
         )
     table = parsed.table
     ctx.read_rows(table.num_rows + len(bad) + len(broken))
-    if source.schema is None:
+    if source.declared is None:
         return table
     if not check_columns(source, key, table.column_names, ctx, table.num_rows):
         return None
-    table = table.select(source.schema.names)
+    table = table.select(source.declared.names)
     numbers = pa.array(parsed.lines)
-    table, numbers = source.schema.cast_strings(table, ctx, key, _raw(lines), numbers)
-    return source.schema.check_constraints(table, ctx, key, _raw(lines), numbers)
+    table, numbers = source.declared.cast_strings(table, ctx, key, _raw(lines), numbers)
+    return source.declared.check_constraints(table, ctx, key, _raw(lines), numbers)
 
 
 def _raw(lines: Lines):

@@ -41,14 +41,14 @@ def read_jsonl(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Ta
         good_raw.append(line)
     ctx.read_rows(len(good) + len(bad_lines))
     ctx.quarantine_rows(key, "json", bad_why, bad_raw, bad_lines)
-    if source.schema is None:
+    if source.declared is None:
         try:
             return pa.Table.from_pylist(good)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             ctx.rows_in -= len(good)
             ctx.quarantine_file(key, "schema_drift", f"mixed value types: {e}; declare a schema")
             return None
-    names = source.schema.names
+    names = source.declared.names
     if good and not any(all(n in rec for n in names) for rec in good[:1]):
         present = sorted(set().union(*(rec.keys() for rec in good[:100])))
         if not check_columns(source, key, present, ctx, len(good)):
@@ -67,8 +67,8 @@ def read_jsonl(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Ta
         return [by_line.get(n) for n in numbers]
 
     lines = pa.array(good_lines, pa.int64())
-    table, lines = source.schema.cast_strings(table, ctx, key, raw_of, lines)
-    return source.schema.check_constraints(table, ctx, key, raw_of, lines)
+    table, lines = source.declared.cast_strings(table, ctx, key, raw_of, lines)
+    return source.declared.check_constraints(table, ctx, key, raw_of, lines)
 
 
 def _json_scalar(v: Any) -> str:

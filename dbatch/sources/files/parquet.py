@@ -27,14 +27,14 @@ def read_parquet(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as e:
         ctx.quarantine_file(key, "corrupt", f"not a readable Parquet file: {e}")
         return None
-    if source.schema is None:
+    if source.declared is None:
         ctx.read_rows(table.num_rows)
         return table
     ctx.read_rows(table.num_rows)
     if not check_columns(source, key, table.column_names, ctx, table.num_rows):
         return None
-    table = table.select(source.schema.names)
-    target = source.schema.arrow()
+    table = table.select(source.declared.names)
+    target = source.declared.arrow()
     for name, typ in zip(target.names, target.types, strict=True):
         have = table.schema.field(name).type
         if have == typ:
@@ -53,7 +53,7 @@ def read_parquet(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.
         )
         return None
     lines = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))  # row 1 is the first
-    return source.schema.check_constraints(table, ctx, key, _rows_as_json(table), lines)
+    return source.declared.check_constraints(table, ctx, key, _rows_as_json(table), lines)
 
 
 def _rows_as_json(table: pa.Table):

@@ -24,13 +24,13 @@ __all__ = ["scan_obstacle", "parquet_scan", "damaged_file"]
 
 def scan_obstacle(source: Files, mode: BadInputMode | str) -> str | None:
     """None when the batches of ``source`` may be read inside their query; else why not."""
-    if source.schema is None:
+    if source.declared is None:
         return "no declared schema"
     if source.source_column:
         return "source_column is set"
     if mode == BadInputMode.FAIL_FAST:
         return "bad_input is fail_fast (the first bad row must stop the batch)"
-    if source.schema.sql_predicates() is None:
+    if source.declared.sql_predicates() is None:
         return "a column type or rule has no exact SQL form (unique, say)"
     return None
 
@@ -44,7 +44,7 @@ def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Relation | N
     and put through ``Schema.check_constraints`` as in ``load``, so the reasons and
     raw text are the same. The plan-wide conditions are ``scan_obstacle``'s.
     """
-    schema = source.schema
+    schema = source.declared
     assert schema is not None  # scan_obstacle said so when the plan was made
     predicates = schema.sql_predicates()
     assert predicates is not None
@@ -93,7 +93,7 @@ def damaged_file(source: Files, batch: Batch, error: BaseException) -> str | Non
 
     from ...engine import query_batches
 
-    schema = source.schema
+    schema = source.declared
     assert schema is not None
     for unit in batch.units:
         found = _footer(source, unit.key, schema)
@@ -267,9 +267,10 @@ def _bad_rows(schema: Schema, batch: Batch, files: list[_File]) -> list[tuple]:
         rows = part.select(schema.names)
         numbers = part.column("__row").to_pylist()
         text = {n: row_json(r) for n, r in zip(numbers, rows.to_pylist(), strict=True)}
-        kept = schema.check_constraints(
-            rows, recorder, unit.key, lambda ns, t=text: [t.get(n) for n in ns], pa.array(numbers)
-        )
+        def raw_of(ns: list[int], t: dict[int, str] = text) -> list[str | None]:
+            return [t.get(n) for n in ns]
+
+        kept = schema.check_constraints(rows, recorder, unit.key, raw_of, pa.array(numbers))
         if kept.num_rows:  # the rules' SQL and Arrow forms must agree; a bug if not
             raise AssertionError(
                 f"{kept.num_rows} row(s) of {unit.key} broke a rule in SQL but not in Arrow"

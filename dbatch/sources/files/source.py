@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import fsspec
 import pyarrow as pa
@@ -102,6 +102,11 @@ class Files:
                     key="source.path",
                 )
 
+    @property
+    def declared(self) -> Schema | None:
+        """The declared schema, as a ``Schema`` (``schema`` is given as a mapping too)."""
+        return cast("Schema | None", self.schema)
+
     # -- planning, on the client ------------------------------------------------
 
     def describe(self) -> str:
@@ -117,7 +122,7 @@ class Files:
         return [
             "files",
             self.format,
-            self.schema.token() if self.schema else None,
+            self.declared.token() if self.declared else None,
             self.delimiter,
             self.encoding,
             self.source_column,
@@ -138,8 +143,8 @@ class Files:
         JSON lines file. None for a remote file without a declared schema, or a file
         that cannot be read (its batch will say why).
         """
-        if self.schema is not None:
-            schema = self.schema.arrow()
+        if self.declared is not None:
+            schema = self.declared.arrow()
         else:
             from .sample import first_schema
 
@@ -191,8 +196,8 @@ class Files:
         return concat(tables, ctx, batch)
 
     def _empty(self) -> pa.Table:
-        if self.schema is not None:
-            schema = self.schema.arrow()
+        if self.declared is not None:
+            schema = self.declared.arrow()
             if self.source_column:
                 schema = schema.append(pa.field(self.source_column, pa.string()))
             return schema.empty_table()

@@ -26,8 +26,11 @@ class ContractInput(Protocol):
     holds, ``bad_rows`` how many of them that source sets aside.
     """
 
-    rows: int
-    bad_rows: int
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def bad_rows(self) -> int: ...
 
     def write(self, folder: Path, index: int) -> None:
         """Write input number ``index`` into ``folder``."""
