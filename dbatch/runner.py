@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .attempts import Attempts
 from .core import BadInputMode, Batch, BatchResult, Event, EventKind, Part, Plan, RunStatus
@@ -24,7 +25,7 @@ from .faults import crash_point
 from .ledger import Ledger
 from .listeners import Bus, Listener
 from .monitor.result import RunResult, RunSummary
-from .protocols import CommitsBatches
+from .protocols import CommitsBatches, Sink
 from .publish import Publication
 from .reconcile import Action, Decision, reconcile, select
 from .redact import redact
@@ -34,7 +35,6 @@ from .workarea import WorkArea
 
 if TYPE_CHECKING:
     from .compile.physical import PhysicalPlan
-    from .pipeline import Pipeline
 
 __all__ = ["run", "RunOptions", "RetryPolicy", "new_run_id"]
 
@@ -43,6 +43,29 @@ log = logging.getLogger(__name__)
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+class Runnable(Protocol):
+    """What the runner needs of a pipeline (``dbatch.Pipeline`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sink(self) -> Sink: ...
+
+    @property
+    def aggregate(self) -> Any: ...
+
+    def plan(self) -> Plan: ...
+
+    def physical(self) -> PhysicalPlan: ...
+
+    def check(self, plan: Plan | None = None) -> list[str]: ...
+
+    def ledger_url(self) -> str: ...
+
+    def work_area(self) -> Path: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +85,7 @@ class RunOptions:
 
 
 def run(
-    pipeline: Pipeline,
+    pipeline: Runnable,
     client: Any = None,
     *,
     executor: Executor | None = None,
@@ -95,7 +118,7 @@ class _Run:
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: Runnable,
         plan: Plan,
         ledger: Ledger,
         run_id: str,
