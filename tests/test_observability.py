@@ -131,3 +131,26 @@ def test_debug_shows_each_step_and_where_it_broke(tmp_path):
     assert ok.failed is None and ok.output.num_rows == 6
     with pytest.raises(KeyError, match="no batch 'b-nope'"):
         p.debug("b-nope")
+
+
+def test_the_notebook_widget_shows_the_batch_grid_and_is_not_green_with_quarantined_rows():
+    from dbatch.core import Batch, Event, Plan, Unit
+    from dbatch.monitor.progress import STATE_COLOURS, NotebookProgress, batch_grid
+
+    batches = tuple(Batch.from_units([Unit(f"u{i}")], index=i) for i in range(3))
+    widget = NotebookProgress(Plan("grid", batches))
+
+    def ev(kind, b=None, **data):
+        return Event(kind, "r1", "grid", b, data)
+
+    widget(ev("batch_started", batches[0].id))
+    widget(ev("batch_committed", batches[0].id, rows_in=10, rows_quarantined=2))
+    widget(ev("batch_committed", batches[1].id, rows_in=10))
+    widget(ev("batch_skipped", batches[2].id))
+    widget(ev("finished", status="succeeded"))
+    cells = widget.grid.value.split("</div>")[0]
+    assert cells.count(STATE_COLOURS["committed"]) == 2 and cells.count(STATE_COLOURS["skipped"]) == 1
+    assert widget.bar.bar_style == "warning"  # succeeded, but rows were set aside
+    assert "2 rows quarantined" in widget.label.value
+    many = batch_grid({f"b{i}": "committed" for i in range(10_000)} | {"b5000": "failed"})
+    assert many.count("<span title") <= 600 and STATE_COLOURS["failed"] in many.split("</div>")[0]
