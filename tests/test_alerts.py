@@ -201,3 +201,27 @@ def test_alerts_in_job_files(tmp_path):
             load_job(path)
         assert str(info.value).startswith(f"{path}: key '{key}': "), str(info.value)
         assert words in str(info.value)
+
+
+def test_a_shell_command_is_an_explicit_choice(tmp_path, client):
+    out = tmp_path / "from-shell.json"
+    shell_line = f"cat > '{out}'"
+    plain = Alert(on=["succeeded"], command=shell_line)  # no shell: '>' is just an argument
+    shelled = Alert(on=["succeeded"], command=shell_line, shell=True)
+    result = pipeline(tmp_path).run(client=client, listeners=[plain, shelled])
+    assert result.status == "succeeded"
+    assert json.loads(out.read_text())["run_id"] == result.run_id
+    assert not (tmp_path / ">").exists()
+    with pytest.raises(JobSpecError, match="shell: true needs the command as one line"):
+        Alert(on=["failed"], command=["cat"], shell=True)
+    with pytest.raises(JobSpecError, match="true or false"):
+        Alert(on=["failed"], command="cat", shell="yes")
+
+
+def test_a_job_file_alert_with_shell_true(tmp_path):
+    from dbatch.monitor.alerts import alerts_from_config
+
+    [alert] = alerts_from_config(
+        [{"on": ["failed"], "command": "cat > out.json", "shell": True}], file=None, base_dir=tmp_path
+    )
+    assert alert.shell and alert.command == "cat > out.json"

@@ -56,7 +56,9 @@ class Alert(RunListener):
     message, errors, dashboard link), with a timeout and ``retries`` more tries
     on a connection error, a timeout, a 5xx or a 429 answer. A command gets the
     same JSON on its standard input; it is split with ``shlex`` and run without a
-    shell. An alert that cannot be delivered logs a warning and never fails the run;
+    shell, unless ``shell=True`` says to run it with ``/bin/sh -c`` (then redirections
+    and pipes such as ``cat > run.json`` work; the command line is yours: no value of
+    the run is put into it). An alert that cannot be delivered logs a warning and never fails the run;
     the webhook's address appears in logs as scheme, host and port only, so tokens
     in its path, query or user part stay out of them.
 
@@ -70,6 +72,8 @@ class Alert(RunListener):
         An ``http://`` or ``https://`` URL.
     command
         A command line (``"notify-send dbatch"``) or a list of arguments.
+    shell
+        Run ``command`` (a string) with the shell: an explicit choice, off by default.
     timeout
         Seconds for one webhook request or for the command.
     retries, backoff
@@ -84,6 +88,7 @@ class Alert(RunListener):
     on: Sequence[str] | str = ("failed",)
     webhook: str | None = field(default=None, repr=False)
     command: str | Sequence[str] | None = field(default=None, repr=False)
+    shell: bool = False
     timeout: float = 10.0
     retries: int = 2
     backoff: float = 0.5
@@ -111,6 +116,13 @@ class Alert(RunListener):
                     "expected an http:// or https:// URL such as https://hooks.example.org/dbatch",
                     key="webhook",
                 )
+        if not isinstance(self.shell, bool):
+            raise JobSpecError(f"expected true or false, got {self.shell!r}", key="shell")
+        if self.shell and not isinstance(self.command, str):
+            raise JobSpecError(
+                "shell: true needs the command as one line of text, such as 'cat > run.json'",
+                key="command",
+            )
         if self.command is not None:
             args = self._args()
             if not args:
@@ -137,11 +149,13 @@ class Alert(RunListener):
         if not isinstance(value, Mapping):
             raise JobSpecError(f"expected a mapping such as {_EXAMPLE}", key=key, file=file)
         refuse_unknown(
-            value, ("on", "webhook", "command", "timeout", "retries"), key=key, file=file
+            value, ("on", "webhook", "command", "shell", "timeout", "retries"), key=key, file=file
         )
         options = dict(value)
         command = options.get("command")
-        if isinstance(command, str) and command.strip():
+        if options.get("shell") is True:
+            pass  # the shell reads the line itself, from the job file's folder
+        elif isinstance(command, str) and command.strip():
             options["command"] = _command_line(command, base_dir)
         elif command is not None and not isinstance(command, list):
             raise JobSpecError(
@@ -267,8 +281,11 @@ class Alert(RunListener):
     def _post(self, payload: dict[str, Any]) -> bool:
         import requests
 
+        from ..retry import RetryPolicy
+
         url = str(self.webhook)
         problem = ""
+        policy = RetryPolicy(attempts=self.retries + 1, base=self.backoff, cap=60.0)
         for attempt in range(1, self.retries + 2):
             retry = True
             try:
@@ -288,7 +305,7 @@ class Alert(RunListener):
                 retry = answer.status_code >= 500 or answer.status_code == 429
             if not retry or attempt > self.retries:
                 break
-            time.sleep(self.backoff * 2 ** (attempt - 1))
+            time.sleep(policy.delay(attempt))
         log.warning(
             "dbatch: alert for run %s of %r not delivered to webhook %s after %d attempt(s): %s; "
             "the run itself is not affected",
@@ -303,8 +320,9 @@ class Alert(RunListener):
     def _pipe(self, payload: dict[str, Any]) -> bool:
         args = self._args()
         try:
-            done = subprocess.run(  # noqa: S603 - no shell; the user's own command
-                args,
+            done = subprocess.run(  # noqa: S603 - the user's own command; a shell only if asked
+                str(self.command) if self.shell else args,
+                shell=self.shell,
                 input=json.dumps(payload, default=str),
                 capture_output=True,
                 text=True,
