@@ -59,3 +59,22 @@ def test_modules_and_functions_stay_small():
                 long_functions.append(f"{path.relative_to(ROOT)}:{node.name}: {_body_lines(node)}")
     assert not big_modules, big_modules
     assert not long_functions, long_functions
+
+
+#: The modules users program against: strictly typed.
+PUBLIC_API = [
+    "dbatch/__init__.py",
+    "dbatch/pipeline.py",
+    "dbatch/core.py",
+    "dbatch/errors.py",
+    "dbatch/protocols.py",
+    "dbatch/listeners.py",
+    "dbatch/retry.py",
+    "dbatch/reconcile.py",
+]
+
+
+def test_the_public_api_is_strictly_typed():
+    pytest.importorskip("mypy")
+    found = run("mypy", "--strict", "--follow-imports=silent", "--no-error-summary", *PUBLIC_API)
+    assert found.returncode == 0, found.stdout + found.stderr
