@@ -195,7 +195,7 @@ class Job:
 
     def _prepare_dbatch(self) -> None:
         import dbatch.runner  # noqa: F401  (the driver's part of a run, as after a first run)
-        from dbatch.execute import warm_worker
+        from dbatch.tasks import warm_worker
 
         self.cluster, self.client = _cluster()
         self.client.run(warm_worker)
