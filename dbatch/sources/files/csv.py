@@ -35,20 +35,23 @@ class Lines:
     def __init__(self, data: bytes):
         self.data = data
         buf = np.frombuffer(data, dtype=np.uint8)
-        if data.count(b"\r") != data.count(b"\r\n"):  # bare carriage returns end lines too
+        if b"\r" not in data:  # the common case: every line ends with \n
+            ends = np.flatnonzero(buf == 10)
+            widths: np.ndarray | int = 1
+        elif data.count(b"\r") != data.count(b"\r\n"):  # bare carriage returns end lines too
             breaks = list(re.finditer(rb"\r\n|\r|\n", data))
             ends = np.array([m.start() for m in breaks], np.int64)
             widths = np.array([m.end() - m.start() for m in breaks], np.int64)
         else:
-            ends = np.flatnonzero(buf == 10).astype(np.int64)
-            widths = np.ones(len(ends), np.int64)
+            ends = np.flatnonzero(buf == 10)
             crlf = (ends > 0) & (buf[np.maximum(ends - 1, 0)] == 13)
-            ends, widths = ends - crlf, widths + crlf  # a \r before a \n is part of the break
+            ends, widths = ends - crlf, 1 + crlf  # a \r before a \n is part of the break
         starts = np.concatenate([[0], ends + widths]).astype(np.int64)
         stops = np.concatenate([ends, [len(data)]]).astype(np.int64)
         if len(starts) > 1 and starts[-1] == len(data):  # a final line break ends the text
             starts, stops = starts[:-1], stops[:-1]
         self.starts, self.stops = starts, stops
+        self._quotes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -75,23 +78,37 @@ class Lines:
                 found.append(i)
         return np.array(found, np.int64)
 
+    def quotes(self) -> np.ndarray:
+        """How many quote characters each line holds."""
+        if self._quotes is None:
+            at = np.flatnonzero(np.frombuffer(self.data, dtype=np.uint8) == 34)
+            self._quotes = np.searchsorted(at, self.stops) - np.searchsorted(at, self.starts)
+        return self._quotes
+
     def odd_quotes(self) -> np.ndarray:
         """The 0-based indices of lines holding an odd number of quote characters."""
-        buf = np.frombuffer(self.data, dtype=np.uint8)
-        counts = np.concatenate([[0], np.cumsum(buf == 34)])
-        per_line = counts[self.stops] - counts[self.starts]
-        return np.flatnonzero(per_line % 2 == 1)
+        return np.flatnonzero(self.quotes() % 2 == 1)
 
     def with_quotes(self) -> np.ndarray:
-        buf = np.frombuffer(self.data, dtype=np.uint8)
-        counts = np.concatenate([[0], np.cumsum(buf == 34)])
-        return np.flatnonzero(counts[self.stops] - counts[self.starts] > 0)
+        """The 0-based indices of lines holding a quote character."""
+        return np.flatnonzero(self.quotes() > 0)
 
     def without(self, drop: np.ndarray) -> tuple[bytes, np.ndarray]:
-        """The text without the lines ``drop``, and the 0-based index of each line kept."""
-        keep = np.setdiff1d(np.arange(len(self)), drop)
-        text = b"\n".join(self.data[self.starts[i] : self.stops[i]] for i in keep)
-        return text + b"\n", keep
+        """The text without the lines ``drop``, and the 0-based index of each line kept.
+
+        The text between dropped lines is copied whole, line breaks and all.
+        """
+        keep = np.ones(len(self), dtype=bool)
+        keep[drop] = False
+        pieces, at = [], 0
+        for i in np.sort(drop):
+            pieces.append(self.data[at : self.starts[i]])
+            at = self.starts[i + 1] if i + 1 < len(self) else len(self.data)
+        pieces.append(self.data[at:])
+        text = b"".join(pieces)
+        if text and not text.endswith((b"\n", b"\r")):
+            text += b"\n"
+        return text, np.flatnonzero(keep)
 
 
 @dataclass
@@ -119,7 +136,8 @@ def read_csv(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Tabl
     parsed = _parse(source, key, lines, unclosed, ctx)
     if parsed is None:
         return None
-    expected = len(np.setdiff1d(lines.non_empty(), unclosed)) - 1  # the header is no record
+    # Records: the non-empty lines but the unclosed ones (never empty) and the header.
+    expected = len(lines.non_empty()) - len(unclosed) - 1
     if not source.multiline and parsed.table.num_rows + len(parsed.bad) != expected:
         # A quote the quick check missed swallowed line breaks: check every quoted line.
         unclosed = lines.unclosed(source.delimiter, lines.with_quotes())
