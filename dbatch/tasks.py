@@ -82,7 +82,7 @@ def process_batch(
         rows_filtered=ctx.rows_filtered,
         rows_quarantined=ctx.rows_quarantined,
         files_quarantined=list(ctx.files),
-        checksum=_checksum(info),
+        checksum=_checksum(info, staging),
         duration=time.perf_counter() - started,
         worker=f"{socket.gethostname()}:{os.getpid()}",
         extra=info,
@@ -261,13 +261,37 @@ def reduce_bucket(
     return {"bucket": bucket, "staging": str(staging), "rows": rows, **info}
 
 
-def _checksum(info: Mapping[str, Any]) -> str:
+def _checksum(info: Mapping[str, Any], staging: Path) -> str | None:
+    """A digest of the bytes the batch staged; None when it staged no output file.
+
+    A sink lists its files with their checksums; an aggregate's bucket files are
+    read here. dbatch's own files (``_result.json``, ``_quarantine.parquet``) are not
+    output and never counted.
+    """
+    import hashlib
+
+    listed = info.get("files")
+    if listed is None:
+        found = sorted(p for p in staging.rglob("*") if p.is_file() and not p.name.startswith("_"))
+        digests = [_file_digest(p) for p in found]
+    else:
+        digests = [str(f["sha256"]) for f in listed if f.get("sha256")]
+    if not digests:
+        return None
+    h = hashlib.sha256()
+    for d in digests:
+        h.update(d.encode())
+    return h.hexdigest()[:32]
+
+
+def _file_digest(path: Path) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for f in info.get("files", []):
-        h.update(f.get("sha256", "").encode())
-    return h.hexdigest()[:32]
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def gather_quarantine(bad_input: str, batches: list[tuple[str, str]], target: str) -> int:

@@ -136,3 +136,33 @@ def test_ledger_frames_for_notebooks(tmp_path, client):
     assert runs["status"].tolist() == ["succeeded"]
     assert sorted(batches["state"].unique()) == ["committed"]
     assert batches["rows_in"].sum() == 300
+
+
+def test_an_aggregate_batch_records_the_checksum_of_its_bucket_files(tmp_path, client):
+    import hashlib
+
+    write_csvs(tmp_path / "in")
+    agg = Aggregate(by=["account"], metrics={"n": "count(*)"}, buckets=3)
+    p = make_pipeline(tmp_path, aggregate=agg)
+    assert p.run(client=client).ok
+    ledger = dbatch.Ledger(p.ledger_url())
+    frame = ledger.batches_frame("t").set_index("batch_id")
+    ledger.close()
+    nothing = hashlib.sha256(b"").hexdigest()[:32]
+    for batch in p.plan():
+        committed = next((tmp_path / "work").glob(f"**/batches/{batch.id}-*"))
+        digests = [
+            hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(committed.glob("bucket-*.arrow"))
+        ]
+        assert len(digests) == 3
+        want = hashlib.sha256("".join(digests).encode()).hexdigest()[:32]
+        assert frame.loc[batch.id, "checksum"] == want != nothing
+
+
+def test_a_batch_that_stages_no_file_has_no_checksum(tmp_path):
+    from dbatch.tasks import _checksum
+
+    (tmp_path / "_result.json").write_text("{}")
+    assert _checksum({"files": [], "rows": 0}, tmp_path) is None
+    assert _checksum({"buckets": 2}, tmp_path) is None  # only dbatch's own files
