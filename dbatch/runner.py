@@ -127,6 +127,7 @@ class _Run:
         executor: Executor | None,
     ):
         self.pipeline, self.plan, self.ledger = pipeline, plan, ledger
+        self._planned = len(plan)  # the whole plan, before a backfill narrows it
         self.run_id, self.options = run_id, options
         self.policy = options.retry or RetryPolicy()
         self.work = WorkArea(pipeline.work_area())
@@ -347,8 +348,7 @@ class _Run:
         aggregate = self.pipeline.aggregate
         if aggregate is None:
             return 1
-        threads = self.executor.threads if self.executor is not None else 1
-        return self.work.bucket_count(aggregate.buckets, threads)
+        return self.work.bucket_count(aggregate.buckets, self._planned)
 
     def _publication(self) -> Publication:
         return Publication(

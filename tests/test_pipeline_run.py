@@ -166,3 +166,39 @@ def test_a_batch_that_stages_no_file_has_no_checksum(tmp_path):
     (tmp_path / "_result.json").write_text("{}")
     assert _checksum({"files": [], "rows": 0}, tmp_path) is None
     assert _checksum({"buckets": 2}, tmp_path) is None  # only dbatch's own files
+
+
+def _output_files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(f.relative_to(folder)): f.read_bytes()
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and not f.name.startswith("_")
+    }
+
+
+@pytest.mark.parametrize("sort", [False, True])
+def test_the_aggregate_output_does_not_depend_on_the_cluster(tmp_path, sort):
+    from distributed import Client, LocalCluster
+
+    write_csvs(tmp_path / "in", n_files=6, rows=400)
+    outputs = {}
+    for workers in (1, 2, 4):
+        root = tmp_path / f"w{workers}"
+        p = make_pipeline(
+            root,
+            aggregate=Aggregate(by=["id"], metrics={"total": "sum(amount)"}, sort=sort),
+        ).replace(source=make_pipeline(tmp_path).source)
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            assert p.run(client=client).ok
+        outputs[workers] = _output_files(root / "out" / "result")
+    assert len(outputs[1]) >= 3  # one file per bucket (3 batches: the minimum of 4 buckets)
+    assert outputs[1] == outputs[2] == outputs[4]

@@ -112,7 +112,8 @@ class Aggregate:
         Output column -> ``sum(col)``, ``count(*)``, ``count(col)``,
         ``mean(col)``, ``min(col)`` or ``max(col)``.
     buckets
-        Number of reduce tasks (default: four per worker thread of the cluster).
+        Number of reduce tasks (default: one per planned batch of the job's first
+        run, from 4 to 32; never from the cluster, so the output does not depend on it).
     sort
         Sort the output by the keys, so that re-runs are byte-identical.
 
