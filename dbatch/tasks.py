@@ -7,6 +7,7 @@ pipeline's ``PhysicalPlan`` it is everything a worker needs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ __all__ = [
     "BatchTask",
     "process_batch",
     "reduce_bucket",
+    "write_sorted",
     "gather_quarantine",
     "warm_worker",
 ]
@@ -240,25 +242,64 @@ def warm_worker() -> bool:
 def reduce_bucket(
     plan: PhysicalPlan, bucket: int, directories: list[str], staging_root: str
 ) -> dict[str, Any]:
-    """Combine bucket ``bucket`` of every committed batch and stage that part of the output."""
-    from .engine import query
+    """Combine bucket ``bucket`` of every committed batch and stage that part of the output.
 
+    With ``sort`` the bucket's final rows go to an Arrow file for ``write_sorted``, which
+    writes the whole output in key order.
+    """
     files = [Path(d) / f"bucket-{bucket:03d}.arrow" for d in directories]
-    found = plan.aggregate.reduce_query([f for f in files if f.exists()])
+    aggregate = plan.aggregate
+    found = aggregate.reduce_query([f for f in files if f.exists()], ordered=False)
     staging = Path(staging_root) / f"reduce-{bucket:03d}.{uuid.uuid4().hex[:12]}"
     staging.mkdir(parents=True)
-    name = f"{bucket:03d}"
+    if aggregate.sort:
+        rows = _write_arrow(found, staging / f"reduced-{bucket:03d}.arrow")
+        return {"bucket": bucket, "staging": str(staging), "rows": rows}
+    info, rows = _stage_output(plan, found, staging, f"{bucket:03d}")
+    return {"bucket": bucket, "staging": str(staging), "rows": rows, **info}
+
+
+def write_sorted(plan: PhysicalPlan, directories: list[str], staging_root: str) -> dict[str, Any]:
+    """Stage the final rows ``reduce_bucket`` left in ``directories`` as one output, in key order."""
+    files = sorted(str(f) for d in directories for f in Path(d).glob("reduced-*.arrow"))
+    staging = Path(staging_root) / f"reduce-sorted.{uuid.uuid4().hex[:12]}"
+    staging.mkdir(parents=True)
+    info, rows = _stage_output(plan, plan.aggregate.sorted_query(files), staging, "000")
+    return {"bucket": 0, "staging": str(staging), "rows": rows, **info}
+
+
+def _stage_output(
+    plan: PhysicalPlan, found: tuple[str, dict[str, Any]] | None, staging: Path, name: str
+) -> tuple[dict[str, Any], int]:
+    from .engine import query
+
     sink = plan.sink
     if found is None:
         table = plan.aggregate.empty_output()
-        info, rows = sink.stage(table, staging, name=name), table.num_rows
-    elif isinstance(sink, StagesQueries):
+        return sink.stage(table, staging, name=name), table.num_rows
+    if isinstance(sink, StagesQueries):
         sql, tables = found
-        info, rows = sink.stage_query(sql, tables, staging, name)
-    else:
-        table = query(*found)
-        info, rows = sink.stage(table, staging, name=name), table.num_rows
-    return {"bucket": bucket, "staging": str(staging), "rows": rows, **info}
+        return sink.stage_query(sql, tables, staging, name)
+    table = query(*found)
+    return sink.stage(table, staging, name=name), table.num_rows
+
+
+def _write_arrow(found: tuple[str, dict[str, Any]] | None, path: Path) -> int:
+    """Stream the rows of the query ``found`` into the Arrow IPC file ``path``; their number."""
+    import pyarrow.ipc as ipc
+
+    from .engine import query_batches
+
+    if found is None:
+        return 0
+    rows = 0
+    batches = query_batches(*found)
+    first = next(batches)  # there is always one, perhaps empty: it holds the schema
+    with ipc.new_file(str(path), first.schema) as writer:
+        for batch in itertools.chain([first], batches):
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
 
 
 def _checksum(info: Mapping[str, Any], staging: Path) -> str | None:
