@@ -22,12 +22,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from .arrow import count_rows
+from .arrow import as_arrow, count_rows
 from .compile.physical import PhysicalPlan
 from .context import QUARANTINE_SCHEMA, BatchContext
 from .core import Batch, BatchResult
 from .errors import TooManyBadRows
-from .protocols import Scannable, StagesQueries
+from .protocols import RefusesRows, Scannable, StagesQueries
 from .workarea import QUARANTINE_FILE, RESULT_FILE, read_result
 
 __all__ = [
@@ -145,6 +145,8 @@ def _stage_once(
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return ctx, info, data.rows
+    if plan.aggregate is None and isinstance(plan.sink, RefusesRows):
+        data = _set_aside_refused(plan.sink, plan.sink.describe(), data, ctx)
     rows_out = count_rows(data, plan.dim)
     _check_bad_fraction(plan, task, ctx)
     staging.mkdir(parents=True, exist_ok=False)
@@ -153,6 +155,21 @@ def _stage_once(
     else:
         info = plan.sink.stage(data, staging, name=batch.id)
     return ctx, info, rows_out
+
+
+def _set_aside_refused(sink: RefusesRows, where: str, data: Any, ctx: BatchContext) -> Any:
+    """Quarantine the rows the sink cannot write (kind ``path_escape``); the rest go on."""
+    import pyarrow.compute as pc
+
+    table = as_arrow(data)
+    refused = sink.refused_rows(table)
+    if not refused:
+        return data
+    rows = [i for i, _ in refused]
+    raw = [json.dumps(r, default=str) for r in table.take(rows).to_pylist()]
+    ctx.quarantine_rows(where, "path_escape", [why for _, why in refused], raw)
+    keep = pc.invert(pc.is_in(pa.array(range(table.num_rows)), value_set=pa.array(rows)))
+    return table.filter(keep)
 
 
 def _check_bad_fraction(plan: PhysicalPlan, task: BatchTask, ctx: BatchContext) -> None:
