@@ -28,7 +28,7 @@ from .monitor.result import RunResult, RunSummary
 from .protocols import CommitsBatches, Sink
 from .publish import Publication
 from .reconcile import Action, Decision, reconcile, select
-from .redact import redact
+from .redact import redact, scrub
 from .retry import Failure, Next, RetryPolicy, Verdict
 from .tasks import BatchTask
 from .workarea import WorkArea
@@ -383,5 +383,5 @@ def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
 def _short(exc: BaseException | None) -> str:
     if exc is None:
         return ""
-    text = f"{exc}"
+    text = scrub(f"{exc}")  # the values of secrets, wherever they appear
     return redact(text)[:2000] if "://" in text else text[:2000]

@@ -28,6 +28,7 @@ from .context import QUARANTINE_SCHEMA, BatchContext
 from .core import Batch, BatchResult
 from .errors import TooManyBadRows
 from .protocols import RefusesRows, Scannable, StagesQueries
+from .redact import scrub_all
 from .workarea import QUARANTINE_FILE, RESULT_FILE, read_result
 
 __all__ = [
@@ -89,7 +90,7 @@ def process_batch(
         worker=f"{socket.gethostname()}:{os.getpid()}",
         extra=info,
     )
-    (staging / RESULT_FILE).write_text(json.dumps(result.to_dict(), default=str))
+    (staging / RESULT_FILE).write_text(json.dumps(scrub_all(result.to_dict()), default=str))
     return result
 
 
@@ -191,7 +192,7 @@ def _check_bad_fraction(plan: PhysicalPlan, task: BatchTask, ctx: BatchContext) 
         rows_quarantined=bad,
         files_quarantined=list(ctx.files),
     )
-    (kept / RESULT_FILE).write_text(json.dumps(counted.to_dict(), default=str))
+    (kept / RESULT_FILE).write_text(json.dumps(scrub_all(counted.to_dict()), default=str))
     reasons = top_reasons(rows)
     shown = "; ".join(f"{why} ({n:,})" for why, n in reasons) or "counted, not kept (drop mode)"
     raise TooManyBadRows(
