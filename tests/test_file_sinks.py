@@ -241,3 +241,13 @@ def test_partition_folders_follow_hive_and_read_back_as_the_values(tmp_path, cli
     assert "'..' cannot name a folder" in bad["reason"].iloc[0]
     assert "readers would take it for null" in bad["reason"].iloc[1]
     assert sorted(json.loads(r)["p"] for r in bad["raw"]) == ["..", "__HIVE_DEFAULT_PARTITION__"]
+
+
+def test_an_aggregate_partition_value_that_cannot_name_a_folder_fails_the_publish(tmp_path):
+    from dbatch.errors import PathEscapeError
+
+    sink = ParquetSink(str(tmp_path / "out"), partition_by=["p"])
+    (tmp_path / "s").mkdir()
+    with pytest.raises(PathEscapeError, match="readers would take it for null"):
+        sink.stage(pa.table({"p": ["__HIVE_DEFAULT_PARTITION__"], "n": [1]}), tmp_path / "s", "000")
+    assert not list((tmp_path / "s").iterdir())

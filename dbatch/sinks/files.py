@@ -88,6 +88,10 @@ class _FileSink(Sink):
         rest = [c for c in table.column_names if c not in self.partition_by]
         folders: dict[tuple[str, ...], Any] = {}  # None and "" share the null folder
         for combo in self._combos(table):
+            # A batch set such rows aside before staging; an aggregate's reduce cannot.
+            why = next(filter(None, (_refusal(c, v) for c, v in combo.items())), None)
+            if why is not None:
+                raise PathEscapeError(f"{why}; nothing of this part was written")
             subdir = tuple(hive_folder(col, v) for col, v in combo.items())
             mask = _rows_of(table, combo)
             folders[subdir] = pc.or_(folders[subdir], mask) if subdir in folders else mask
