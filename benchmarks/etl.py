@@ -116,7 +116,7 @@ def _dbatch_pipeline(
         aggregate=Aggregate(
             by=["account", "day"],
             metrics={"total": "sum(amount_usd)", "n": "count(*)", "mean": "mean(amount_usd)"},
-            buckets=buckets,  # default: four per worker thread
+            buckets=buckets,  # default: one per planned batch (4 to 32)
             sort=False,  # like the other tools: groups in no particular order
         ),
         sink=ParquetSink(str(out / "daily")),
@@ -692,7 +692,7 @@ def main(argv: list[str] | None = None) -> None:
             "--buckets",
             type=int,
             default=None,
-            help="dbatch reduce tasks (default: four per worker thread)",
+            help="dbatch reduce tasks (default: one per planned batch, 4 to 32)",
         )
     c.add_argument("--out", required=True)
     parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3); medians")

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from .core import Batch, QuarantinedFile
 from .errors import BadInputError
-from .redact import redact
+from .redact import any_known, redact, scrub_all
 
 __all__ = ["BatchContext", "QUARANTINE_SCHEMA"]
 
@@ -79,6 +79,8 @@ class BatchContext:
             return
         if isinstance(reasons, str):
             reasons = [reasons] * n
+        if any_known():  # a server may echo a request's credentials into a body kept here
+            reasons, raw = scrub_all(list(reasons)), scrub_all(list(raw))
         if self.mode == "fail_fast":
             where = f"{source}, line {lines[0]}" if lines and lines[0] is not None else source
             raise BadInputError(reasons[0], kind=kind, where=where)

@@ -282,7 +282,7 @@ class BatchResult:
     rows_filtered: int = 0
     rows_quarantined: int = 0
     files_quarantined: list[QuarantinedFile] = field(default_factory=list)
-    checksum: str = ""
+    checksum: str | None = None  # of the staged output's bytes; None when nothing was staged
     duration: float = 0.0
     worker: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

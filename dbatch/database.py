@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from .errors import JobSpecError, SourceError
+from .redact import remember
 
 __all__ = [
     "absolute_sqlite",
@@ -92,6 +93,8 @@ def absolute_sqlite(url: str, *, key: str) -> str:
             "'sqlite:///shop.db' or 'postgresql+psycopg://user@host:5432/db'",
             key=key,
         ) from None
+    if parsed.password:
+        remember(str(parsed.password))  # hidden from everything dbatch writes
     if parsed.get_backend_name() != "sqlite":
         return url
     database = parsed.database or ""
@@ -140,6 +143,8 @@ def engine(url: str, *, create: bool = False) -> sa.Engine:
 @functools.lru_cache(maxsize=32)
 def _engine(url: str) -> sa.Engine:
     eng = sa.create_engine(url, poolclass=NullPool)
+    if eng.url.password:
+        remember(str(eng.url.password))  # on a worker too: hidden from what it writes
     if eng.dialect.name == "sqlite":
         sa.event.listen(eng, "connect", _sqlite_busy_timeout)
     return eng

@@ -1,4 +1,4 @@
-"""The layout of an xarray dataset along its batch dimension, compared between files and stores."""
+"""Layouts: Hive partition folders of table outputs; an xarray dataset along its batch dimension."""
 
 from __future__ import annotations
 
@@ -11,7 +11,39 @@ from .core import digest
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["Layout", "summarize"]
+__all__ = ["Layout", "summarize", "HIVE_NULL", "hive_name", "hive_folder"]
+
+#: The folder value of a null (or empty) partition value, as Hive, Spark, pyarrow and DuckDB read it.
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+# The characters Hive percent-encodes in partition folder names (its FileUtils), and NUL.
+_HIVE_ESCAPED = frozenset("\"#%'*/:=?\\\x7f{[]^") | {chr(c) for c in range(0x20)}
+
+
+def hive_name(text: str) -> str:
+    """``text`` with the characters Hive escapes in folder names percent-encoded.
+
+    Examples
+    --------
+    >>> hive_name("a/b=100%")
+    'a%2Fb%3D100%25'
+    """
+    return "".join(f"%{ord(c):02X}" if c in _HIVE_ESCAPED else c for c in text)
+
+
+def hive_folder(column: str, value: Any) -> str:
+    """The partition folder ``column=value`` of a value, as Hive names it.
+
+    None and ``""`` become ``__HIVE_DEFAULT_PARTITION__`` (readers give null back);
+    other values their text, percent-encoded so that no value holds a separator,
+    a newline or an ``=``, and no two values share a folder.
+
+    Examples
+    --------
+    >>> hive_folder("region", "../x"), hive_folder("region", None)
+    ('region=..%2Fx', 'region=__HIVE_DEFAULT_PARTITION__')
+    """
+    text = "" if value is None else str(value)
+    return f"{hive_name(column)}={hive_name(text) if text else HIVE_NULL}"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from .core import ROW_COUNTS, BatchRecord, Event
 from .database import redact_url
 from .errors import RunLockedError
 from .listeners import RunListener
+from .redact import remember
 
 __all__ = ["Ledger", "BatchRecord"]
 
@@ -103,6 +104,8 @@ class Ledger(RunListener):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
         self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        if self.engine.url.password:
+            remember(str(self.engine.url.password))  # hidden from what dbatch writes
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:

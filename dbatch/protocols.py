@@ -31,6 +31,7 @@ __all__ = [
     "CommitsBatches",
     "Manifested",
     "StagesQueries",
+    "RefusesRows",
     "Trigger",
 ]
 
@@ -194,6 +195,18 @@ class StagesQueries(Protocol):
     def stage_query(
         self, sql: str, tables: dict[str, Any], directory: Path, name: str
     ) -> tuple[dict[str, Any], int]: ...
+
+
+@runtime_checkable
+class RefusesRows(Protocol):
+    """A table sink that cannot write some rows (a partition value no folder can be named after).
+
+    The batch quarantines them (kind ``path_escape``, with the reason) and stages the rest.
+    """
+
+    def refused_rows(self, table: Any) -> list[tuple[int, str]]:
+        """(row index, reason) of each row of the Arrow ``table`` that cannot be written."""
+        ...
 
 
 # -- triggers ----------------------------------------------------------------------

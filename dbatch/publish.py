@@ -19,7 +19,7 @@ from .executors.base import Executor
 from .faults import crash_point
 from .monitor.result import RunSummary
 from .protocols import Manifested, Sink
-from .tasks import gather_quarantine
+from .tasks import gather_quarantine, write_sorted
 from .workarea import WorkArea
 
 __all__ = ["Publication"]
@@ -90,7 +90,10 @@ class Publication:
         return info
 
     def _reduce(self, dirs: list[Path]) -> list[Part]:
-        """One reduce task per bucket, each staging its part of the output."""
+        """One reduce task per bucket, each staging its part of the output.
+
+        With ``sort`` the buckets' final rows are written by one more task, in key order.
+        """
         assert self.executor is not None
         staging = self.work.staging(self.run_id)
         staging.mkdir(parents=True, exist_ok=True)
@@ -98,6 +101,14 @@ class Publication:
         args = [(k, [str(d) for d in dirs], str(staging)) for k in range(buckets)]
         keys = [(f"dbatch-{self.job}-reduce", self.run_id, k) for k in range(buckets)]
         outputs = self.executor.reduce(self.physical, args, keys)
+        aggregate = self.physical.aggregate
+        if aggregate is not None and aggregate.sort:
+            reduced = [o["staging"] for o in outputs]
+            key = (f"dbatch-{self.job}-sorted", self.run_id)
+            outputs = [
+                self.executor.call(key, write_sorted, self.physical, reduced, str(staging))()
+            ]
+            return [Part("reduce-sorted", Path(outputs[0]["staging"]), outputs[0]["rows"])]
         return [Part(f"reduce-{o['bucket']:03d}", Path(o["staging"]), o["rows"]) for o in outputs]
 
     def gather_quarantine(self) -> Callable[[], None]:

@@ -28,7 +28,7 @@ from .monitor.result import RunResult, RunSummary
 from .protocols import CommitsBatches, Sink
 from .publish import Publication
 from .reconcile import Action, Decision, reconcile, select
-from .redact import redact
+from .redact import redact, scrub
 from .retry import Failure, Next, RetryPolicy, Verdict
 from .tasks import BatchTask
 from .workarea import WorkArea
@@ -127,6 +127,7 @@ class _Run:
         executor: Executor | None,
     ):
         self.pipeline, self.plan, self.ledger = pipeline, plan, ledger
+        self._planned = len(plan)  # the whole plan, before a backfill narrows it
         self.run_id, self.options = run_id, options
         self.policy = options.retry or RetryPolicy()
         self.work = WorkArea(pipeline.work_area())
@@ -347,8 +348,7 @@ class _Run:
         aggregate = self.pipeline.aggregate
         if aggregate is None:
             return 1
-        threads = self.executor.threads if self.executor is not None else 1
-        return self.work.bucket_count(aggregate.buckets, threads)
+        return self.work.bucket_count(aggregate.buckets, self._planned)
 
     def _publication(self) -> Publication:
         return Publication(
@@ -383,5 +383,5 @@ def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
 def _short(exc: BaseException | None) -> str:
     if exc is None:
         return ""
-    text = f"{exc}"
+    text = scrub(f"{exc}")  # the values of secrets, wherever they appear
     return redact(text)[:2000] if "://" in text else text[:2000]

@@ -7,6 +7,7 @@ pipeline's ``PhysicalPlan`` it is everything a worker needs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -21,18 +22,20 @@ from typing import Any
 
 import pyarrow as pa
 
-from .arrow import count_rows
+from .arrow import as_arrow, count_rows
 from .compile.physical import PhysicalPlan
 from .context import QUARANTINE_SCHEMA, BatchContext
 from .core import Batch, BatchResult
 from .errors import TooManyBadRows
-from .protocols import Scannable, StagesQueries
+from .protocols import RefusesRows, Scannable, StagesQueries
+from .redact import scrub_all
 from .workarea import QUARANTINE_FILE, RESULT_FILE, read_result
 
 __all__ = [
     "BatchTask",
     "process_batch",
     "reduce_bucket",
+    "write_sorted",
     "gather_quarantine",
     "warm_worker",
 ]
@@ -82,12 +85,12 @@ def process_batch(
         rows_filtered=ctx.rows_filtered,
         rows_quarantined=ctx.rows_quarantined,
         files_quarantined=list(ctx.files),
-        checksum=_checksum(info),
+        checksum=_checksum(info, staging),
         duration=time.perf_counter() - started,
         worker=f"{socket.gethostname()}:{os.getpid()}",
         extra=info,
     )
-    (staging / RESULT_FILE).write_text(json.dumps(result.to_dict(), default=str))
+    (staging / RESULT_FILE).write_text(json.dumps(scrub_all(result.to_dict()), default=str))
     return result
 
 
@@ -143,6 +146,8 @@ def _stage_once(
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return ctx, info, data.rows
+    if plan.aggregate is None and isinstance(plan.sink, RefusesRows):
+        data = _set_aside_refused(plan.sink, plan.sink.describe(), data, ctx)
     rows_out = count_rows(data, plan.dim)
     _check_bad_fraction(plan, task, ctx)
     staging.mkdir(parents=True, exist_ok=False)
@@ -151,6 +156,21 @@ def _stage_once(
     else:
         info = plan.sink.stage(data, staging, name=batch.id)
     return ctx, info, rows_out
+
+
+def _set_aside_refused(sink: RefusesRows, where: str, data: Any, ctx: BatchContext) -> Any:
+    """Quarantine the rows the sink cannot write (kind ``path_escape``); the rest go on."""
+    import pyarrow.compute as pc
+
+    table = as_arrow(data)
+    refused = sink.refused_rows(table)
+    if not refused:
+        return data
+    rows = [i for i, _ in refused]
+    raw = [json.dumps(r, default=str) for r in table.take(rows).to_pylist()]
+    ctx.quarantine_rows(where, "path_escape", [why for _, why in refused], raw)
+    keep = pc.invert(pc.is_in(pa.array(range(table.num_rows)), value_set=pa.array(rows)))
+    return table.filter(keep)
 
 
 def _check_bad_fraction(plan: PhysicalPlan, task: BatchTask, ctx: BatchContext) -> None:
@@ -172,7 +192,7 @@ def _check_bad_fraction(plan: PhysicalPlan, task: BatchTask, ctx: BatchContext) 
         rows_quarantined=bad,
         files_quarantined=list(ctx.files),
     )
-    (kept / RESULT_FILE).write_text(json.dumps(counted.to_dict(), default=str))
+    (kept / RESULT_FILE).write_text(json.dumps(scrub_all(counted.to_dict()), default=str))
     reasons = top_reasons(rows)
     shown = "; ".join(f"{why} ({n:,})" for why, n in reasons) or "counted, not kept (drop mode)"
     raise TooManyBadRows(
@@ -240,34 +260,97 @@ def warm_worker() -> bool:
 def reduce_bucket(
     plan: PhysicalPlan, bucket: int, directories: list[str], staging_root: str
 ) -> dict[str, Any]:
-    """Combine bucket ``bucket`` of every committed batch and stage that part of the output."""
-    from .engine import query
+    """Combine bucket ``bucket`` of every committed batch and stage that part of the output.
 
+    With ``sort`` the bucket's final rows go to an Arrow file for ``write_sorted``, which
+    writes the whole output in key order.
+    """
     files = [Path(d) / f"bucket-{bucket:03d}.arrow" for d in directories]
-    found = plan.aggregate.reduce_query([f for f in files if f.exists()])
+    aggregate = plan.aggregate
+    found = aggregate.reduce_query([f for f in files if f.exists()], ordered=False)
     staging = Path(staging_root) / f"reduce-{bucket:03d}.{uuid.uuid4().hex[:12]}"
     staging.mkdir(parents=True)
-    name = f"{bucket:03d}"
-    sink = plan.sink
-    if found is None:
-        table = plan.aggregate.empty_output()
-        info, rows = sink.stage(table, staging, name=name), table.num_rows
-    elif isinstance(sink, StagesQueries):
-        sql, tables = found
-        info, rows = sink.stage_query(sql, tables, staging, name)
-    else:
-        table = query(*found)
-        info, rows = sink.stage(table, staging, name=name), table.num_rows
+    if aggregate.sort:
+        rows = _write_arrow(found, staging / f"reduced-{bucket:03d}.arrow")
+        return {"bucket": bucket, "staging": str(staging), "rows": rows}
+    info, rows = _stage_output(plan, found, staging, f"{bucket:03d}")
     return {"bucket": bucket, "staging": str(staging), "rows": rows, **info}
 
 
-def _checksum(info: Mapping[str, Any]) -> str:
+def write_sorted(plan: PhysicalPlan, directories: list[str], staging_root: str) -> dict[str, Any]:
+    """Stage the final rows ``reduce_bucket`` left in ``directories`` as one output, in key order."""
+    files = sorted(str(f) for d in directories for f in Path(d).glob("reduced-*.arrow"))
+    staging = Path(staging_root) / f"reduce-sorted.{uuid.uuid4().hex[:12]}"
+    staging.mkdir(parents=True)
+    info, rows = _stage_output(plan, plan.aggregate.sorted_query(files), staging, "000")
+    return {"bucket": 0, "staging": str(staging), "rows": rows, **info}
+
+
+def _stage_output(
+    plan: PhysicalPlan, found: tuple[str, dict[str, Any]] | None, staging: Path, name: str
+) -> tuple[dict[str, Any], int]:
+    from .engine import query
+
+    sink = plan.sink
+    if found is None:
+        table = plan.aggregate.empty_output()
+        return sink.stage(table, staging, name=name), table.num_rows
+    if isinstance(sink, StagesQueries):
+        sql, tables = found
+        return sink.stage_query(sql, tables, staging, name)
+    table = query(*found)
+    return sink.stage(table, staging, name=name), table.num_rows
+
+
+def _write_arrow(found: tuple[str, dict[str, Any]] | None, path: Path) -> int:
+    """Stream the rows of the query ``found`` into the Arrow IPC file ``path``; their number."""
+    import pyarrow.ipc as ipc
+
+    from .engine import query_batches
+
+    if found is None:
+        return 0
+    rows = 0
+    batches = query_batches(*found)
+    first = next(batches)  # there is always one, perhaps empty: it holds the schema
+    with ipc.new_file(str(path), first.schema) as writer:
+        for batch in itertools.chain([first], batches):
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def _checksum(info: Mapping[str, Any], staging: Path) -> str | None:
+    """A digest of the bytes the batch staged; None when it staged no output file.
+
+    A sink lists its files with their checksums; an aggregate's bucket files are
+    read here. dbatch's own files (``_result.json``, ``_quarantine.parquet``) are not
+    output and never counted.
+    """
+    import hashlib
+
+    listed = info.get("files")
+    if listed is None:
+        found = sorted(p for p in staging.rglob("*") if p.is_file() and not p.name.startswith("_"))
+        digests = [_file_digest(p) for p in found]
+    else:
+        digests = [str(f["sha256"]) for f in listed if f.get("sha256")]
+    if not digests:
+        return None
+    h = hashlib.sha256()
+    for d in digests:
+        h.update(d.encode())
+    return h.hexdigest()[:32]
+
+
+def _file_digest(path: Path) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for f in info.get("files", []):
-        h.update(f.get("sha256", "").encode())
-    return h.hexdigest()[:32]
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def gather_quarantine(bad_input: str, batches: list[tuple[str, str]], target: str) -> int:

@@ -38,6 +38,11 @@ def read_result(directory: str | os.PathLike[str]) -> BatchResult:
 CommittedState = dict[tuple[str, str], bool]
 
 
+# The aggregate's default bucket count follows the number of planned batches, within these.
+MIN_BUCKETS = 4
+MAX_BUCKETS = 32
+
+
 class WorkArea:
     """Staging, committed batches and garbage collection of one job's work area."""
 
@@ -120,19 +125,19 @@ class WorkArea:
                 if p.name in names and (self.committed / p.name).exists() or p.name not in names:
                     shutil.rmtree(p, ignore_errors=True)
 
-    def bucket_count(self, fixed: int | None, threads: int) -> int:
+    def bucket_count(self, fixed: int | None, batches: int) -> int:
         """The aggregate's bucket count: fixed per job once chosen, so resumed partials agree.
 
-        Four per worker thread unless ``fixed``: each reduce task then holds a quarter
-        of a thread's share of the groups (a lower peak, as fast in the reference
-        benchmark), and a straggler bucket leaves the other threads less idle.
+        Unless ``fixed``, one bucket per planned batch, at least ``MIN_BUCKETS`` and at
+        most ``MAX_BUCKETS``: chosen from the inputs, never from the cluster, so the
+        same job writes the same output files on one worker or on forty.
         """
         if fixed:
             return fixed
         marker = self.root / "_buckets.json"
         if marker.exists():
             return int(json.loads(marker.read_text())["buckets"])
-        n = max(1, 4 * threads)
+        n = min(MAX_BUCKETS, max(MIN_BUCKETS, batches))
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"buckets": n}))
         return n

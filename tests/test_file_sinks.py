@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from dbatch import ByCount, CsvSink, Files, ParquetSink, Pipeline
@@ -186,3 +187,67 @@ def test_reduce_output_goes_through_arrow_where_duckdb_would_write_it_differentl
     assert len(written) == len(info["files"]) == (3 if case == "partitioned" else 1)
     for f in written:
         assert pq.ParquetFile(f).metadata.created_by.startswith("parquet-cpp-arrow")
+
+
+PARTITION_VALUES = [
+    "EU",
+    None,
+    "",
+    "__null__",
+    "a/b",
+    "../x",
+    "/",
+    "x\ny",
+    "100%",
+    "k=v",
+    "é:ü?",
+    "..",
+    "__HIVE_DEFAULT_PARTITION__",
+]
+
+
+def test_partition_folders_follow_hive_and_read_back_as_the_values(tmp_path, client):
+    import duckdb
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    ids = list(range(len(PARTITION_VALUES)))
+    pq.write_table(pa.table({"id": ids, "p": PARTITION_VALUES}), tmp_path / "in" / "a.parquet")
+    out = tmp_path / "out"
+    result = Pipeline(
+        Files(str(tmp_path / "in" / "*.parquet")),
+        ParquetSink(str(out), partition_by=["p"]),
+        workdir=str(tmp_path / "w"),
+        name="hive",
+        max_bad_fraction=1.0,  # 2 of 13 rows are refused
+    ).run(client=client)
+    assert result.ok and result.rows_quarantined == 2, result
+    folders = sorted(f.name for f in out.iterdir() if f.is_dir())
+    assert "p=__HIVE_DEFAULT_PARTITION__" in folders and "p=..%2Fx" in folders
+    assert "p=x%0Ay" in folders and "p=100%25" in folders and "p=" not in folders
+    assert len(folders) == len(PARTITION_VALUES) - 3  # None and "" share the null folder; 2 refused
+    landed = {v for v in PARTITION_VALUES if v not in ("..", "__HIVE_DEFAULT_PARTITION__")}
+    want = sorted((i, v or None) for i, v in enumerate(PARTITION_VALUES) if v in landed)
+    back = ds.dataset(out, partitioning="hive").to_table().to_pylist()
+    assert sorted((r["id"], r["p"]) for r in back) == want
+    glob = str(out / "*" / "*.parquet")
+    rows = duckdb.sql(
+        f"SELECT id, p FROM read_parquet('{glob}', hive_partitioning = true)"
+    ).fetchall()
+    assert sorted(rows) == want
+    bad = result.quarantine().sort_values("reason")
+    assert bad["kind"].tolist() == ["path_escape"] * 2
+    assert "'..' cannot name a folder" in bad["reason"].iloc[0]
+    assert "readers would take it for null" in bad["reason"].iloc[1]
+    assert sorted(json.loads(r)["p"] for r in bad["raw"]) == ["..", "__HIVE_DEFAULT_PARTITION__"]
+
+
+def test_an_aggregate_partition_value_that_cannot_name_a_folder_fails_the_publish(tmp_path):
+    from dbatch.errors import PathEscapeError
+
+    sink = ParquetSink(str(tmp_path / "out"), partition_by=["p"])
+    (tmp_path / "s").mkdir()
+    with pytest.raises(PathEscapeError, match="readers would take it for null"):
+        sink.stage(pa.table({"p": ["__HIVE_DEFAULT_PARTITION__"], "n": [1]}), tmp_path / "s", "000")
+    assert not list((tmp_path / "s").iterdir())

@@ -20,6 +20,7 @@ from dbatch.sources.http import HttpSource
 from dbatch.spec import load_job
 
 TOKEN = "s3cret-token-value"
+ECHO = "<echo the request headers>"
 
 
 class FakeApi:
@@ -80,9 +81,11 @@ def serve(api: FakeApi):
                 time.sleep(float(result.split(":")[1]))
                 result = api.answer(parts.path, query, self.headers.get("Authorization"))
             status, headers, body = result
+            if body == ECHO:  # the request's headers, as some servers show them on an error page
+                body = "".join(f"{k}: {v}\n" for k, v in self.headers.items()).encode()
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            headers = {"Content-Type": "application/json", **headers}
             self.send_header("Content-Length", str(len(data)))
             for k, v in headers.items():
                 self.send_header(k, v)
@@ -366,3 +369,54 @@ sink:
     assert TOKEN not in repr(pipeline) and TOKEN not in repr(plan)
     frame = pipeline.preview(rows=None)
     assert len(frame) == 95
+
+
+def test_a_token_echoed_by_the_server_is_hidden_from_everything_dbatch_writes(
+    api, token_env, tmp_path, client, caplog
+):
+    import logging
+
+    import pyarrow.parquet as pq
+
+    from dbatch import Alert, Derive
+
+    api.always[("/items", "2")] = (200, {"Content-Type": "text/plain"}, ECHO)  # quarantined
+    api.records[41] = {"id": f"Bearer {TOKEN}", "name": "x", "amount": 1.0}  # a bad record
+    api.records[42] = {"id": 42, "name": f"Bearer {TOKEN}", "amount": 1.0}
+    schema = {"id": "int64", "name": "string", "amount": "float64"}
+    pipeline = Pipeline(
+        items(api, retries=0, schema=schema),
+        ParquetSink(str(tmp_path / "out")),
+        batching=ByCount(1),
+        name="echo",
+        workdir=str(tmp_path / "work"),
+        max_bad_fraction=1.0,
+    )
+    alerted = tmp_path / "alert.json"
+    alert = Alert(on=["failed"], command=f"cat > {alerted}", shell=True)
+    # A step whose error quotes the value: the batch fails, its message names the row.
+    failing = pipeline.replace(
+        name="echo-fails",
+        steps=[Derive({"n": "CASE WHEN name LIKE 'Bearer%' THEN CAST(name AS INTEGER) END"})],
+    )
+    with caplog.at_level(logging.INFO, logger="dbatch"):
+        result = pipeline.run(client=client)
+        failed_run = failing.run(client=client, listeners=[alert])
+    assert result.ok and result.files_quarantined == 1 and result.rows_quarantined == 1, result
+    quarantine = tmp_path / "work" / "echo" / "quarantine.parquet"
+    rows = pq.read_table(quarantine).to_pylist()
+    page = next(r for r in rows if r["kind"] == "bad_response")
+    assert "Authorization: Bearer ***" in page["reason"]  # the echo is kept, the token is not
+    record = next(r for r in rows if r["kind"] == "type")
+    assert "Bearer ***" in record["raw"] and "Bearer ***" in record["reason"]
+    assert failed_run.failed == 1, failed_run
+    [failed] = [b for b in failed_run.batches if b["state"] == "failed"]
+    assert "Bearer ***" in failed["error_message"]
+    written = [quarantine, tmp_path / "work" / "ledger.sqlite", alerted]
+    written += sorted((tmp_path / "work").rglob("_result.json"))
+    written += sorted((tmp_path / "work").rglob("_quarantine.parquet"))
+    assert len(written) > 5
+    for f in written:
+        assert TOKEN.encode() not in f.read_bytes(), f
+    assert "Bearer ***" in alerted.read_text()
+    assert TOKEN not in caplog.text and TOKEN not in str(failed_run)

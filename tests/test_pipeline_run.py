@@ -136,3 +136,88 @@ def test_ledger_frames_for_notebooks(tmp_path, client):
     assert runs["status"].tolist() == ["succeeded"]
     assert sorted(batches["state"].unique()) == ["committed"]
     assert batches["rows_in"].sum() == 300
+
+
+def test_an_aggregate_batch_records_the_checksum_of_its_bucket_files(tmp_path, client):
+    import hashlib
+
+    write_csvs(tmp_path / "in")
+    agg = Aggregate(by=["account"], metrics={"n": "count(*)"}, buckets=3)
+    p = make_pipeline(tmp_path, aggregate=agg)
+    assert p.run(client=client).ok
+    ledger = dbatch.Ledger(p.ledger_url())
+    frame = ledger.batches_frame("t").set_index("batch_id")
+    ledger.close()
+    nothing = hashlib.sha256(b"").hexdigest()[:32]
+    for batch in p.plan():
+        committed = next((tmp_path / "work").glob(f"**/batches/{batch.id}-*"))
+        digests = [
+            hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(committed.glob("bucket-*.arrow"))
+        ]
+        assert len(digests) == 3
+        want = hashlib.sha256("".join(digests).encode()).hexdigest()[:32]
+        assert frame.loc[batch.id, "checksum"] == want != nothing
+
+
+def test_a_batch_that_stages_no_file_has_no_checksum(tmp_path):
+    from dbatch.tasks import _checksum
+
+    (tmp_path / "_result.json").write_text("{}")
+    assert _checksum({"files": [], "rows": 0}, tmp_path) is None
+    assert _checksum({"buckets": 2}, tmp_path) is None  # only dbatch's own files
+
+
+def _output_files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(f.relative_to(folder)): f.read_bytes()
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and not f.name.startswith("_")
+    }
+
+
+def test_the_aggregate_output_does_not_depend_on_the_cluster(tmp_path):
+    from distributed import Client, LocalCluster
+
+    write_csvs(tmp_path / "in", n_files=6, rows=400)
+    outputs = {}
+    for workers in (1, 2, 4):
+        root = tmp_path / f"w{workers}"
+        p = make_pipeline(
+            root,
+            aggregate=Aggregate(by=["id"], metrics={"total": "sum(amount)"}, sort=False),
+        ).replace(source=make_pipeline(tmp_path).source)
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            assert p.run(client=client).ok
+        outputs[workers] = _output_files(root / "out" / "result")
+    assert len(outputs[1]) == 4  # one file per bucket (3 batches: the minimum of 4 buckets)
+    assert outputs[1] == outputs[2] == outputs[4]
+
+
+def test_a_sorted_aggregate_writes_the_whole_output_in_key_order(tmp_path, client):
+    import pyarrow.parquet as pq
+
+    write_csvs(tmp_path / "in", n_files=6, rows=300)
+    agg = Aggregate(by=["account", "id"], metrics={"total": "sum(amount)"}, buckets=5)
+    p = make_pipeline(tmp_path, aggregate=agg)
+    assert "one task writes the buckets' rows in key order" in p.explain()
+    assert p.run(client=client).ok
+    out = tmp_path / "out" / "result"
+    files = sorted(out.glob("*.parquet"))
+    rows = [r for f in files for r in pq.read_table(f).select(["account", "id"]).to_pylist()]
+    keys = [(r["account"], r["id"]) for r in rows]
+    assert len(keys) == 6 * 240 and keys == sorted(keys)
+    agg = Aggregate(by=["account", "id"], metrics={"total": "sum(amount)"}, buckets=5, sort=False)
+    unsorted = make_pipeline(tmp_path / "u", aggregate=agg).replace(source=p.source)
+    assert unsorted.run(client=client).ok
+    parts = sorted((tmp_path / "u" / "out" / "result").glob("*.parquet"))
+    assert len(parts) == 5  # one part per bucket, each in no particular order

@@ -411,3 +411,56 @@ def test_a_day_that_leaves_the_plan_is_withdrawn_from_the_store(tmp_path, client
     report = p.sink.verify()
     assert report.ok and report.committed == 2
     assert report.gaps == (("2024-03-02T00:00:00", "2024-03-02T00:00:00"),)
+
+
+_WITHOUT_NETCDF4 = """
+import sys
+sys.modules["netCDF4"] = None  # the base install: h5netcdf and h5py, no netCDF4 package
+from pathlib import Path
+import numpy as np, pandas as pd, xarray as xr
+from dbatch import ByCount, NetCDFSink, NetCDFSource, Pipeline, ZarrSink
+from dbatch.executors import LocalExecutor
+
+root = Path(sys.argv[1])
+(root / "in").mkdir()
+for day in ("2024-03-01", "2024-03-02"):
+    times = pd.date_range(day, periods=24, freq="h")
+    ds = xr.Dataset({"t": (("time", "x"), np.arange(48.0).reshape(24, 2))}, coords={"time": times})
+    ds.to_netcdf(root / "in" / f"{day}.nc")  # xarray's default writer: h5netcdf here
+source = NetCDFSource(str(root / "in" / "*.nc"))
+for name, sink in [
+    ("nc", NetCDFSink(str(root / "out" / "nc"))),
+    ("zarr", ZarrSink(str(root / "out" / "z.zarr"), start="2024-03-01", freq="h")),
+]:
+    p = Pipeline(source=source, sink=sink, batching=ByCount(1), name=name, workdir=str(root / "work"))
+    result = p.run(executor=LocalExecutor())
+    assert result.ok, result
+back = xr.open_mfdataset(sorted((root / "out" / "nc").glob("*.nc")), engine="h5netcdf").load()
+assert back.sizes["time"] == 48 and float(back["t"].sum()) == 2 * float(np.arange(48.0).sum())
+print("ok", xr.open_zarr(root / "out" / "z.zarr", consolidated=False).sizes["time"])
+"""
+
+
+def test_netcdf_in_and_out_without_the_netcdf4_package(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_NETCDF4, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok", "48"]
+
+
+def test_the_netcdf_sink_engine_is_an_option_of_the_job_file(tmp_path):
+    (tmp_path / "job.yaml").write_text(
+        "name: e\nsource: {type: netcdf, path: in/*.nc}\n"
+        "sink: {type: netcdf, path: out, engine: netcdf4}\n"
+    )
+    assert load_job(tmp_path / "job.yaml").pipeline.sink.engine == "netcdf4"
+    assert NetCDFSink(str(tmp_path / "o")).engine == "h5netcdf"
+    with pytest.raises(JobSpecError, match="h5netcdf"):
+        NetCDFSink(str(tmp_path / "o"), engine="hdf5")

@@ -141,6 +141,8 @@ class PhysicalPlan:
         lines.append(f"  handoff  {self._handoff_text()}")
         if self.aggregate is not None:
             lines.append(f"  reduce   one task per bucket: {self.aggregate!r}")
+            if self.aggregate.sort:
+                lines.append("  sorted   one task writes the buckets' rows in key order")
         lines.append(f"  sink     {self.sink.describe()}")
         return "\n".join(lines)
 

@@ -20,6 +20,7 @@ from ..core import ROW_COUNTS, Event
 from ..errors import JobSpecError
 from ..listeners import RunListener
 from ..options import configure, refuse_unknown
+from ..redact import scrub_all
 
 __all__ = ["Alert", "ALERT_ON", "alerts_from_config"]
 
@@ -271,6 +272,7 @@ class Alert(RunListener):
 
     def send(self, payload: dict[str, Any]) -> bool:
         """Deliver ``payload`` to the webhook and the command; False if any failed (logged)."""
+        payload = scrub_all(payload)  # no secret value leaves in an alert
         ok = True
         if self.webhook is not None:
             ok = self._post(payload) and ok

@@ -120,12 +120,15 @@ def local_path(path: Any, sink: str) -> str:
     return os.path.expanduser(text.removeprefix("file://"))
 
 
-def safe_join(root: str | Path, *parts: str) -> Path:
+def safe_join(root: str | Path, *parts: str, encoded: bool = False) -> Path:
     """Join path parts built from data below ``root``; refuse anything that escapes it.
 
     Rejects absolute parts, ``..`` (also percent-encoded, and as the value of a
     ``key=value`` partition folder, which readers decode), separators inside a
     part, NUL bytes, and targets that resolve outside ``root`` through a symlink.
+    With ``encoded`` the parts are folder names whose special characters are
+    percent-encoded already (``hive_folder``): each is checked as the name it is,
+    so ``region=..%2Fx`` (the value ``../x``) is one harmless folder.
 
     Examples
     --------
@@ -137,7 +140,7 @@ def safe_join(root: str | Path, *parts: str) -> Path:
     root = Path(root)
     for part in parts:
         text = str(part)
-        decoded = unquote(unquote(text))
+        decoded = text if encoded else unquote(unquote(text))
         value = decoded.split("=", 1)[1] if "=" in decoded else None
         bad = (
             value in (".", "..")
@@ -205,7 +208,7 @@ class PublishedDirectory:
                     f"refusing to publish {str(source)!r}: it is a symbolic link, and output is "
                     "only ever built from files dbatch wrote itself"
                 )
-            dest = safe_join(building, *Path(name).parts)
+            dest = safe_join(building, *Path(name).parts, encoded=True)  # names dbatch wrote
             dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.exists():
                 # Copying onto it would write through a hard link into a committed batch.

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..arrow import as_arrow
-from ..errors import JobSpecError
+from ..errors import JobSpecError, PathEscapeError
+from ..layout import HIVE_NULL, hive_folder
 from .base import (
     Part,
     PublishedDirectory,
@@ -61,17 +62,15 @@ class _FileSink(Sink):
         table = as_arrow(data)
         files = []
         for subdir, piece in self._split(table):
-            target = safe_join(directory, *subdir) if subdir else directory
+            target = safe_join(directory, *subdir, encoded=True) if subdir else directory
             target.mkdir(parents=True, exist_ok=True)
             out = target / f"part-{name}{self.suffix}"
             self._write(piece, out)
             files.append(_listed(out, directory, piece.num_rows))
         return _write_listing(directory, files, table.num_rows)
 
-    def _split(self, table: pa.Table):
-        if not self.partition_by:
-            yield (), table
-            return
+    def _combos(self, table: pa.Table) -> list[dict[str, Any]]:
+        """The distinct combinations of partition values of ``table``, in a stable order."""
         missing = [c for c in self.partition_by if c not in table.column_names]
         if missing:
             raise JobSpecError(
@@ -80,14 +79,41 @@ class _FileSink(Sink):
             )
         keys = table.select(list(self.partition_by))
         combos = keys.group_by(list(self.partition_by)).aggregate([]).to_pylist()
+        return sorted(combos, key=lambda d: [str(v) for v in d.values()])
+
+    def _split(self, table: pa.Table):
+        if not self.partition_by:
+            yield (), table
+            return
         rest = [c for c in table.column_names if c not in self.partition_by]
-        for combo in sorted(combos, key=lambda d: [str(v) for v in d.values()]):
-            mask = None
-            for col, value in combo.items():
-                m = pc.is_null(table[col]) if value is None else pc.equal(table[col], value)
-                mask = m if mask is None else pc.and_(mask, m)
-            subdir = tuple(f"{col}={_path_value(v)}" for col, v in combo.items())
+        folders: dict[tuple[str, ...], Any] = {}  # None and "" share the null folder
+        for combo in self._combos(table):
+            # A batch set such rows aside before staging; an aggregate's reduce cannot.
+            why = next(filter(None, (_refusal(c, v) for c, v in combo.items())), None)
+            if why is not None:
+                raise PathEscapeError(f"{why}; nothing of this part was written")
+            subdir = tuple(hive_folder(col, v) for col, v in combo.items())
+            mask = _rows_of(table, combo)
+            folders[subdir] = pc.or_(folders[subdir], mask) if subdir in folders else mask
+        for subdir, mask in folders.items():
             yield subdir, table.filter(mask).select(rest)
+
+    def refused_rows(self, table: pa.Table) -> list[tuple[int, str]]:
+        """(row, reason) of each row whose partition values cannot name a folder.
+
+        Values are percent-encoded as Hive does, so nearly every value can; not
+        ``.`` or ``..``, a value longer than a folder name may be, or the text
+        ``__HIVE_DEFAULT_PARTITION__``, which readers take for null.
+        """
+        if not self.partition_by:
+            return []
+        refused: list[tuple[int, str]] = []
+        for combo in self._combos(table):
+            why = next(filter(None, (_refusal(c, v) for c, v in combo.items())), None)
+            if why is not None:
+                rows = pc.indices_nonzero(_rows_of(table, combo)).to_pylist()
+                refused.extend((int(i), why) for i in rows)
+        return sorted(refused)
 
     def publish(
         self, run_id: str, parts: Sequence[Part], summary: dict[str, Any]
@@ -190,8 +216,36 @@ def _staged_checksums(directory: Path) -> dict[tuple[str, int], str]:
         return {}
 
 
-def _path_value(v: Any) -> str:
-    return "__null__" if v is None else str(v)
+def _rows_of(table: pa.Table, combo: dict[str, Any]) -> Any:
+    """A mask of the rows of ``table`` with the partition values ``combo``."""
+    mask = None
+    for col, value in combo.items():
+        m = pc.is_null(table[col]) if value is None else pc.equal(table[col], value)
+        mask = m if mask is None else pc.and_(mask, m)
+    return pc.fill_null(mask, False)
+
+
+_NAME_MAX = 255  # bytes in a folder name on Linux, macOS and Windows file systems
+
+
+def _refusal(column: str, value: Any) -> str | None:
+    """Why the partition value ``value`` of ``column`` cannot name a folder (None: it can)."""
+    folder = hive_folder(column, value)
+    if value == HIVE_NULL:
+        return (
+            f"partition column {column!r}: the value {HIVE_NULL!r} is how a null value is "
+            "written, so readers would take it for null; change the value in a step"
+        )
+    if len(folder.encode()) > _NAME_MAX:
+        return (
+            f"partition column {column!r}: the value {str(value)[:60]!r}... makes a folder "
+            f"name of {len(folder.encode())} bytes, more than the {_NAME_MAX} a file system allows"
+        )
+    try:
+        safe_join(".", folder, encoded=True)
+    except PathEscapeError as e:
+        return f"partition column {column!r}: the value {value!r} cannot name a folder: {e}"
+    return None
 
 
 @dataclass(frozen=True)

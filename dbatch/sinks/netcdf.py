@@ -21,12 +21,15 @@ class NetCDFSink(_FileSink):
     ``part-<batch id>.nc`` files, ``_manifest.json`` and ``_SUCCESS``; readers
     open them with ``xr.open_mfdataset(path + "/*.nc")``.
 
+    The files are written with ``engine`` (``h5netcdf``, which the base install
+    has; ``netcdf4`` with the netCDF4 package; ``scipy`` for NetCDF3 files).
+
     Examples
     --------
-    >>> NetCDFSink("out/daily-nc")  # doctest: +SKIP
+    >>> NetCDFSink("out/daily-nc", engine="h5netcdf")  # doctest: +SKIP
     """
 
-    engine: str = "netcdf4"
+    engine: str = "h5netcdf"
     suffix = ".nc"
 
     def __post_init__(self):
@@ -37,7 +40,11 @@ class NetCDFSink(_FileSink):
                 key="sink.partition_by",
             )
         if self.engine not in ("netcdf4", "h5netcdf", "scipy"):
-            raise JobSpecError("engine must be netcdf4, h5netcdf or scipy", key="sink.engine")
+            raise JobSpecError(
+                f"engine {self.engine!r} is not a NetCDF writer; write h5netcdf (the "
+                "default), netcdf4 (needs the netCDF4 package) or scipy",
+                key="sink.engine",
+            )
 
     def token(self) -> list[Any]:
         return ["NetCDFSink", self.engine]

@@ -112,9 +112,14 @@ class Aggregate:
         Output column -> ``sum(col)``, ``count(*)``, ``count(col)``,
         ``mean(col)``, ``min(col)`` or ``max(col)``.
     buckets
-        Number of reduce tasks (default: four per worker thread of the cluster).
+        Number of reduce tasks (default: one per planned batch of the job's first
+        run, from 4 to 32; never from the cluster, so the output does not depend on it).
     sort
-        Sort the output by the keys, so that re-runs are byte-identical.
+        Write the whole output in key order: the buckets' groups are merged by one
+        last task into one file (per partition of the sink), so reading the output
+        gives the rows sorted by ``by``. With ``False`` each bucket writes its own
+        part, in no particular order (faster for large outputs). Either way re-runs
+        write the same bytes.
 
     Examples
     --------
@@ -290,11 +295,14 @@ class Aggregate:
         found = self.reduce_query(files)
         return self.empty_output() if found is None else query(*found)
 
-    def reduce_query(self, files: Sequence[str | Path]) -> tuple[str, dict] | None:
+    def reduce_query(
+        self, files: Sequence[str | Path], *, ordered: bool | None = None
+    ) -> tuple[str, dict] | None:
         """The query (SQL, tables) that combines one bucket's files; None if there are none.
 
         The files are streamed into DuckDB one record batch at a time, so memory
-        follows the number of groups, not the number of batches.
+        follows the number of groups, not the number of batches. The rows come in
+        key order when ``ordered`` (default: ``sort``).
         """
         raw: list[str] = []
         pre: list[str] = []
@@ -330,9 +338,19 @@ class Aggregate:
             else:
                 expr = by_key[(m.func, m.column)]
             outer.append(f"{expr} AS {quote_name(m.name)}")
-        order = f" ORDER BY {keys}" if self.sort else ""
+        order = f" ORDER BY {keys}" if (self.sort if ordered is None else ordered) else ""
         sql = f"SELECT {keys}, {', '.join(outer)} FROM ({inner}){order}"
         return sql, tables
+
+    def sorted_query(self, files: Sequence[str | Path]) -> tuple[str, dict] | None:
+        """The query (SQL, tables) over every bucket's final rows (Arrow IPC ``files``), in
+        key order; None if there are none. DuckDB sorts them, spilling to disk if need be."""
+        if not files:
+            return None
+        keys = ", ".join(quote_name(k) for k in self.by)
+        return f"SELECT * FROM reduced ORDER BY {keys}", {
+            "reduced": _stream([str(f) for f in files])
+        }
 
     def empty_output(self) -> pa.Table:
         return pa.table({})

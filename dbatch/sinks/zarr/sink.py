@@ -148,7 +148,7 @@ class ZarrSink(Sink):
             end = axis.declared_length() if self.end is not None else i1
             check_alignment(axis, name, (i0, i1), {"the sink": c}, end, refusal)
         out = directory / f"part-{name}.nc"
-        ds.drop_encoding().to_netcdf(out, engine="netcdf4")
+        ds.drop_encoding().to_netcdf(out, engine="h5netcdf")
         return {
             "files": [{"path": out.name, "rows": i1 - i0, "sha256": file_checksum(out)}],
             "rows": i1 - i0,
@@ -166,7 +166,7 @@ class ZarrSink(Sink):
         if not staged:  # every input of the batch was quarantined: nothing to write
             markers.write(batch_id, fingerprint, "committed", None, None)
             return
-        with xr.open_dataset(staged[0], engine="netcdf4", cache=False) as f:
+        with xr.open_dataset(staged[0], engine="h5netcdf", cache=False) as f:
             prepared = prepare(axis, f.load(), batch_id)
         assert prepared is not None
         ds, i0, i1 = prepared

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import os
 import re
 import threading
 import time
@@ -12,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ...errors import JobSpecError, RefusedError, TransientError
-from ...redact import redact
+from ...redact import expand, redact
 from ...retry import RetryPolicy
 
 __all__ = ["Client", "Garbage", "header_variables", "resolve_headers", "url_of"]
@@ -45,6 +44,8 @@ def url_of(url: str, params: Mapping[str, Any]) -> str:
 def resolve_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The headers with each ``${NAME}`` replaced by the environment variable ``NAME``.
 
+    The values are secrets: this process hides them from everything dbatch writes.
+
     Examples
     --------
     >>> resolve_headers({"Accept": "application/json"})
@@ -57,17 +58,14 @@ def resolve_headers(headers: Mapping[str, str]) -> dict[str, str]:
         if not isinstance(value, str):
             raise JobSpecError("header values are strings", key=f"source.headers.{name}")
 
-        def env(m: re.Match, name=name) -> str:
-            var = m.group(1)
-            if var not in os.environ:
-                raise JobSpecError(
-                    f"the environment variable {var} is not set; export it before the run "
-                    "(the value is never shown or stored)",
-                    key=f"source.headers.{name}",
-                )
-            return os.environ[var]
+        def missing(var: str, name: str = name) -> None:
+            raise JobSpecError(
+                f"the environment variable {var} is not set; export it before the run "
+                "(the value is never shown or stored)",
+                key=f"source.headers.{name}",
+            )
 
-        out[str(name)] = _ENV.sub(env, value)
+        out[str(name)] = expand(value, missing)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import pyarrow as pa
 from ...context import BatchContext
 from ...core import Batch, Unit
 from ...errors import JobSpecError, SourceError
-from ...redact import redact
+from ...redact import redact, remember, secret_name, url_secrets
 from ...schema import Schema
 from .client import Client, Garbage, header_variables, resolve_headers
 from .pages import PAGINATIONS, Pager, as_count, dig
@@ -96,6 +97,7 @@ class HttpSource:
     max_wait: float = 60.0
     schema: Schema | Mapping[str, Any] | None = None
     _resolved: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _secrets: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
         for name, value in (("url", self.url), ("count_url", self.count_url)):
@@ -123,6 +125,16 @@ class HttpSource:
             raise JobSpecError("must be a whole number >= 0", key="source.retries")
         object.__setattr__(self, "schema", Schema.from_mapping(self.schema))
         object.__setattr__(self, "_resolved", resolve_headers(self.headers))
+        object.__setattr__(self, "_secrets", self._secret_values())
+
+    def _secret_values(self) -> tuple[str, ...]:
+        """What a worker must hide too: the headers' variables, URL passwords, secret params."""
+        values = [os.environ[v] for v in header_variables(self.headers)]
+        values += [str(v) for k, v in self.params.items() if secret_name(k)]
+        for url in (self.url, self.count_url):
+            values += url_secrets(url) if url is not None else []
+        remember(*values)
+        return tuple(values)
 
     # -- description ------------------------------------------------------------------
 
@@ -180,6 +192,7 @@ class HttpSource:
         )
 
     def _client(self) -> Client:
+        remember(*self._secrets)  # on a worker, before the first request
         return Client(
             self._resolved,
             variables=header_variables(self.headers),

@@ -45,7 +45,9 @@ class NetCDFSource(GriddedSource):
         A pandas frequency (``"1D"``, ``"MS"``): one unit per window of each file
         instead of one per file, so monthly files can make daily batches.
     engine
-        The xarray backend: ``netcdf4``, ``h5netcdf`` or ``scipy`` (default: xarray's choice).
+        The xarray backend: ``netcdf4``, ``h5netcdf`` or ``scipy`` (default: xarray's
+        choice by the file's format; the base install reads NetCDF4/HDF5 files with
+        ``h5netcdf``).
 
     Examples
     --------
