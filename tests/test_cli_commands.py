@@ -1,0 +1,79 @@
+"""dbatch init, validate and quarantine: templates that run, checks without a cluster, bad rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from dbatch.cli import main
+from dbatch.cli.templates import TEMPLATES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def python_m_dbatch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m dbatch ...`` in a fresh process, importing this checkout."""
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "dbatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=cwd,
+        env=env,
+    )
+
+
+# -- init ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_init_writes_a_job_that_runs(tmp_path, template):
+    target = tmp_path / template
+    made = python_m_dbatch("init", "--template", template, str(target), cwd=tmp_path)
+    assert made.returncode == 0, made.stdout + made.stderr
+    job = target / "job.yaml"
+    assert job.exists() and job.read_text().startswith("# ")  # commented
+    assert f"dbatch run {job}" in made.stdout
+
+    # Run from another folder: the job's paths are the job file's, not the shell's.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = python_m_dbatch("run", str(job), "--workers", "1", "--json", cwd=elsewhere)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    summary = json.loads(ran.stdout)
+    assert summary["status"] == "succeeded", summary
+    assert summary["batches_committed"] == summary["batches_planned"] > 1
+    assert summary["rows_out"] > 0
+    if template in ("etl", "inference"):
+        assert summary["rows_quarantined"] > 0  # the sample has bad rows on purpose
+        assert len(pd.read_parquet(summary["output"])) == summary["output_rows"]
+
+
+def test_init_refuses_to_overwrite_a_job_file(tmp_path):
+    first = CliRunner().invoke(main, ["init", str(tmp_path / "j")])
+    assert first.exit_code == 0, first.output
+    (tmp_path / "j" / "job.yaml").write_text("# mine\n")
+    again = CliRunner().invoke(main, ["init", "--template", "sql", str(tmp_path / "j")])
+    assert again.exit_code == 2
+    assert "already exists" in again.stderr and "--force" in again.stderr
+    assert (tmp_path / "j" / "job.yaml").read_text() == "# mine\n"
+    forced = CliRunner().invoke(main, ["init", "--template", "sql", "--force", str(tmp_path / "j")])
+    assert forced.exit_code == 0
+    assert "type: sql" in (tmp_path / "j" / "job.yaml").read_text()
+    assert (tmp_path / "j" / "shop.db").exists()
+
+
+def test_init_knows_only_its_templates(tmp_path):
+    result = CliRunner().invoke(main, ["init", "--template", "spark", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "etl" in result.stderr and "xarray" in result.stderr
