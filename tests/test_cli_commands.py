@@ -77,3 +77,74 @@ def test_init_knows_only_its_templates(tmp_path):
     result = CliRunner().invoke(main, ["init", "--template", "spark", str(tmp_path)])
     assert result.exit_code == 2
     assert "etl" in result.stderr and "xarray" in result.stderr
+
+
+# -- validate -------------------------------------------------------------------------------
+
+
+def init_job(root: Path, template: str = "etl") -> Path:
+    result = CliRunner().invoke(main, ["init", "--template", template, str(root)])
+    assert result.exit_code == 0, result.output
+    return root / "job.yaml"
+
+
+def test_validate_says_ok_with_a_summary(tmp_path):
+    job = init_job(tmp_path / "etl")
+    result = CliRunner().invoke(main, ["validate", str(job)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"OK {job}: job 'orders-etl'")
+    assert "4 units in 2 batches" in result.stdout
+    assert "the SQL compiles over the batches' columns" in result.stdout
+    assert "daily_revenue writable" in result.stdout
+    assert not (tmp_path / "etl" / "out").exists()  # nothing was written
+    assert not (tmp_path / "etl" / ".dbatch").exists()
+
+
+def test_validate_finds_a_typo_in_a_sql_step(tmp_path):
+    job = init_job(tmp_path / "etl")
+    job.write_text(job.read_text().replace("status = 'paid'", "stat = 'paid'"))
+    result = CliRunner().invoke(main, ["validate", str(job)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and "steps[0]" in lines[0] and '"stat"' in lines[0]
+
+
+def test_validate_reports_every_problem_on_its_own_line(tmp_path):
+    job = init_job(tmp_path / "etl")
+    for f in (tmp_path / "etl" / "landing").glob("*.csv"):
+        f.unlink()
+    foreign = tmp_path / "etl" / "out" / "daily_revenue"
+    foreign.mkdir(parents=True)
+    (foreign / "precious.txt").write_text("not dbatch's")
+    result = CliRunner().invoke(main, ["validate", str(job)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert "key 'source.path'" in lines[0] and "no input files match" in lines[0]
+    assert "sink" in lines[1] and "was not written by dbatch" in lines[1]
+    assert (foreign / "precious.txt").exists()
+
+
+def test_validate_refuses_a_bad_job_file_in_one_line(tmp_path):
+    job = init_job(tmp_path / "etl")
+    job.write_text(job.read_text().replace("count: 2", "count: two"))
+    result = CliRunner().invoke(main, ["validate", str(job)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(job) in lines[0] and "batching.count" in lines[0]
+
+
+def test_validate_checks_that_the_sink_database_answers(tmp_path):
+    from tests.conftest import free_port
+
+    job = init_job(tmp_path / "sql", "sql")
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/dw"
+    text = job.read_text().replace(f'"sqlite:///{(tmp_path / "sql").resolve()}/warehouse.db"', url)
+    assert url in text
+    job.write_text(text)
+    result = CliRunner().invoke(main, ["validate", str(job)])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "sink" in line and "cannot be reached" in line and "127.0.0.1" in line

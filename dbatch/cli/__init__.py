@@ -8,6 +8,7 @@ from .demo import demo
 from .inspecting import history, plan, status, unlock
 from .running import backfill, replay, resume, run, watch
 from .scaffold import init
+from .validate import validate
 
 __all__ = ["main"]
 
@@ -18,5 +19,18 @@ def main() -> None:
     """Batch jobs on Dask: planned batches, exactly-once output, resume, quarantine."""
 
 
-for _command in (init, run, resume, replay, backfill, watch, plan, status, history, unlock, demo):
+for _command in (
+    init,
+    validate,
+    run,
+    resume,
+    replay,
+    backfill,
+    watch,
+    plan,
+    status,
+    history,
+    unlock,
+    demo,
+):
     main.add_command(_command)
