@@ -148,3 +148,63 @@ def test_validate_checks_that_the_sink_database_answers(tmp_path):
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert "sink" in line and "cannot be reached" in line and "127.0.0.1" in line
+
+
+# -- quarantine -------------------------------------------------------------------------------
+
+
+def test_quarantine_lists_rows_with_kind_reason_and_place(tmp_path, client):
+    job = init_job(tmp_path / "etl")
+    ran = CliRunner().invoke(main, ["run", str(job), "--json"])
+    assert ran.exit_code == 0, ran.output
+    run_id = json.loads(ran.stdout)["run_id"]
+
+    table = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["quarantine", str(job)])
+    assert table.exit_code == 0, table.output
+    assert "8 quarantined row(s) and file(s) of 'orders-etl': type 4, allowed 4" in table.stdout
+    assert "landing/orders-2026-11-01.csv:18" in table.stdout and run_id in table.stdout
+    assert "None" not in table.stdout and "nan" not in table.stdout
+
+    data = json.loads(CliRunner().invoke(main, ["quarantine", str(job), "--json"]).stdout)
+    assert (data["version"], data["kind"], data["job"], data["count"]) == (
+        1,
+        "quarantine",
+        "orders-etl",
+        8,
+    )
+    first = data["rows"][0]
+    assert first["location"] == "landing/orders-2026-11-01.csv:18" and first["line"] == 18
+    assert first["kind"] == "type" and "12.5O" in first["reason"] and "12.5O" in first["raw"]
+    assert first["run_id"] == run_id and first["state"] == "published"
+    assert first["source"] == str((tmp_path / "etl" / "landing" / "orders-2026-11-01.csv"))
+
+    allowed = json.loads(
+        CliRunner().invoke(main, ["quarantine", str(job), "--kind", "allowed", "--json"]).stdout
+    )
+    assert allowed["count"] == 4 and {r["kind"] for r in allowed["rows"]} == {"allowed"}
+    batch = first["batch_id"]
+    one = json.loads(
+        CliRunner().invoke(main, ["quarantine", str(job), "--batch", batch, "--json"]).stdout
+    )
+    assert one["count"] == 4 and {r["batch_id"] for r in one["rows"]} == {batch}
+    none = CliRunner().invoke(main, ["quarantine", str(job), "--kind", "no_such_kind"])
+    assert none.exit_code == 0 and "nothing quarantined matching the filters" in none.stdout
+
+
+def test_quarantine_shows_the_rows_of_refused_batches(tmp_path, client):
+    job = init_job(tmp_path / "etl")
+    job.write_text(job.read_text().replace("max_bad_fraction: 0.05", "max_bad_fraction: 0.001"))
+    ran = CliRunner().invoke(main, ["run", str(job), "--json"])
+    assert ran.exit_code == 1  # every batch has 1% bad rows: refused
+    data = json.loads(CliRunner().invoke(main, ["quarantine", str(job), "--json"]).stdout)
+    assert data["count"] == 8 and {r["state"] for r in data["rows"]} == {"rejected"}
+    table = CliRunner().invoke(main, ["quarantine", str(job)]).stdout
+    assert "rejected" in table and "state" in table
+
+
+def test_quarantine_of_a_job_that_never_ran(tmp_path):
+    job = init_job(tmp_path / "etl")
+    result = CliRunner().invoke(main, ["quarantine", str(job)])
+    assert result.exit_code == 0 and "nothing quarantined for 'orders-etl'" in result.stdout
+    data = json.loads(CliRunner().invoke(main, ["quarantine", str(job), "--json"]).stdout)
+    assert data == {"version": 1, "kind": "quarantine", "job": "orders-etl", "count": 0, "rows": []}

@@ -6,6 +6,7 @@ import click
 
 from .demo import demo
 from .inspecting import history, plan, status, unlock
+from .quarantine import quarantine
 from .running import backfill, replay, resume, run, watch
 from .scaffold import init
 from .validate import validate
@@ -30,6 +31,7 @@ for _command in (
     plan,
     status,
     history,
+    quarantine,
     unlock,
     demo,
 ):

@@ -47,6 +47,9 @@ class RunResult:
     message: str
     batches: list[dict[str, Any]] = field(default_factory=list)
     work_area: str = ""
+    #: When the run started (seconds since the epoch) and the parameters it recorded.
+    started: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -58,7 +61,7 @@ class RunResult:
         Batch counts are ``batches_planned``, ``batches_committed``, ``batches_skipped``,
         ``batches_recovered``, ``batches_quarantined`` and ``batches_failed``.
         """
-        d = {k: v for k, v in self.__dict__.items() if k != "batches"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("batches", "started", "params")}
         for name in ("planned", "committed", "skipped", "recovered", "quarantined", "failed"):
             d[f"batches_{name}"] = d.pop(name)
         return d
@@ -198,6 +201,11 @@ class RunSummary(RunListener):
         self.dashboard: str | None = None
         self.output_rows: int | None = None
         self.published = False
+        self.params: dict[str, Any] = {}
+
+    def on_run_started(self, event: Event) -> None:
+        self.started = event.time
+        self.params = dict(event.data.get("params") or {})
 
     def on_published(self, event: Event) -> None:
         self.published = True
@@ -329,4 +337,6 @@ class RunSummary(RunListener):
             message=d["message"],
             batches=sorted(self.info.values(), key=lambda i: order.get(i["batch_id"], 0)),
             work_area=self.work_area,
+            started=self.started,
+            params=self.params,
         )
