@@ -176,7 +176,7 @@ def test_quarantine_lists_rows_with_kind_reason_and_place(tmp_path, client):
     assert first["location"] == "landing/orders-2026-11-01.csv:18" and first["line"] == 18
     assert first["kind"] == "type" and "12.5O" in first["reason"] and "12.5O" in first["raw"]
     assert first["run_id"] == run_id and first["state"] == "published"
-    assert first["source"] == str((tmp_path / "etl" / "landing" / "orders-2026-11-01.csv"))
+    assert first["source"] == str(tmp_path / "etl" / "landing" / "orders-2026-11-01.csv")
 
     allowed = json.loads(
         CliRunner().invoke(main, ["quarantine", str(job), "--kind", "allowed", "--json"]).stdout
