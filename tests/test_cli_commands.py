@@ -208,3 +208,106 @@ def test_quarantine_of_a_job_that_never_ran(tmp_path):
     assert result.exit_code == 0 and "nothing quarantined for 'orders-etl'" in result.stdout
     data = json.loads(CliRunner().invoke(main, ["quarantine", str(job), "--json"]).stdout)
     assert data == {"version": 1, "kind": "quarantine", "job": "orders-etl", "count": 0, "rows": []}
+
+
+# -- status, history and run: one JSON shape, readable tables ---------------------------------
+
+ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+
+
+def test_run_status_and_history_share_one_versioned_shape(tmp_path, client):
+    import re
+
+    job = init_job(tmp_path / "etl")
+    ran = json.loads(CliRunner().invoke(main, ["run", str(job), "--json"]).stdout)
+    assert (ran["version"], ran["kind"], ran["job"], ran["status"]) == (
+        1,
+        "run",
+        "orders-etl",
+        "succeeded",
+    )
+    assert re.match(ISO, ran["started"]) and re.match(ISO, ran["ended"])
+    assert ran["params"] == {"job_file": str(job.resolve())}  # an object, not JSON text
+    assert len(ran["batches"]) == 2 and ran["batches"][0]["error"] is None
+
+    status = json.loads(CliRunner().invoke(main, ["status", str(job), "--json"]).stdout)
+    history = json.loads(CliRunner().invoke(main, ["history", str(job), "--json"]).stdout)
+    assert (status["version"], status["kind"]) == (1, "status")
+    assert (history["version"], history["kind"]) == (1, "history")
+    (past,) = history["runs"]
+    assert status["last_run"] == past
+    # The same run, the same fields, wherever it is printed.
+    same = ("run_id", "status", "batches_planned", "batches_committed", "rows_in", "rows_out")
+    assert {k: past[k] for k in same} == {k: ran[k] for k in same}
+    assert set(past) <= set(ran)
+    assert past["params"] == {"job_file": str(job.resolve())}
+    assert re.match(ISO, past["started"]) and re.match(ISO, past["ended"])
+    for batch in status["batches"]:
+        assert set(batch) == set(ran["batches"][0])
+        assert re.match(ISO, batch["started"]) and batch["duration"] >= 0
+        assert batch["run_id"] == ran["run_id"] and batch["checksum"]
+
+
+def test_status_and_history_tables_read_well(tmp_path, client):
+    job = init_job(tmp_path / "etl")
+    job.write_text(job.read_text().replace("max_bad_fraction: 0.05", "max_bad_fraction: 0.001"))
+    assert CliRunner().invoke(main, ["run", str(job)]).exit_code == 1
+    wide = CliRunner(env={"COLUMNS": "250"})
+    status = wide.invoke(main, ["status", str(job)])
+    assert status.exit_code == 0, status.output
+    out = status.stdout
+    assert "2 batch(es) of 'orders-etl': 2 failed" in out
+    assert "TooManyBadRows: " in out and "more than max_bad_fraction" in out  # class: message
+    assert " 400 " in out and " s " in out  # counts, durations with their unit
+    for wrong in ("None", "nan", "NaT", "+00:00"):
+        assert wrong not in out
+
+    big = json.loads(CliRunner().invoke(main, ["status", str(job), "--json"]).stdout)
+    assert {b["error"]["class"] for b in big["batches"]} == {"TooManyBadRows"}
+
+    history = wide.invoke(main, ["history", str(job)])
+    assert history.exit_code == 0
+    assert "1 run(s) of 'orders-etl'" in history.stdout
+    assert "2 planned: 2 failed" in history.stdout
+    assert "0 in, 0 out, 0 quarantined" in history.stdout  # a failed run commits nothing
+    assert "None" not in history.stdout and "nan" not in history.stdout
+
+
+def test_table_formats():
+    from dbatch.cli.tables import count, duration, when
+
+    assert count(2_500_000) == "2,500,000" and count(None) == "-"
+    assert duration(0.4213) == "0.42 s" and duration(83) == "1 min 23 s"
+    assert duration(7322) == "2 h 2 min" and duration(None) == "-"
+    assert when("2026-11-02T06:15:04.123Z") == "2026-11-02 06:15:04" and when(None) == "-"
+
+
+def test_set_gives_dask_configuration_to_the_run(tmp_path, client):
+    job = init_job(tmp_path / "etl")
+    # Without the job's own limit, the configured one applies; --set tightens it.
+    text = job.read_text()
+    job.write_text("".join(li for li in text.splitlines(True) if "max_bad_fraction:" not in li))
+    assert "max_bad_fraction" not in job.read_text().split("bad_input:")[1]
+    args = ["run", str(job), "--json", "--set", "dbatch.bad-input.max-bad-fraction=0.001"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1, refused.output
+    assert json.loads(refused.stdout)["batches_failed"] == 2
+    allowed = CliRunner().invoke(main, ["run", str(job), "--json"])
+    assert allowed.exit_code == 0 and json.loads(allowed.stdout)["batches_committed"] == 2
+
+
+def test_set_refuses_what_is_not_key_value(tmp_path):
+    job = init_job(tmp_path / "etl")
+    result = CliRunner().invoke(main, ["run", str(job), "--set", "n-workers"])
+    assert result.exit_code == 2 and "KEY=VALUE" in result.stderr
+    typo = CliRunner().invoke(main, ["backfill", "--help"])
+    assert "--set KEY=VALUE" in typo.stdout
+
+
+def test_parse_settings_reads_values_as_yaml(capsys):
+    from dbatch.cli.settings import parse_settings
+
+    parsed = parse_settings(["dbatch.cluster.n-workers=2", "distributed.worker.daemon=false"])
+    assert parsed == {"dbatch.cluster.n-workers": 2, "distributed.worker.daemon": False}
+    assert parse_settings(["dbatch.clustr.n-workers=2"]) == {"dbatch.clustr.n-workers": 2}
+    assert "not a known configuration key" in capsys.readouterr().err

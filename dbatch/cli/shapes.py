@@ -61,14 +61,9 @@ def iso_time(value: Any) -> str | None:
     """Seconds since the epoch, a datetime or a pandas Timestamp -> ISO 8601 UTC (ms)."""
     if _missing(value):
         return None
-    if isinstance(value, (int, float)):
-        when = datetime.fromtimestamp(float(value), UTC)
-    elif hasattr(value, "to_pydatetime"):
-        when = value.to_pydatetime()
-    else:
-        when = value
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    seconds = _seconds(value)  # a Timestamp's nanoseconds go; milliseconds are kept
+    assert seconds is not None
+    when = datetime.fromtimestamp(seconds, UTC)
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -124,16 +119,19 @@ def batch_object(row: Mapping[str, Any]) -> dict[str, Any]:
     files = row.get("files_quarantined")
     if isinstance(files, (list, tuple)):
         files = len(files)
-    duration = row.get("duration")
+    took = _seconds(row.get("duration"))
+    started, ended = _seconds(row.get("started")), _seconds(row.get("ended"))
+    if took is None and started is not None and ended is not None:
+        took = ended - started  # a failed batch: from its start to its end
     return {
         "batch_id": row["batch_id"],
         "state": row.get("state"),
         "run_id": _text(row.get("run_id")),
         **{k: _count(row.get(k)) for k in _BATCH_COUNTS},
         "files_quarantined": _count(files),
-        "started": iso_time(row.get("started")),
-        "ended": iso_time(row.get("ended")),
-        "duration": None if _missing(duration) else round(float(duration), 3),
+        "started": iso_time(started),
+        "ended": iso_time(ended),
+        "duration": None if took is None else round(took, 3),
         "checksum": _text(row.get("checksum")),
         "worker": _text(row.get("worker")),
         "error": error,

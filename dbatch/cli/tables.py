@@ -64,24 +64,21 @@ def print_table(
 ) -> None:
     """Print a table; ``columns`` are (header, justify).
 
-    ``justify`` is ``left`` or ``right`` (one line, cut with an ellipsis), or ``fold``
-    or ``fold2`` (wrapped; a ``fold2`` column gets twice the width of a ``fold`` one).
+    ``justify`` is ``left`` or ``right`` (kept on one line), or ``fold`` or ``fold2``
+    (wrapped to what is left of the width; at least 12 or 24 characters).
     """
     from rich import box
     from rich.table import Table
 
-    expand = any(j.startswith("fold") for _, j in columns)  # the wrapped columns share the rest
-    table = Table(
-        title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left", expand=expand
-    )
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left")
     for header, justify in columns:
         wraps = justify.startswith("fold")
         table.add_column(
             header,
             justify="left" if wraps else justify,  # type: ignore[arg-type]
-            overflow="fold" if wraps else "ellipsis",
-            no_wrap=not wraps,
-            ratio=(2 if justify == "fold2" else 1) if wraps else None,
+            overflow="fold",
+            no_wrap=not wraps,  # only the wrapped columns give up width
+            min_width=24 if justify == "fold2" else 12 if wraps else None,
         )
     for row in rows:
         table.add_row(*row)

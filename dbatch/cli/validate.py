@@ -51,7 +51,7 @@ def _check_database(url: str, what: str) -> None:
         with engine.connect() as con:
             con.execute(sa.text("SELECT 1"))
     except sa.exc.SQLAlchemyError as e:
-        reason = " ".join(str(e.orig or e).split())
+        reason = " ".join(str(getattr(e, "orig", None) or e).split())
         raise SinkError(
             f"{what} {redact_url(url)} cannot be reached: {reason}; start it, or fix the URL"
         ) from None
