@@ -137,7 +137,7 @@ def test_validate_refuses_a_bad_job_file_in_one_line(tmp_path):
 
 
 def test_validate_checks_that_the_sink_database_answers(tmp_path):
-    from tests.conftest import free_port
+    from conftest import free_port
 
     job = init_job(tmp_path / "sql", "sql")
     url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/dw"
