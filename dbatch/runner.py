@@ -377,6 +377,7 @@ def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
         "duration": r.duration,
         "checksum": r.checksum,
         "worker": r.worker,
+        "quarantine_kinds": dict(r.quarantine_kinds),
     }
 
 

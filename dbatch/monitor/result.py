@@ -13,7 +13,7 @@ from ..listeners import RunListener
 
 __all__ = ["RunResult", "RunSummary"]
 
-_BATCH_STATS = (*BATCH_COLUMNS, "files_quarantined", "duration")
+_BATCH_STATS = (*BATCH_COLUMNS, "files_quarantined", "duration", "quarantine_kinds")
 
 
 @dataclass
