@@ -271,8 +271,15 @@ def reduce_bucket(
 
 
 def _checksum(info: Mapping[str, Any]) -> str:
+    """A digest of the staged files' checksums; empty when the sink listed no files.
+
+    An aggregate's bucket files are not checksummed (they never leave the work
+    area): their batches have no checksum rather than the digest of nothing.
+    """
     import hashlib
 
+    if not info.get("files"):
+        return ""
     h = hashlib.sha256()
     for f in info.get("files", []):
         h.update(f.get("sha256", "").encode())

@@ -311,3 +311,25 @@ def test_parse_settings_reads_values_as_yaml(capsys):
     assert parsed == {"dbatch.cluster.n-workers": 2, "distributed.worker.daemon": False}
     assert parse_settings(["dbatch.clustr.n-workers=2"]) == {"dbatch.clustr.n-workers": 2}
     assert "not a known configuration key" in capsys.readouterr().err
+
+
+def test_status_shows_output_checksums_only_where_there_are_output_files(tmp_path, client):
+    aggregated = init_job(tmp_path / "agg")
+    plain = init_job(tmp_path / "plain")
+    text = plain.read_text()
+    start, end = text.index("aggregate:"), text.index("sink:")
+    plain.write_text(text[:start] + text[end:])  # the rows themselves, no aggregate
+    for job in (aggregated, plain):
+        assert CliRunner().invoke(main, ["run", str(job)]).exit_code == 0
+    sums = {
+        job.parent.name: [
+            b["checksum"]
+            for b in json.loads(CliRunner().invoke(main, ["status", str(job), "--json"]).stdout)[
+                "batches"
+            ]
+        ]
+        for job in (aggregated, plain)
+    }
+    # Bucket files are not checksummed: no checksum rather than the digest of nothing.
+    assert sums["agg"] == [None, None]
+    assert all(len(c) == 32 for c in sums["plain"]) and len(set(sums["plain"])) == 2
