@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .attempts import Attempts
+from .batching import ByWindow
 from .core import BadInputMode, Batch, BatchResult, Event, EventKind, Part, Plan, RunStatus
 from .errors import RunFailedError, TooManyBadRows
 from .executors.base import Executor
@@ -135,7 +136,11 @@ class _Run:
         self.executor = executor
         self._made_executor = False
         self.summary = RunSummary(
-            plan, run_id, pipeline.sink.location, work_area=str(self.work.root)
+            plan,
+            run_id,
+            pipeline.sink.location,
+            work_area=str(self.work.root),
+            window=pipeline.batching.freq if isinstance(pipeline.batching, ByWindow) else None,
         )
         self.bus = Bus([ledger, self.summary, *options.listeners])
         self._stack = ExitStack()

@@ -106,9 +106,11 @@ def assert_screenshot_has_charts(driver, tmp_path: Path) -> None:
     assert colours.get((31, 119, 180), 0) > 1000, "no chart bars on the screenshot"
 
 
-def reconciliation_pipeline(root: Path) -> Pipeline:
+def reconciliation_pipeline(root: Path, batching: str | None = None) -> Pipeline:
     write_landing_area(root, days=3, rows_per_file=300, bad_share=0.02, seed=7)
     raw = safe_load(JOB_YAML.format(batch_files=2))
+    if batching is not None:
+        raw["batching"] = safe_load(batching)
     raw["sink"] = safe_load(
         "{type: report, path: out/report, title: Reconciliation, x: day, y: total_usd, by: currency}"
     )
@@ -182,6 +184,21 @@ def test_reconciliation_report_renders_offline_in_chromium(tmp_path, client, chr
         assert plots[name]["x_label"] == "batch"
 
     assert_screenshot_has_charts(chromium_driver, tmp_path)
+
+
+def test_batches_of_a_time_window_are_labelled_by_their_window(tmp_path, client, chromium_driver):
+    pipeline = reconciliation_pipeline(tmp_path, batching="{window: 1D}")
+    result = pipeline.run(client=client)
+    assert result.status == "succeeded", result
+    report = tmp_path / "out" / "report" / "report.html"
+    charts = open_report(chromium_driver, report, min_plots=3)
+    days = ["2026-11-01", "2026-11-02", "2026-11-03"]
+    assert charts["batches-duration"]["label"] == days
+    assert charts["batches-duration"]["batch_id"] == [b.id for b in pipeline.plan()]
+    plots = chromium_driver.execute_script(PLOTS)
+    assert plots["chart-duration"]["x_factors"] == days
+    stats = json.loads((tmp_path / "out" / "report" / "_manifest.json").read_text())["batch_stats"]
+    assert [b["window"] for b in stats] == days
 
 
 def write_csvs(root: Path, n_files: int = 6, rows: int = 40) -> None:

@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core import BATCH_COLUMNS, ROW_COUNTS, BatchState, Event, EventKind, Plan, row_balance
+from ..core import (
+    BATCH_COLUMNS,
+    ROW_COUNTS,
+    Batch,
+    BatchState,
+    Event,
+    EventKind,
+    Plan,
+    row_balance,
+)
 from ..listeners import RunListener
 
 __all__ = ["RunResult", "RunSummary"]
@@ -189,8 +198,11 @@ _STATES = {
 class RunSummary(RunListener):
     """A run listener that keeps the state of every batch and the totals."""
 
-    def __init__(self, plan: Plan, run_id: str, output: str, work_area: str = ""):
+    def __init__(
+        self, plan: Plan, run_id: str, output: str, work_area: str = "", window: str | None = None
+    ):
         self.work_area = work_area
+        self.window = window  # the batches' time window (ByWindow's freq), to label them
         self.plan = plan
         self.run_id = run_id
         self.output = output
@@ -292,11 +304,20 @@ class RunSummary(RunListener):
             "batches": sorted(b for b, s in self.state.items() if s == "committed"),
             **self.totals(),
             "batch_stats": [
-                {k: self.info[b.id].get(k) for k in _BATCH_STATS}
+                {k: self.info[b.id].get(k) for k in _BATCH_STATS} | self._window_of(b)
                 for b in self.plan
                 if b.id in self.info
             ],
         }
+
+    def _window_of(self, batch: Batch) -> dict[str, str]:
+        """``{"window": "2026-11-01"}`` for a batch of a time window, else nothing."""
+        times = [u.time for u in batch.units if u.time is not None]
+        if self.window is None or not times:
+            return {}
+        from ..windows import window_label
+
+        return {"window": window_label(min(times), self.window)}
 
     def finish_data(self, status: str) -> dict[str, Any]:
         skipped = sum(1 for i in self.info.values() if i.get("skipped"))

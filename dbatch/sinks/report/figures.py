@@ -37,7 +37,7 @@ def _legend_outside(fig: Figure, title: str | None = None) -> None:
 
 
 def batch_figure(stats: dict[str, list[Any]], field: str, title: str, unit: str) -> Figure:
-    """Bars of ``field`` for each batch in plan order, labelled by batch, coloured by state."""
+    """Bars of ``field`` for each batch in plan order, labelled by window or id, by state."""
     from bokeh.models import ColumnDataSource, DataRange1d, FactorRange, HoverTool
     from bokeh.plotting import figure
 
@@ -61,7 +61,7 @@ def batch_figure(stats: dict[str, list[Any]], field: str, title: str, unit: str)
     fig.add_tools(
         HoverTool(
             tooltips=[
-                ("batch", "@batch_id (#@number)"),
+                ("batch", "@label: @batch_id (#@number)"),
                 ("state", "@state, @attempts attempt(s)"),
                 (
                     "rows",

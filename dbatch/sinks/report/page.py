@@ -90,6 +90,9 @@ def _quarantine_items(raw: Sequence[dict[str, Any]], stats: dict[str, list[Any]]
 def batch_rows(stats: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     """The run summary's batch statistics as columns, one row per batch in plan order.
 
+    A batch is labelled by its time window (``2026-11-01``) when batched by window,
+    else by its id.
+
     Examples
     --------
     >>> rows = batch_rows([{"batch_id": "b1", "state": "committed", "rows_in": 3}])
@@ -103,13 +106,18 @@ def batch_rows(stats: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
         state = str(row.get("state") or "")
         columns["number"].append(i)
         columns["batch_id"].append(str(row.get("batch_id", "")))
-        columns["label"].append(str(row.get("batch_id") or f"#{i}"))  # ids are unique
+        columns["label"].append(str(row.get("window") or row.get("batch_id") or f"#{i}"))
         columns["state"].append(state)
         columns["color"].append(STATE_COLORS.get(state, "#ff7f0e"))
         columns["attempts"].append(int(row.get("attempts") or 0))
         for key in counts:
             columns[key].append(int(row.get(key) or 0))
         columns["duration"].append(round(float(row.get("duration") or 0.0), 3))
+    if len(set(columns["label"])) < len(columns["label"]):  # windows shared: ids tell apart
+        columns["label"] = [
+            w if w == b else f"{w} {b}"
+            for w, b in zip(columns["label"], columns["batch_id"], strict=True)
+        ]
     return columns
 
 
