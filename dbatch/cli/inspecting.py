@@ -23,7 +23,7 @@ def plan(job_path, as_json):
     except DBatchError as e:
         fail(e)
     if as_json:
-        echo_json({"job": p.job, "batches": p.to_records()})
+        echo_json(document("plan", p.job, batches=p.to_records()))
     else:
         click.echo(repr(p))
 
