@@ -286,6 +286,8 @@ class BatchResult:
     duration: float = 0.0
     worker: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Rows and files set aside, by kind (``type``, ``allowed``, ``unreadable``...).
+    quarantine_kinds: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

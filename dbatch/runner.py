@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .attempts import Attempts
+from .batching import ByWindow
 from .core import BadInputMode, Batch, BatchResult, Event, EventKind, Part, Plan, RunStatus
 from .errors import RunFailedError, TooManyBadRows
 from .executors.base import Executor
@@ -56,6 +57,9 @@ class Runnable(Protocol):
 
     @property
     def aggregate(self) -> Any: ...
+
+    @property
+    def batching(self) -> Any: ...
 
     def plan(self) -> Plan: ...
 
@@ -136,7 +140,11 @@ class _Run:
         self.executor = executor
         self._made_executor = False
         self.summary = RunSummary(
-            plan, run_id, pipeline.sink.location, work_area=str(self.work.root)
+            plan,
+            run_id,
+            pipeline.sink.location,
+            work_area=str(self.work.root),
+            window=pipeline.batching.freq if isinstance(pipeline.batching, ByWindow) else None,
         )
         self.bus = Bus([ledger, self.summary, *options.listeners])
         self._stack = ExitStack()
@@ -377,6 +385,7 @@ def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
         "duration": r.duration,
         "checksum": r.checksum,
         "worker": r.worker,
+        "quarantine_kinds": dict(r.quarantine_kinds),
     }
 
 

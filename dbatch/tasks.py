@@ -15,7 +15,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import pyarrow as pa
 from .arrow import as_arrow, count_rows
 from .compile.physical import PhysicalPlan
 from .context import QUARANTINE_SCHEMA, BatchContext
-from .core import Batch, BatchResult
+from .core import Batch, BatchResult, QuarantinedFile
 from .errors import TooManyBadRows
 from .protocols import RefusesRows, Scannable, StagesQueries
 from .redact import scrub_all
@@ -89,9 +89,18 @@ def process_batch(
         duration=time.perf_counter() - started,
         worker=f"{socket.gethostname()}:{os.getpid()}",
         extra=info,
+        quarantine_kinds=_kinds(quarantined, ctx.files),
     )
     (staging / RESULT_FILE).write_text(json.dumps(scrub_all(result.to_dict()), default=str))
     return result
+
+
+def _kinds(rows: pa.Table, files: Sequence[QuarantinedFile]) -> dict[str, int]:
+    """How many rows and files were set aside, by kind."""
+    from collections import Counter
+
+    found = Counter(rows.column("kind").to_pylist()) + Counter(f.kind for f in files)
+    return {str(kind): n for kind, n in sorted(found.items())}
 
 
 def _stage(

@@ -19,6 +19,7 @@ import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .core import Batch, BatchResult
 
@@ -144,3 +145,26 @@ class WorkArea:
 
     def has_quarantine_file(self, batch: Batch) -> bool:
         return (self.batch_dir(batch) / QUARANTINE_FILE).exists()
+
+    def quarantined(self) -> Any:
+        """What is set aside here, as a pandas DataFrame, oldest run first.
+
+        The rows and files of the published output (``quarantine.parquet``, ``state``
+        ``published``) and the rows of batches refused for too many bad rows
+        (``rejected/``, ``state`` ``rejected``). Columns: ``source``, ``line`` (empty for
+        a whole file or a row a step set aside), ``kind``, ``reason``, ``raw``,
+        ``batch_id``, ``run_id``, ``state``.
+        """
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        found = [(self.quarantine, "published")] if self.quarantine.exists() else []
+        if self.rejected.exists():
+            found += [(p, "rejected") for p in sorted(self.rejected.glob(f"*/{QUARANTINE_FILE}"))]
+        frames = [pq.read_table(path).to_pandas().assign(state=state) for path, state in found]
+        columns = ["source", "line", "kind", "reason", "raw", "batch_id", "run_id", "state"]
+        if not frames:
+            return pd.DataFrame(columns=columns)
+        rows = pd.concat(frames, ignore_index=True)[columns]
+        rows["line"] = rows["line"].astype("Int64")
+        return rows.sort_values(["run_id", "source", "line"], kind="stable", ignore_index=True)

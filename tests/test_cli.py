@@ -144,7 +144,7 @@ def test_plan_prints_the_batches_without_a_cluster(tmp_path):
     assert "Plan(job='cli-test', batches=2, units=4" in result.stdout
     as_json = CliRunner().invoke(main, ["plan", str(job), "--json"])
     data = json.loads(as_json.stdout)
-    assert data["job"] == "cli-test"
+    assert (data["version"], data["kind"], data["job"]) == (1, "plan", "cli-test")
     assert [b["units"] for b in data["batches"]] == [2, 2]
     assert len({b["batch_id"] for b in data["batches"]}) == 2
 

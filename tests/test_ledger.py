@@ -114,6 +114,7 @@ def test_status_and_history_commands(tmp_path, client):
     status = runner.invoke(main, ["status", str(job), "--json"])
     assert status.exit_code == 0, status.output
     data = json.loads(status.stdout)
+    assert (data["version"], data["kind"], data["job"]) == (1, "status", "nightly")
     assert data["last_run"]["run_id"] == result.run_id and data["last_run"]["status"] == "failed"
     states = {b["batch_id"]: b["state"] for b in data["batches"]}
     assert states.pop(failed) == "failed" and set(states.values()) == {"committed"}
@@ -122,9 +123,11 @@ def test_status_and_history_commands(tmp_path, client):
         "rows_in",
         "rows_out",
         "rows_quarantined",
-        "error_message",
+        "error",
         "checksum",
     } <= set(data["batches"][0])
+    (bad,) = [b for b in data["batches"] if b["batch_id"] == failed]
+    assert bad["error"]["class"] and bad["error"]["message"]
     text = runner.invoke(main, ["status", str(job)])
     assert text.exit_code == 0 and "failed" in text.output and failed in text.output
 
@@ -133,7 +136,9 @@ def test_status_and_history_commands(tmp_path, client):
     assert fixed.status == "succeeded" and fixed.committed == 1 and fixed.skipped == 3
     history = runner.invoke(main, ["history", str(job), "--json"])
     assert history.exit_code == 0, history.output
-    rows = json.loads(history.stdout)
+    shape = json.loads(history.stdout)
+    assert (shape["version"], shape["kind"]) == (1, "history")
+    rows = shape["runs"]
     assert [r["status"] for r in rows] == ["failed", "succeeded"]
     assert [r["batches_committed"] for r in rows] == [3, 1]
     assert rows[1]["batches_skipped"] == 3
@@ -161,7 +166,7 @@ def test_postgres_ledger(tmp_path, client, postgres_url):
         again = pipeline.run(client=client)
         assert again.status == "succeeded" and again.committed == 1 and again.skipped == 3
         history = json.loads(CliRunner().invoke(main, ["history", str(job), "--json"]).stdout)
-        assert [r["status"] for r in history] == ["failed", "succeeded"]
+        assert [r["status"] for r in history["runs"]] == ["failed", "succeeded"]
         assert len(pd.read_parquet(tmp_path / "out")) == 4 * (ROWS - 5)
     finally:
         engine = sa.create_engine(postgres_url)

@@ -50,6 +50,23 @@ for (const m of Bokeh.documents[0].all_models) {
 return out;
 """
 
+# What each plot looks like to BokehJS: where its legend is, how its axes format numbers.
+PLOTS = """
+const out = {};
+for (const m of Bokeh.documents[0].all_models) {
+  if (m.type !== "Figure" && m.type !== "Plot") continue;
+  const axes = m.left.concat(m.below).filter(a => a.formatter !== undefined);
+  out[m.name] = {
+    right: m.right.map(r => r.type),
+    center: m.center.map(c => c.type),
+    formats: axes.map(a => [a.formatter.type, a.formatter.doFormat([2500000, 1234.5], {loc: 0})]),
+    x_factors: m.x_range.factors === undefined ? null : Array.from(m.x_range.factors),
+    x_label: m.below.length ? m.below[0].axis_label : null,
+  };
+}
+return out;
+"""
+
 
 def open_report(driver, report: Path, min_plots: int) -> dict:
     """Load ``report`` from disk, wait until Bokeh has drawn it; return its chart data."""
@@ -89,9 +106,11 @@ def assert_screenshot_has_charts(driver, tmp_path: Path) -> None:
     assert colours.get((31, 119, 180), 0) > 1000, "no chart bars on the screenshot"
 
 
-def reconciliation_pipeline(root: Path) -> Pipeline:
+def reconciliation_pipeline(root: Path, batching: str | None = None) -> Pipeline:
     write_landing_area(root, days=3, rows_per_file=300, bad_share=0.02, seed=7)
     raw = safe_load(JOB_YAML.format(batch_files=2))
+    if batching is not None:
+        raw["batching"] = safe_load(batching)
     raw["sink"] = safe_load(
         "{type: report, path: out/report, title: Reconciliation, x: day, y: total_usd, by: currency}"
     )
@@ -137,7 +156,49 @@ def test_reconciliation_report_renders_offline_in_chromium(tmp_path, client, chr
     assert durations == [pytest.approx(by_id[b]["duration"], abs=1e-3) for b in plan_order]
     assert all(d > 0 for d in durations)
 
+    # Quarantined rows by kind: the counts of the work area's quarantine.parquet.
+    kept = pd.read_parquet(Path(result.work_area) / "quarantine.parquet")
+    kinds = charts["quarantine-kinds"]
+    assert (
+        dict(zip(kinds["kind"], kinds["count"], strict=True))
+        == kept["kind"].value_counts().to_dict()
+    )
+    assert len(kinds["kind"]) >= 2  # the demo damages rows in several ways
+
+    plots = chromium_driver.execute_script(PLOTS)
+    assert {
+        "chart-data",
+        "chart-quarantine-kinds",
+        "chart-rows_quarantined",
+        "chart-duration",
+    } <= set(plots)
+    for name, plot in plots.items():  # numbers with separators and no exponent
+        assert "Legend" not in plot["center"], f"{name}: a legend over the data"
+        for formatter, shown in plot["formats"]:
+            if formatter not in ("CategoricalTickFormatter", "DatetimeTickFormatter"):
+                assert formatter == "NumeralTickFormatter", (name, formatter)
+                assert shown[0] == "2,500,000" and "e+" not in "".join(shown), (name, shown)
+    assert "Legend" in plots["chart-data"]["right"] and "Legend" in plots["chart-duration"]["right"]
+    for name in ("chart-rows_quarantined", "chart-duration"):  # each batch by its id, in plan order
+        assert plots[name]["x_factors"] == plan_order
+        assert plots[name]["x_label"] == "batch"
+
     assert_screenshot_has_charts(chromium_driver, tmp_path)
+
+
+def test_batches_of_a_time_window_are_labelled_by_their_window(tmp_path, client, chromium_driver):
+    pipeline = reconciliation_pipeline(tmp_path, batching="{window: 1D}")
+    result = pipeline.run(client=client)
+    assert result.status == "succeeded", result
+    report = tmp_path / "out" / "report" / "report.html"
+    charts = open_report(chromium_driver, report, min_plots=3)
+    days = ["2026-11-01", "2026-11-02", "2026-11-03"]
+    assert charts["batches-duration"]["label"] == days
+    assert charts["batches-duration"]["batch_id"] == [b.id for b in pipeline.plan()]
+    plots = chromium_driver.execute_script(PLOTS)
+    assert plots["chart-duration"]["x_factors"] == days
+    stats = json.loads((tmp_path / "out" / "report" / "_manifest.json").read_text())["batch_stats"]
+    assert [b["window"] for b in stats] == days
 
 
 def write_csvs(root: Path, n_files: int = 6, rows: int = 40) -> None:
@@ -176,7 +237,10 @@ def test_text_x_draws_bars_and_new_chart_options_render_again_without_recomputin
     data = pd.read_parquet(out / "data")  # the data is published next to the report
     assert len(data) == first.rows_out == 240 and data["id"].is_unique
 
-    charts = open_report(chromium_driver, out / "report.html", min_plots=3)
+    # Nothing was quarantined: no empty chart of zeros, one line that says so.
+    charts = open_report(chromium_driver, out / "report.html", min_plots=2)
+    assert "batches-rows_quarantined" not in charts and "quarantine-kinds" not in charts
+    assert "Nothing was quarantined" in (out / "report.html").read_text()
     bars = charts["data-bars"]
     drawn = {tuple(x): v for x, v in zip(bars["x"], bars["value"], strict=True)}
     want = data.groupby(["account", "status"])["amount"].mean()

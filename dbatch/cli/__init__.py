@@ -1,4 +1,4 @@
-"""The command line: dbatch run | plan | resume | replay | backfill | watch | status | history | unlock | demo."""
+"""The command line: dbatch init | validate | run | plan | resume | replay | backfill | watch | status | history | quarantine | unlock | demo."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import click
 
 from .demo import demo
 from .inspecting import history, plan, status, unlock
+from .quarantine import quarantine
 from .running import backfill, replay, resume, run, watch
+from .scaffold import init
+from .validate import validate
 
 __all__ = ["main"]
 
@@ -17,5 +20,19 @@ def main() -> None:
     """Batch jobs on Dask: planned batches, exactly-once output, resume, quarantine."""
 
 
-for _command in (run, resume, replay, backfill, watch, plan, status, history, unlock, demo):
+for _command in (
+    init,
+    validate,
+    run,
+    resume,
+    replay,
+    backfill,
+    watch,
+    plan,
+    status,
+    history,
+    quarantine,
+    unlock,
+    demo,
+):
     main.add_command(_command)

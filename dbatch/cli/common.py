@@ -77,7 +77,9 @@ def echo_json(data: Any) -> None:
 def emit(result: Any, as_json: bool) -> NoReturn:
     """Print a run's result and exit: 0 when it succeeded, else 1."""
     if as_json:
-        echo_json(result.to_dict())
+        from .shapes import run_document
+
+        echo_json(run_document(result))
     else:
         click.echo(repr(result))
     sys.exit(0 if result.ok else 1)

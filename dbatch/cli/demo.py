@@ -8,6 +8,7 @@ import click
 
 from .common import json_option, scheduler_option, workers_option
 from .running import run_job
+from .settings import set_option
 
 __all__ = ["demo"]
 
@@ -23,7 +24,8 @@ __all__ = ["demo"]
 @scheduler_option
 @workers_option
 @json_option
-def demo(directory, days, rows_per_file, scheduler, workers, as_json):
+@set_option
+def demo(directory, days, rows_per_file, scheduler, workers, as_json, settings):
     """Write a landing area of transaction files and the reconciliation job, then run it."""
     from ..demo import write_job, write_landing_area
 
@@ -35,4 +37,4 @@ def demo(directory, days, rows_per_file, scheduler, workers, as_json):
             f"wrote {info['files']} files, {info['rows']:,} transactions "
             f"({info['damaged_rows']} damaged on purpose) and {job_path}"
         )
-    run_job(str(job_path), scheduler, workers, as_json, False, progress=True)
+    run_job(str(job_path), scheduler, workers, as_json, False, progress=True, settings=settings)

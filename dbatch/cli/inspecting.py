@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import click
 
-from ..core import BATCH_COLUMNS
 from ..errors import DBatchError
-from .common import echo_frame, echo_json, fail, job_ledger, json_option, load
+from .common import echo_json, fail, job_ledger, json_option, load
+from .shapes import batch_object, document, records, run_object
+from .views import print_history, print_status
 
 __all__ = ["plan", "status", "history", "unlock"]
-
-_RUN_COLUMNS = [
-    "run_id",
-    "status",
-    "started",
-    "batches_committed",
-    "batches_skipped",
-    "batches_failed",
-    "rows_in",
-    "rows_out",
-]
 
 
 @click.command()
@@ -33,7 +23,7 @@ def plan(job_path, as_json):
     except DBatchError as e:
         fail(e)
     if as_json:
-        echo_json({"job": p.job, "batches": p.to_records()})
+        echo_json(document("plan", p.job, batches=p.to_records()))
     else:
         click.echo(repr(p))
 
@@ -47,27 +37,27 @@ def status(job_path, as_json):
     with job_ledger(job) as ledger:
         frame = ledger.batches_frame(job.pipeline.name)
         last = ledger.last_run(job.pipeline.name)
+    run = run_object(last) if last else None
+    batches = [batch_object(r) for r in records(frame)]
     if as_json:
-        echo_json({"last_run": last, "batches": frame.to_dict(orient="records")})
-        return
-    if last:
-        click.echo(f"last run {last['run_id']}: {last['status']}")
-    columns = [*BATCH_COLUMNS, "error_message"]
-    echo_frame(frame, columns, "no batches recorded yet", max_colwidth=60)
+        echo_json(document("status", job.pipeline.name, last_run=run, batches=batches))
+    else:
+        print_status(job.pipeline.name, run, batches)
 
 
 @click.command()
 @click.argument("job_path", metavar="JOB.yaml")
 @json_option
 def history(job_path, as_json):
-    """Every run of a job: when, status, counts."""
+    """Every run of a job: when, how long, status, counts."""
     job = load(job_path)
     with job_ledger(job) as ledger:
         frame = ledger.runs_frame(job.pipeline.name)
+    runs = [run_object(r) for r in records(frame)]
     if as_json:
-        echo_json(frame.to_dict(orient="records"))
-        return
-    echo_frame(frame, _RUN_COLUMNS, "no runs recorded yet")
+        echo_json(document("history", job.pipeline.name, runs=runs))
+    else:
+        print_history(job.pipeline.name, runs)
 
 
 @click.command()

@@ -21,6 +21,8 @@ from .common import (
     local_workers,
     run_params,
 )
+from .settings import set_option
+from .shapes import document, run_document
 
 if TYPE_CHECKING:
     import threading
@@ -41,16 +43,27 @@ def run_job(
     insecure: bool,
     progress: bool | None = None,
     window: tuple[str, str, bool] | None = None,
+    settings: dict[str, Any] | None = None,
     **options: Any,
 ) -> None:
-    """Run the job at ``job_path`` (or backfill ``window``), print the result and exit."""
+    """Run the job at ``job_path`` (or backfill ``window``), print the result and exit.
+
+    ``settings`` (``--set``) are Dask configuration: set while the job file loads (its
+    defaults come from the configuration) and again over its ``cluster:`` section.
+    """
     import dask.config
 
-    job = load(job_path)
+    settings = settings or {}
+    with dask.config.set(settings):
+        job = load(job_path)
     client = None
     try:
         client = client_for(job, scheduler, insecure, show_link=not as_json)
-        with job.inputs_checked(), dask.config.set(local_workers(job, workers)):
+        with (
+            job.inputs_checked(),
+            dask.config.set(local_workers(job, workers)),
+            dask.config.set(settings),
+        ):
             common = {
                 "client": client,
                 "progress": False if as_json else progress,
@@ -74,31 +87,42 @@ def run_job(
 
 @click.command()
 @job_options
-def run(job_path, scheduler, workers, as_json, insecure):
+@set_option
+def run(job_path, scheduler, workers, as_json, insecure, settings):
     """Run a job: every batch not yet committed with the same inputs."""
-    run_job(job_path, scheduler, workers, as_json, insecure)
+    run_job(job_path, scheduler, workers, as_json, insecure, settings=settings)
 
 
 @click.command()
 @job_options
-def resume(job_path, scheduler, workers, as_json, insecure):
+@set_option
+def resume(job_path, scheduler, workers, as_json, insecure, settings):
     """Continue the last unfinished run of a job under the same run id."""
     job = load(job_path)
     with job_ledger(job) as ledger:
         last = ledger.last_run(job.pipeline.name)
     if last is None or last["status"] not in ("running", "failed"):
         click.echo("no unfinished run to resume; starting a new run", err=True)
-        run_job(job_path, scheduler, workers, as_json, insecure)
+        run_job(job_path, scheduler, workers, as_json, insecure, settings=settings)
     else:
         click.echo(f"resuming run {last['run_id']}", err=True)
-        run_job(job_path, scheduler, workers, as_json, insecure, run_id=last["run_id"])
+        run_job(
+            job_path,
+            scheduler,
+            workers,
+            as_json,
+            insecure,
+            settings=settings,
+            run_id=last["run_id"],
+        )
 
 
 @click.command()
 @job_options
-def replay(job_path, scheduler, workers, as_json, insecure):
+@set_option
+def replay(job_path, scheduler, workers, as_json, insecure, settings):
     """Re-run batches that quarantined rows or files (after fixing data or the job)."""
-    run_job(job_path, scheduler, workers, as_json, insecure, replay=True)
+    run_job(job_path, scheduler, workers, as_json, insecure, settings=settings, replay=True)
 
 
 @click.command()
@@ -108,9 +132,11 @@ def replay(job_path, scheduler, workers, as_json, insecure):
 )
 @click.option("--end", required=True, help="First time excluded (the range is [start, end)).")
 @click.option("--force", is_flag=True, help="Re-run windows already committed, as a replay does.")
-def backfill(job_path, start, end, force, scheduler, workers, as_json, insecure):
+@set_option
+def backfill(job_path, start, end, force, scheduler, workers, as_json, insecure, settings):
     """Run only the batches whose units' times fall in [--start, --end)."""
-    run_job(job_path, scheduler, workers, as_json, insecure, window=(start, end, force))
+    window = (start, end, force)
+    run_job(job_path, scheduler, workers, as_json, insecure, window=window, settings=settings)
 
 
 @click.command()
@@ -119,7 +145,8 @@ def backfill(job_path, start, end, force, scheduler, workers, as_json, insecure)
 @click.option(
     "--max-runs", type=click.IntRange(min=1), default=None, help="Stop after this many runs."
 )
-def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
+@set_option
+def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure, settings):
     """Run a job each time its schedule fires (cron, every or arrival) until stopped.
 
     A failed run is reported (and alerted) and the watch goes on. Ctrl-C or
@@ -130,7 +157,8 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
 
     import dask.config
 
-    job = load(job_path)
+    with dask.config.set(settings):
+        job = load(job_path)
     if job.schedule is None:
         fail(
             JobSpecError(
@@ -145,7 +173,11 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
         _announce(job.pipeline.name, job.schedule)
     client = None
     try:
-        with _stop_on_signals(stop), dask.config.set(local_workers(job, workers)):
+        with (
+            _stop_on_signals(stop),
+            dask.config.set(local_workers(job, workers)),
+            dask.config.set(settings),
+        ):
             client = client_for(job, scheduler, insecure, show_link=not as_json)
             outcome = _watch_job(
                 job, job.schedule, job_path, client, 1 if once else max_runs, stop, as_json
@@ -209,13 +241,13 @@ def _reporters(
 
     def on_result(result: RunResult) -> None:
         if as_json:
-            echo_json(result.to_dict())
+            echo_json(run_document(result))
         else:
             click.echo(summary_line(result))
 
     def on_error(error: Exception) -> None:
         if as_json:
-            echo_json({"job": job.pipeline.name, "status": "failed", "message": str(error)})
+            echo_json(document("run", job.pipeline.name, status="failed", message=str(error)))
         else:
             click.echo(f"error: the run could not start: {error}", err=True)
 

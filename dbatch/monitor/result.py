@@ -8,12 +8,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core import BATCH_COLUMNS, ROW_COUNTS, BatchState, Event, EventKind, Plan, row_balance
+from ..core import (
+    BATCH_COLUMNS,
+    ROW_COUNTS,
+    Batch,
+    BatchState,
+    Event,
+    EventKind,
+    Plan,
+    row_balance,
+)
 from ..listeners import RunListener
 
 __all__ = ["RunResult", "RunSummary"]
 
-_BATCH_STATS = (*BATCH_COLUMNS, "files_quarantined", "duration")
+_BATCH_STATS = (*BATCH_COLUMNS, "files_quarantined", "duration", "quarantine_kinds")
 
 
 @dataclass
@@ -47,6 +56,9 @@ class RunResult:
     message: str
     batches: list[dict[str, Any]] = field(default_factory=list)
     work_area: str = ""
+    #: When the run started (seconds since the epoch) and the parameters it recorded.
+    started: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -58,7 +70,7 @@ class RunResult:
         Batch counts are ``batches_planned``, ``batches_committed``, ``batches_skipped``,
         ``batches_recovered``, ``batches_quarantined`` and ``batches_failed``.
         """
-        d = {k: v for k, v in self.__dict__.items() if k != "batches"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("batches", "started", "params")}
         for name in ("planned", "committed", "skipped", "recovered", "quarantined", "failed"):
             d[f"batches_{name}"] = d.pop(name)
         return d
@@ -186,8 +198,11 @@ _STATES = {
 class RunSummary(RunListener):
     """A run listener that keeps the state of every batch and the totals."""
 
-    def __init__(self, plan: Plan, run_id: str, output: str, work_area: str = ""):
+    def __init__(
+        self, plan: Plan, run_id: str, output: str, work_area: str = "", window: str | None = None
+    ):
         self.work_area = work_area
+        self.window = window  # the batches' time window (ByWindow's freq), to label them
         self.plan = plan
         self.run_id = run_id
         self.output = output
@@ -198,6 +213,11 @@ class RunSummary(RunListener):
         self.dashboard: str | None = None
         self.output_rows: int | None = None
         self.published = False
+        self.params: dict[str, Any] = {}
+
+    def on_run_started(self, event: Event) -> None:
+        self.started = event.time
+        self.params = dict(event.data.get("params") or {})
 
     def on_published(self, event: Event) -> None:
         self.published = True
@@ -284,11 +304,20 @@ class RunSummary(RunListener):
             "batches": sorted(b for b, s in self.state.items() if s == "committed"),
             **self.totals(),
             "batch_stats": [
-                {k: self.info[b.id].get(k) for k in _BATCH_STATS}
+                {k: self.info[b.id].get(k) for k in _BATCH_STATS} | self._window_of(b)
                 for b in self.plan
                 if b.id in self.info
             ],
         }
+
+    def _window_of(self, batch: Batch) -> dict[str, str]:
+        """``{"window": "2026-11-01"}`` for a batch of a time window, else nothing."""
+        times = [u.time for u in batch.units if u.time is not None]
+        if self.window is None or not times:
+            return {}
+        from ..windows import window_label
+
+        return {"window": window_label(min(times), self.window)}
 
     def finish_data(self, status: str) -> dict[str, Any]:
         skipped = sum(1 for i in self.info.values() if i.get("skipped"))
@@ -329,4 +358,6 @@ class RunSummary(RunListener):
             message=d["message"],
             batches=sorted(self.info.values(), key=lambda i: order.get(i["batch_id"], 0)),
             work_area=self.work_area,
+            started=self.started,
+            params=self.params,
         )

@@ -12,46 +12,101 @@ if TYPE_CHECKING:
 
     from .sink import ReportSink
 
-__all__ = ["MAX_GROUPS", "MAX_CATEGORIES", "batch_figure", "data_figure"]
+__all__ = ["MAX_GROUPS", "MAX_CATEGORIES", "batch_figure", "data_figure", "kinds_figure"]
 
 MAX_GROUPS = 20  # lines (or bar colours) in the data chart; the largest groups are kept
 MAX_CATEGORIES = 100  # bars along a text x axis
 
 
+def _numbers(axis: Any, fractions: bool = False) -> None:
+    """Tick labels with thousands separators: ``2,500,000``, never ``2.500e+6``."""
+    from bokeh.models import NumeralTickFormatter
+
+    axis.formatter = NumeralTickFormatter(format="0,0.[00]" if fractions else "0,0")
+
+
+def _legend_outside(fig: Figure, title: str | None = None) -> None:
+    """Move the legend to the right of the plot, where it covers no data."""
+    if not fig.legend:
+        return
+    legend = fig.legend[0]
+    fig.center.remove(legend)
+    legend.title = title
+    legend.location = "top_left"
+    fig.add_layout(legend, "right")
+
+
 def batch_figure(stats: dict[str, list[Any]], field: str, title: str, unit: str) -> Figure:
-    """Bars of ``field`` for each batch in plan order, coloured by state, with a tooltip."""
-    from bokeh.models import AdaptiveTicker, ColumnDataSource, DataRange1d, HoverTool
+    """Bars of ``field`` for each batch in plan order, labelled by window or id, by state."""
+    from bokeh.models import ColumnDataSource, DataRange1d, FactorRange, HoverTool
     from bokeh.plotting import figure
 
     source = ColumnDataSource(stats, name=f"batches-{field}")
     fig = figure(
         title=title,
-        height=260,
+        height=280,
         sizing_mode="stretch_width",
-        x_axis_label="batch (plan order)",
+        x_range=FactorRange(factors=list(stats["label"])),
+        x_axis_label="batch",
         y_axis_label=unit,
         y_range=DataRange1d(start=0),
         tools="pan,wheel_zoom,box_zoom,reset,save",
         name=f"chart-{field}",
     )
-    fig.vbar(x="number", top=field, width=0.8, source=source, color="color", legend_field="state")
-    fig.xaxis.ticker = AdaptiveTicker(min_interval=1, num_minor_ticks=0)  # whole batch numbers
-    fig.legend.location = "top_left"
+    fig.vbar(x="label", top=field, width=0.8, source=source, color="color", legend_field="state")
+    fig.xaxis.major_label_orientation = 0.9 if len(stats["label"]) > 6 else 0.0
+    fig.xgrid.grid_line_color = None
+    _numbers(fig.yaxis[0], fractions=field == "duration")
+    _legend_outside(fig, "state")
     fig.add_tools(
         HoverTool(
             tooltips=[
-                ("batch", "@batch_id (#@number)"),
+                ("batch", "@label: @batch_id (#@number)"),
                 ("state", "@state, @attempts attempt(s)"),
                 (
                     "rows",
-                    "@rows_in in = @rows_out out + @rows_filtered filtered "
-                    "+ @rows_quarantined quarantined",
+                    "@rows_in{0,0} in = @rows_out{0,0} out + @rows_filtered{0,0} filtered "
+                    "+ @rows_quarantined{0,0} quarantined",
                 ),
-                ("files quarantined", "@files_quarantined"),
-                ("duration", "@duration s"),
+                ("files quarantined", "@files_quarantined{0,0}"),
+                ("duration", "@duration{0,0.00} s"),
             ]
         )
     )
+    return fig
+
+
+def kinds_figure(kinds: dict[str, int]) -> Figure:
+    """Horizontal bars: how many rows (and files) were quarantined, per kind of damage."""
+    from bokeh.models import ColumnDataSource, DataRange1d, FactorRange, HoverTool
+    from bokeh.palettes import Category10_10
+    from bokeh.plotting import figure
+
+    ordered = sorted(kinds.items(), key=lambda kv: (kv[1], kv[0]))  # the largest at the top
+    names = [k for k, _ in ordered]
+    source = ColumnDataSource(
+        {
+            "kind": names,
+            "count": [n for _, n in ordered],
+            "color": [Category10_10[3 + i % 7] for i in range(len(names))],
+        },
+        name="quarantine-kinds",
+    )
+    total = sum(kinds.values())
+    fig = figure(
+        title=f"Rows and files quarantined by kind ({total:,} in all)",
+        height=max(160, 60 + 32 * len(names)),
+        sizing_mode="stretch_width",
+        y_range=FactorRange(factors=names),
+        x_range=DataRange1d(start=0),
+        x_axis_label="rows and files",
+        tools="save",
+        name="chart-quarantine-kinds",
+    )
+    fig.hbar(y="kind", right="count", height=0.7, source=source, color="color")
+    fig.ygrid.grid_line_color = None
+    _numbers(fig.xaxis[0])
+    fig.add_tools(HoverTool(tooltips=[("kind", "@kind"), ("quarantined", "@count{0,0}")]))
     return fig
 
 
@@ -73,8 +128,10 @@ def data_figure(sink: ReportSink, chart: pa.Table) -> Figure:
         fig = _line_figure(sink, frame, kind, groups, colors, label)
     else:
         fig = _bar_figure(sink, frame, groups, colors, label)
-    fig.legend.location = "top_left"
-    fig.legend.click_policy = "hide"
+    _numbers(fig.yaxis[0], fractions=bool(frame["value"].abs().max() < 10))
+    if fig.legend:
+        fig.legend.click_policy = "hide"
+    _legend_outside(fig, sink.by)
     return fig
 
 

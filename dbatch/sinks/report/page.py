@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ...core import BATCH_COLUMNS, ROW_COUNTS, row_balance
-from .figures import batch_figure, data_figure
+from .figures import batch_figure, data_figure, kinds_figure
 
 if TYPE_CHECKING:
     from .sink import ReportSink
@@ -50,12 +50,7 @@ def render_page(
                 name="chart-data-empty",
             )
         )
-    bad = sum(stats["rows_quarantined"])
-    items.append(
-        batch_figure(
-            stats, "rows_quarantined", f"Rows quarantined per batch ({bad:,} in all)", "rows"
-        )
-    )
+    items += _quarantine_items(summary.get("batch_stats") or [], stats)
     slowest = max(stats["duration"], default=0.0)
     items.append(
         batch_figure(stats, "duration", f"Batch durations (slowest {slowest:.2f} s)", "seconds")
@@ -65,29 +60,64 @@ def render_page(
     return file_html(layout, INLINE, title=title)
 
 
+def _quarantine_items(raw: Sequence[dict[str, Any]], stats: dict[str, list[Any]]) -> list[Any]:
+    """The quarantine charts (by kind, per batch), or one line when nothing was set aside."""
+    from bokeh.models.widgets.markups import Div
+
+    bad, files = sum(stats["rows_quarantined"]), sum(stats["files_quarantined"])
+    aside = stats["state"].count("quarantined")
+    if not (bad or files or aside):
+        return [
+            Div(
+                text=f"<p><b>Nothing was quarantined</b>: no row, file or batch of the "
+                f"{len(stats['number']):,} batches was set aside.</p>",
+                name="quarantine-none",
+            )
+        ]
+    kinds: dict[str, int] = {}
+    for row in raw:
+        for kind, n in (row.get("quarantine_kinds") or {}).items():
+            kinds[kind] = kinds.get(kind, 0) + int(n)
+    if aside:
+        kinds["(whole batch)"] = aside
+    items: list[Any] = [kinds_figure(kinds)] if kinds else []
+    title = f"Rows quarantined per batch ({bad:,} in all"
+    title += f"; {files:,} files)" if files else ")"
+    items.append(batch_figure(stats, "rows_quarantined", title, "rows"))
+    return items
+
+
 def batch_rows(stats: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     """The run summary's batch statistics as columns, one row per batch in plan order.
+
+    A batch is labelled by its time window (``2026-11-01``) when batched by window,
+    else by its id.
 
     Examples
     --------
     >>> rows = batch_rows([{"batch_id": "b1", "state": "committed", "rows_in": 3}])
-    >>> rows["number"], rows["color"], rows["rows_in"], rows["duration"]
-    ([1], ['#1f77b4'], [3], [0.0])
+    >>> rows["number"], rows["label"], rows["color"], rows["rows_in"], rows["duration"]
+    ([1], ['b1'], ['#1f77b4'], [3], [0.0])
     """
     counts = (*ROW_COUNTS, "files_quarantined")
-    columns: dict[str, list[Any]] = {
-        k: [] for k in ("number", "batch_id", "state", "color", "attempts", *counts, "duration")
-    }
+    names = ("number", "label", "batch_id", "state", "color", "attempts", *counts, "duration")
+    columns: dict[str, list[Any]] = {k: [] for k in names}
     for i, row in enumerate(stats, start=1):
         state = str(row.get("state") or "")
         columns["number"].append(i)
         columns["batch_id"].append(str(row.get("batch_id", "")))
+        columns["label"].append(str(row.get("window") or row.get("batch_id") or f"#{i}"))
         columns["state"].append(state)
         columns["color"].append(STATE_COLORS.get(state, "#ff7f0e"))
         columns["attempts"].append(int(row.get("attempts") or 0))
         for key in counts:
             columns[key].append(int(row.get(key) or 0))
         columns["duration"].append(round(float(row.get("duration") or 0.0), 3))
+    if len(set(columns["label"])) < len(columns["label"]):  # windows shared: ids tell apart
+        columns["label"] = [
+            w if w == b else f"{w} {b}"
+            for w, b in zip(columns["label"], columns["batch_id"], strict=True)
+        ]
     return columns
 
 

@@ -20,7 +20,7 @@ from .page import DATA_FOLDER, render_page
 
 __all__ = ["ReportSink", "LAYOUT_VERSION", "REPORT_FILE"]
 
-LAYOUT_VERSION = 1  # bump when the page changes, so the next run renders it again
+LAYOUT_VERSION = 2  # bump when the page changes, so the next run renders it again
 REPORT_FILE = "report.html"
 
 
