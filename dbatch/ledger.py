@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from .core import ROW_COUNTS, BatchRecord, Event
-from .database import redact_url
-from .errors import RunLockedError
+from .database import database_error, redact_url
+from .errors import LedgerError, RunLockedError
 from .listeners import RunListener
 
 __all__ = ["Ledger", "BatchRecord"]
@@ -100,14 +100,24 @@ class Ledger(RunListener):
 
     def __init__(self, url: str):
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LedgerError(
+                    f"cannot create the folder {str(folder)!r} of the SQLite ledger: {e}; "
+                    "give a writable place (the job file's ledger: or workdir: key)"
+                ) from None
         self.url = url
-        self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine = _engine(url)
         try:
+            with self.engine.connect():
+                pass  # a wrong login or a server that is down: said once, not retried
             with _CREATING:  # threads of this process, one at a time
                 _create_tables(self.engine)
+        except sa.exc.DBAPIError as e:
+            self.engine.dispose()
+            raise database_error(e, url, "open the ledger", cls=LedgerError) from None
         except BaseException:
             self.engine.dispose()
             raise
@@ -314,6 +324,22 @@ class Ledger(RunListener):
                 message=d.get("message", ""),
             )
         )
+
+
+def _engine(url: str) -> sa.Engine:
+    """The ledger's engine; a URL SQLAlchemy cannot use is a ``LedgerError`` naming it."""
+    try:
+        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as e:
+        raise LedgerError(
+            f"cannot open the ledger {redact_url(url)!r}: {e}; the ledger (the job file's "
+            "ledger: key, or dbatch.ledger.url) is a SQLAlchemy URL such as "
+            "sqlite:///.dbatch/ledger.sqlite or postgresql+psycopg://user@host:5432/db, "
+            "with its driver installed"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def _record(row: Any) -> BatchRecord:

@@ -11,7 +11,7 @@ from .running import backfill, replay, resume, run, watch
 __all__ = ["main"]
 
 
-@click.group(name="dbatch")
+@click.group(name="dbatch", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dbatch")
 def main() -> None:
     """Batch jobs on Dask: planned batches, exactly-once output, resume, quarantine."""

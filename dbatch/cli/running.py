@@ -11,6 +11,7 @@ import click
 
 from ..errors import DBatchError, JobSpecError
 from .common import (
+    RunEnd,
     client_for,
     echo_json,
     emit,
@@ -19,6 +20,7 @@ from .common import (
     job_options,
     load,
     local_workers,
+    run_failed,
     run_params,
 )
 
@@ -48,6 +50,7 @@ def run_job(
 
     job = load(job_path)
     client = None
+    end = RunEnd()
     try:
         client = client_for(job, scheduler, insecure, show_link=not as_json)
         with job.inputs_checked(), dask.config.set(local_workers(job, workers)):
@@ -55,16 +58,19 @@ def run_job(
                 "client": client,
                 "progress": False if as_json else progress,
                 "params": run_params(job_path),
-                "listeners": list(job.alerts),
+                "listeners": [*job.alerts, end],
             }
             if window is None:
                 result = job.pipeline.run(**common, **options)
             else:
                 from ..backfill import backfill as backfill_job
 
-                start, end, force = window
-                result = backfill_job(job.pipeline, start, end, force=force, **common)
-    except DBatchError as e:
+                start, stop, force = window
+                result = backfill_job(job.pipeline, start, stop, force=force, **common)
+    except Exception as e:
+        run_failed(e, end, as_json)  # raised after the run started: a failed run, status 1
+        if not isinstance(e, DBatchError):
+            raise
         fail(e)
     finally:
         if client is not None:
