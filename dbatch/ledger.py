@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .core import ROW_COUNTS, BatchRecord, Event
+from .core import ROW_COUNTS, BatchRecord, Event, RunStatus
 from .database import database_error, redact_url
 from .errors import LedgerError, RunLockedError
 from .listeners import RunListener
@@ -153,6 +153,7 @@ class Ledger(RunListener):
                 raise RunLockedError(
                     f"job {job!r} was started by another process just now"
                 ) from None
+            _abandon(con, job, run_id)
         _HELD[(self.url, job)] = run_id
 
     def _stale(self, row, now: float) -> bool:
@@ -340,6 +341,18 @@ def _engine(url: str) -> sa.Engine:
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _abandon(con, job: str, run_id: str) -> None:
+    """Under the job's lock no other run is live: a ``running`` one lost its driver."""
+    con.execute(
+        sa.update(runs)
+        .where(runs.c.job == job, runs.c.status == RunStatus.RUNNING, runs.c.run_id != run_id)
+        .values(
+            status=RunStatus.ABANDONED,
+            message=f"its driver stopped before the run ended; run {run_id} took over the job",
+        )
+    )
 
 
 def _record(row: Any) -> BatchRecord:

@@ -26,7 +26,7 @@ from .ledger import Ledger
 from .listeners import Bus, Listener
 from .monitor.result import RunResult, RunSummary
 from .protocols import CommitsBatches, Sink
-from .publish import Publication
+from .publish import Publication, refuse_foreign_output
 from .reconcile import Action, Decision, reconcile, select
 from .redact import redact
 from .retry import Failure, Next, RetryPolicy, Verdict
@@ -147,6 +147,7 @@ class _Run:
     # -- the run ------------------------------------------------------------------
 
     def execute(self) -> None:
+        refuse_foreign_output(self.plan.job, self.pipeline.sink)
         records = self.ledger.batch_states(self.plan.job)
         if self.options.select is not None:  # under the lock: what is committed cannot change
             self.plan = select(self.plan, self.options.select, records, self.work.state(self.plan))

@@ -92,7 +92,7 @@ def resume(job_path, scheduler, workers, as_json, insecure):
     job = load(job_path)
     with job_ledger(job) as ledger:
         last = ledger.last_run(job.pipeline.name)
-    if last is None or last["status"] not in ("running", "failed"):
+    if last is None or last["status"] not in ("running", "failed", "abandoned"):
         click.echo("no unfinished run to resume; starting a new run", err=True)
         run_job(job_path, scheduler, workers, as_json, insecure)
     else:
