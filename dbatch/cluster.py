@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import dask.config
 
 from . import config
-from .display import show_link
+from .display import in_notebook, show_link
 from .errors import InsecureConnectionError, JobSpecError, SchedulerError
 from .options import refuse_unknown
 
@@ -241,8 +241,9 @@ def dashboard_link(client) -> str | None:
 
 
 def show_dashboard_link(client) -> None:
+    """Show the dashboard link, unless the ``dbatch.run`` log already says it (INFO, no notebook)."""
     link = dashboard_link(client)
-    if link:
+    if link and (in_notebook() or not logging.getLogger("dbatch.run").isEnabledFor(logging.INFO)):
         show_link("Dask dashboard", link)
 
 

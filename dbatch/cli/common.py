@@ -16,6 +16,7 @@ from ..cluster import MAX_LOCAL_WORKERS
 from ..core import Event
 from ..errors import DBatchError
 from ..listeners import RunListener
+from .logs import log_settings
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -67,7 +68,8 @@ def client_for(job: JobFile, scheduler: str | None, insecure: bool, show_link: b
 
     address = scheduler or job.cluster.get("scheduler")
     if address:
-        return connect(address, insecure=insecure, show_link=show_link)
+        shown = show_link and log_settings().shows_progress
+        return connect(address, insecure=insecure, show_link=shown)
     return None
 
 

@@ -23,6 +23,7 @@ from .common import (
     run_failed,
     run_params,
 )
+from .logs import log_settings
 
 if TYPE_CHECKING:
     import threading
@@ -56,7 +57,7 @@ def run_job(
         with job.inputs_checked(), dask.config.set(local_workers(job, workers)):
             common = {
                 "client": client,
-                "progress": False if as_json else progress,
+                "progress": False if as_json or not log_settings().shows_progress else progress,
                 "params": run_params(job_path),
                 "listeners": [*job.alerts, end],
             }
