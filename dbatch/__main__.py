@@ -4,4 +4,4 @@ from .cli import main
 
 __all__: list[str] = []
 
-main()
+main(prog_name="dbatch")

@@ -26,9 +26,43 @@ __all__ = [
     "BATCHERS",
     "batcher_from_config",
     "make_batches",
+    "MAX_UNITS_PER_BATCH",
+    "MAX_BATCH_BYTES",
     "frequency",
     "window_start",
 ]
+
+
+#: The most units one batch may hold (``count``): a batch is one task on one worker.
+MAX_UNITS_PER_BATCH = 1_000_000
+#: The largest batch size (``size``, ``threshold.bytes``): 1 TiB.
+MAX_BATCH_BYTES = 2**40
+
+
+def _bounded_count(count: Any, key: str, what: str = "") -> None:
+    """Refuse a unit count that is not a whole number in 1..MAX_UNITS_PER_BATCH."""
+    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        raise JobSpecError(f"{what}must be a positive whole number, got {count!r}", key=key)
+    if count > MAX_UNITS_PER_BATCH:
+        raise JobSpecError(
+            f"{what}{count:,} units per batch is more than the {MAX_UNITS_PER_BATCH:,} a batch "
+            "may hold (a batch is one task on one worker); use a smaller count",
+            key=key,
+        )
+
+
+def _bounded_bytes(size: int, key: str, what: str = "") -> None:
+    """Refuse a batch size that is not in 1 byte..MAX_BATCH_BYTES."""
+    if size <= 0:
+        raise JobSpecError(f"{what}must be a positive size such as 64MiB", key=key)
+    if size > MAX_BATCH_BYTES:
+        from dask.utils import format_bytes
+
+        raise JobSpecError(
+            f"{what}{format_bytes(size)} is more than the 1 TiB a batch may hold (a batch is one "
+            "task on one worker); use a smaller size such as 256MiB",
+            key=key,
+        )
 
 
 class Batcher:
@@ -49,8 +83,7 @@ class BySize(Batcher):
 
     def __post_init__(self):
         object.__setattr__(self, "target_bytes", parse_bytes(self.target_bytes))
-        if self.target_bytes <= 0:
-            raise JobSpecError("must be a positive size such as 64MiB", key="batching.size")
+        _bounded_bytes(self.target_bytes, "batching.size")
 
     @classmethod
     def from_config(
@@ -82,8 +115,7 @@ class ByCount(Batcher):
     count: int = 8
 
     def __post_init__(self):
-        if not isinstance(self.count, int) or self.count <= 0:
-            raise JobSpecError("must be a positive whole number", key="batching.count")
+        _bounded_count(self.count, "batching.count")
 
     @classmethod
     def from_config(
@@ -150,20 +182,12 @@ class ByThreshold(Batcher):
     def __post_init__(self):
         if (self.count is None) == (self.bytes is None):
             raise JobSpecError("set exactly one of count or bytes", key="batching.threshold")
-        if self.count is not None and (
-            not isinstance(self.count, int) or isinstance(self.count, bool) or self.count <= 0
-        ):
-            raise JobSpecError(
-                f"count must be a positive whole number, got {self.count!r}",
-                key="batching.threshold.count",
-            )
+        if self.count is not None:
+            _bounded_count(self.count, "batching.threshold.count", "count ")
         if self.bytes is not None:
             size = parse_bytes(self.bytes)
             object.__setattr__(self, "bytes", size)
-            if size <= 0:
-                raise JobSpecError(
-                    "bytes must be a positive size such as 1GiB", key="batching.threshold.bytes"
-                )
+            _bounded_bytes(size, "batching.threshold.bytes", "bytes ")
 
     @classmethod
     def from_config(

@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 import dask.config
 
 from . import config
-from .display import show_link
-from .errors import InsecureConnectionError, JobSpecError
+from .display import in_notebook, show_link
+from .errors import InsecureConnectionError, JobSpecError, SchedulerError
 from .options import refuse_unknown
 
 __all__ = [
@@ -24,9 +24,14 @@ __all__ = [
     "has_active_client",
     "is_loopback_address",
     "owns_cluster",
+    "check_workers",
+    "MAX_LOCAL_WORKERS",
 ]
 
 log = logging.getLogger("dbatch")
+
+#: The most worker processes a LocalCluster started by dbatch may have (``workers``).
+MAX_LOCAL_WORKERS = 256
 
 #: The attribute that marks a client whose LocalCluster dbatch started (and so closes).
 _OWNS_CLUSTER = "_dbatch_owns_cluster"
@@ -120,17 +125,15 @@ def connect(
     elif isinstance(target, (str, os.PathLike)):
         text = str(target)
         if text.endswith(".json") and Path(text).exists():
-            import json
-
-            address = json.loads(Path(text).read_text())["address"]
+            address = _address_in(Path(text))
             _check_security(address, security, insecure)
-            client = Client(scheduler_file=text, security=security)
+            client = _remote_client(address, security, scheduler_file=text)
         else:
             _check_security(text, security, insecure)
-            client = Client(text, security=security)
+            client = _remote_client(text, security)
     elif hasattr(target, "scheduler_address"):
         _check_security(target.scheduler_address, security, insecure)
-        client = Client(target, security=security)
+        client = _remote_client(target.scheduler_address, security, cluster=target)
     else:
         raise TypeError(
             f"connect() takes an address, a scheduler file, a Client or a cluster, not {type(target).__name__}"
@@ -140,9 +143,72 @@ def connect(
     return client
 
 
+def _address_in(scheduler_file: Path) -> str:
+    """The scheduler address a scheduler file names; a broken file is a ``SchedulerError``."""
+    import json
+
+    try:
+        return str(json.loads(scheduler_file.read_text())["address"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SchedulerError(
+            f"scheduler file {str(scheduler_file)!r} holds no scheduler address "
+            f"({type(e).__name__}: {e}); point to the file the scheduler wrote "
+            "(dask scheduler --scheduler-file), or give its tcp:// or tls:// address"
+        ) from None
+
+
+def _remote_client(
+    address: str, security: Any, *, scheduler_file: str | None = None, cluster: Any = None
+):
+    """A client of the scheduler at ``address``, or a ``SchedulerError`` that says what to check.
+
+    The wait is ``dbatch.cluster.connect-timeout``: an address that does not answer
+    fails within seconds rather than distributed's default half minute.
+    """
+    from dask.utils import parse_timedelta
+    from distributed import Client
+
+    timeout = parse_timedelta(config.get("cluster.connect-timeout", "5s"))
+    target = cluster if cluster is not None else (None if scheduler_file else address)
+    try:
+        return Client(target, scheduler_file=scheduler_file, security=security, timeout=timeout)
+    except Exception as e:  # noqa: BLE001 - whatever answered (or nothing did), it is not usable
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        raise SchedulerError(
+            f"cannot connect to the Dask scheduler at {address} ({reason}); check that the "
+            "scheduler runs there, that the host and port are right (tls:// needs its "
+            "certificates) and that this machine can reach it. The wait is "
+            f"dbatch.cluster.connect-timeout ({timeout:g} s)."
+        ) from None
+
+
+def check_workers(workers: Any, *, key: str, file: str | None = None) -> int:
+    """Refuse a worker count that is not a whole number in 1..MAX_LOCAL_WORKERS.
+
+    Examples
+    --------
+    >>> check_workers(4, key="cluster.workers")
+    4
+    """
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise JobSpecError(f"expected a positive whole number, got {workers!r}", key=key, file=file)
+    if workers > MAX_LOCAL_WORKERS:
+        raise JobSpecError(
+            f"{workers:,} worker processes is more than the {MAX_LOCAL_WORKERS} a LocalCluster "
+            "may start on one machine; use fewer, or run a Dask cluster and give its "
+            "scheduler (cluster.scheduler or --scheduler)",
+            key=key,
+            file=file,
+        )
+    return workers
+
+
 def _local_client(n_workers: int | None, threads: int | None):
     from distributed import Client, LocalCluster
 
+    n_workers = check_workers(
+        int(n_workers or config.get("cluster.n-workers")), key="dbatch.cluster.n-workers"
+    )
     host = config.get("cluster.host")
     # One task per worker thread at a time: when a worker dies, only the batches it was
     # really running count that death, so an innocent batch queued behind is not quarantined.
@@ -153,7 +219,7 @@ def _local_client(n_workers: int | None, threads: int | None):
         }
     ):
         cluster = LocalCluster(
-            n_workers=int(n_workers or config.get("cluster.n-workers")),
+            n_workers=n_workers,
             threads_per_worker=int(threads or config.get("cluster.threads-per-worker")),
             processes=True,
             host=host,
@@ -175,8 +241,9 @@ def dashboard_link(client) -> str | None:
 
 
 def show_dashboard_link(client) -> None:
+    """Show the dashboard link, unless the ``dbatch.run`` log already says it (INFO, no notebook)."""
     link = dashboard_link(client)
-    if link:
+    if link and (in_notebook() or not logging.getLogger("dbatch.run").isEnabledFor(logging.INFO)):
         show_link("Dask dashboard", link)
 
 
@@ -210,13 +277,8 @@ def cluster_from_config(
             key="cluster.scheduler",
             file=file,
         )
-    workers = value.get("workers")
-    if "workers" in value and (
-        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
-    ):
-        raise JobSpecError(
-            f"expected a positive whole number, got {workers!r}", key="cluster.workers", file=file
-        )
+    if "workers" in value:
+        check_workers(value["workers"], key="cluster.workers", file=file)
     out = dict(value)
     scheduler = out.get("scheduler")
     if scheduler and "://" not in scheduler and scheduler.endswith(".json"):

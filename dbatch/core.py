@@ -59,13 +59,18 @@ class BatchState(enum.StrEnum):
 
 
 class RunStatus(enum.StrEnum):
-    """How a run ended (``running`` while it goes on)."""
+    """How a run ended (``running`` while it goes on).
+
+    ``abandoned``: its driver stopped without saying how the run ended (killed, or
+    its machine went down); the next run of the job, taking over the lock, says so.
+    """
 
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     SUCCEEDED_WITH_QUARANTINE = "succeeded_with_quarantine"
     NOTHING_TO_DO = "nothing_to_do"
     FAILED = "failed"
+    ABANDONED = "abandoned"
 
 
 class EventKind(enum.StrEnum):

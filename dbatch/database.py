@@ -29,6 +29,7 @@ _AUTH = re.compile(
     r"no pg_hba\.conf entry|permission denied",
     re.IGNORECASE,
 )
+_NO_DATABASE = re.compile(r'database "[^"]*" does not exist|unknown database', re.IGNORECASE)
 _DOWN = re.compile(
     r"connection refused|could not connect|connection failed|timeout|timed out|"
     r"could not translate host|name or service not known|server closed|unable to open",
@@ -176,6 +177,8 @@ def database_error(
             "check that the SQLite file's folder exists and is writable, and that no other "
             "program holds a lock on it"
         )
+    elif _NO_DATABASE.search(reason):
+        hint = "create the database, or fix its name in the URL"
     elif _AUTH.search(reason):
         hint = (
             "check the user name and password in the URL (keep the password out of job "

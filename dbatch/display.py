@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import sys
 
 __all__ = ["in_notebook", "show_link"]
 
@@ -25,4 +26,4 @@ def show_link(label: str, url: str) -> None:
         safe = html.escape(url)
         display(HTML(f'{html.escape(label)}: <a href="{safe}" target="_blank">{safe}</a>'))
     else:
-        print(f"{label}: {url}", flush=True)
+        print(f"{label}: {url}", file=sys.stderr, flush=True)

@@ -25,6 +25,9 @@ __all__ = [
     "RunFailedError",
     "TransientError",
     "InsecureConnectionError",
+    "SchedulerError",
+    "LedgerError",
+    "OutputInUseError",
     "PathEscapeError",
     "ModelError",
     "RefusedError",
@@ -166,6 +169,18 @@ class ModelError(DBatchError, RuntimeError):
 
 class InsecureConnectionError(DBatchError, ConnectionError):
     """A connection to a non-loopback scheduler without TLS was refused."""
+
+
+class SchedulerError(DBatchError, ConnectionError):
+    """The Dask scheduler could not be reached, or what answered was not a scheduler."""
+
+
+class LedgerError(DBatchError, OSError):
+    """The ledger's database cannot be opened: a wrong URL, a refused login, a server down."""
+
+
+class OutputInUseError(DBatchError, RuntimeError):
+    """The sink's output location is already published by another job."""
 
 
 class PathEscapeError(DBatchError, ValueError):

@@ -13,9 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .core import ROW_COUNTS, BatchRecord, Event
-from .database import redact_url
-from .errors import RunLockedError
+from .core import ROW_COUNTS, BatchRecord, Event, RunStatus
+from .database import database_error, redact_url
+from .errors import LedgerError, RunLockedError
 from .listeners import RunListener
 from .redact import remember
 
@@ -101,16 +101,26 @@ class Ledger(RunListener):
 
     def __init__(self, url: str):
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LedgerError(
+                    f"cannot create the folder {str(folder)!r} of the SQLite ledger: {e}; "
+                    "give a writable place (the job file's ledger: or workdir: key)"
+                ) from None
         self.url = url
-        self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        self.engine = _engine(url)
         if self.engine.url.password:
             remember(str(self.engine.url.password))  # hidden from what dbatch writes
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
+            with self.engine.connect():
+                pass  # a wrong login or a server that is down: said once, not retried
             with _CREATING:  # threads of this process, one at a time
                 _create_tables(self.engine)
+        except sa.exc.DBAPIError as e:
+            self.engine.dispose()
+            raise database_error(e, url, "open the ledger", cls=LedgerError) from None
         except BaseException:
             self.engine.dispose()
             raise
@@ -146,6 +156,7 @@ class Ledger(RunListener):
                 raise RunLockedError(
                     f"job {job!r} was started by another process just now"
                 ) from None
+            _abandon(con, job, run_id)
         _HELD[(self.url, job)] = run_id
 
     def _stale(self, row, now: float) -> bool:
@@ -317,6 +328,34 @@ class Ledger(RunListener):
                 message=d.get("message", ""),
             )
         )
+
+
+def _engine(url: str) -> sa.Engine:
+    """The ledger's engine; a URL SQLAlchemy cannot use is a ``LedgerError`` naming it."""
+    try:
+        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as e:
+        raise LedgerError(
+            f"cannot open the ledger {redact_url(url)!r}: {e}; the ledger (the job file's "
+            "ledger: key, or dbatch.ledger.url) is a SQLAlchemy URL such as "
+            "sqlite:///.dbatch/ledger.sqlite or postgresql+psycopg://user@host:5432/db, "
+            "with its driver installed"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _abandon(con, job: str, run_id: str) -> None:
+    """Under the job's lock no other run is live: a ``running`` one lost its driver."""
+    con.execute(
+        sa.update(runs)
+        .where(runs.c.job == job, runs.c.status == RunStatus.RUNNING, runs.c.run_id != run_id)
+        .values(
+            status=RunStatus.ABANDONED,
+            message=f"its driver stopped before the run ended; run {run_id} took over the job",
+        )
+    )
 
 
 def _record(row: Any) -> BatchRecord:

@@ -7,6 +7,8 @@ the published output.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from typing import Any
 
 from .compile.physical import PhysicalPlan
 from .core import Batch, Part, Plan
+from .errors import OutputInUseError, SinkError
 from .executors.base import Executor
 from .faults import crash_point
 from .monitor.result import RunSummary
@@ -22,7 +25,30 @@ from .protocols import Manifested, Sink
 from .tasks import gather_quarantine, write_sorted
 from .workarea import WorkArea
 
-__all__ = ["Publication"]
+__all__ = ["Publication", "refuse_foreign_output"]
+
+
+def refuse_foreign_output(job: str, sink: Sink) -> None:
+    """Refuse to run ``job`` when its sink's output was published by another job.
+
+    The published manifest names its job; two jobs publishing one output would
+    replace each other's results. A sink that cannot be read now is left to the
+    run, which meets the same error where it commits (and is recorded failed).
+    """
+    if not isinstance(sink, Manifested):
+        return
+    try:
+        manifest = sink.current_manifest()
+    except SinkError:
+        return
+    other = manifest.get("job") if isinstance(manifest, dict) else None
+    if other is not None and other != job:
+        raise OutputInUseError(
+            f"job {job!r} publishes to {sink.location}, which job {other!r} published; two "
+            "jobs publishing one output would replace each other's results. Give one of them "
+            f"another sink path or table. If {job!r} is {other!r} renamed, delete the old "
+            "output first."
+        )
 
 
 @dataclass
@@ -61,8 +87,29 @@ class Publication:
         self.summary.published = True
         manifest = self.manifest()
         self.summary.output_rows = manifest.get("output_rows") if manifest else None
-        # The driver may have died between publishing and gathering the quarantine.
-        self.gather_quarantine()()
+        # The driver may have died between publishing and gathering the quarantine;
+        # when it did not, nothing is written at all.
+        if not self._quarantine_current():
+            self.gather_quarantine()()
+
+    def _stamp(self) -> str:
+        """What the quarantine of these committed batches is made from, as one hash."""
+        text = json.dumps([str(self.physical.mode), self.inputs()])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def _quarantine_current(self) -> bool:
+        """Whether ``quarantine.parquet`` is the one these committed batches make (or none)."""
+        stamp = self.work.quarantine_stamp()
+        if stamp is not None:
+            return stamp == self._stamp()
+        if self.work.quarantine.exists():
+            return False  # written before it was stamped, or damaged: gather it again
+        files_count = str(self.physical.mode) != "drop"
+        return not any(
+            self.work.has_quarantine_file(b)
+            or (files_count and self.work.result(b).files_quarantined)
+            for b in self.committed()
+        )
 
     def publish(self) -> dict[str, Any]:
         """Publish the committed batches; return what the sink published."""
@@ -124,6 +171,7 @@ class Publication:
             str(self.physical.mode),
             [(b.id, str(self.work.batch_dir(b))) for b in self.committed()],
             str(pending),
+            self._stamp(),
         )
         if self.executor is None:
             rows = gather_quarantine(*args)

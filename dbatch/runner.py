@@ -27,7 +27,7 @@ from .ledger import Ledger
 from .listeners import Bus, Listener
 from .monitor.result import RunResult, RunSummary
 from .protocols import CommitsBatches, Sink
-from .publish import Publication
+from .publish import Publication, refuse_foreign_output
 from .reconcile import Action, Decision, reconcile, select
 from .redact import redact, scrub
 from .retry import Failure, Next, RetryPolicy, Verdict
@@ -109,6 +109,9 @@ def run(
     active = _Run(pipeline, plan, ledger, run_id, options, client, executor)
     try:
         active.execute()
+    except Exception as error:
+        active.abort(error)
+        raise
     finally:
         active.close()
     result = active.summary.result()
@@ -148,10 +151,12 @@ class _Run:
         )
         self.bus = Bus([ledger, self.summary, *options.listeners])
         self._stack = ExitStack()
+        self._started = self._finished = False
 
     # -- the run ------------------------------------------------------------------
 
     def execute(self) -> None:
+        refuse_foreign_output(self.plan.job, self.pipeline.sink)
         records = self.ledger.batch_states(self.plan.job)
         if self.options.select is not None:  # under the lock: what is committed cannot change
             self.plan = select(self.plan, self.options.select, records, self.work.state(self.plan))
@@ -170,6 +175,7 @@ class _Run:
             params=dict(self.options.params),
             replay=self.options.replay,
         )
+        self._started = True
         todo = self._settle(records)
         up_to_date = not todo and self._publication().up_to_date()
         needs_cluster = bool(todo) or (
@@ -185,11 +191,28 @@ class _Run:
             info = self._publication().publish()
             self.emit(EventKind.PUBLISHED, **info)
         status = self.summary.status()
+        self._finished = True
         self.emit(
             EventKind.FINISHED,
             **self.summary.finish_data(status),
             dashboard=self.summary.dashboard,
         )
+
+    def abort(self, error: Exception) -> None:
+        """A started run that raised ``error`` ends ``failed``, with the error as its message.
+
+        The ledger, the alerts and the logs hear of it as of any failed run, so the
+        run does not stay ``running`` in ``dbatch history``.
+        """
+        if not self._started or self._finished:
+            return
+        self._finished = True
+        message = f"{type(error).__name__}: {_short(error)}"
+        data = {**self.summary.finish_data(RunStatus.FAILED), "message": message}
+        try:
+            self.emit(EventKind.FINISHED, **data, dashboard=self.summary.dashboard)
+        except Exception:  # noqa: BLE001 - the error that stopped the run is the one to raise
+            log.exception("run %s of %r: recording its failure failed", self.run_id, self.plan.job)
 
     def close(self) -> None:
         self._stack.close()

@@ -133,10 +133,9 @@ def load_job(path: str | Path) -> JobFile:
     >>> job.pipeline.run()  # doctest: +SKIP
     """
     path = Path(path)
-    if not path.exists():
-        raise JobSpecError(f"job file {str(path)!r} does not exist")
+    text = _read(path)
     try:
-        raw = safe_load(path.read_text())
+        raw = safe_load(text)
     except JobSpecError as e:
         raise JobSpecError(str(e), file=str(path)) from None
     except yaml.YAMLError as e:
@@ -147,6 +146,7 @@ def load_job(path: str | Path) -> JobFile:
             f"got {type(raw).__name__}",
             file=str(path),
         )
+    _refuse_nul(raw, "", str(path))
     base = path.resolve().parent
     if str(base) not in sys.path:
         sys.path.insert(0, str(base))
@@ -159,6 +159,44 @@ def load_job(path: str | Path) -> JobFile:
         raw=raw,
         alerts=alerts_from_config(raw.get("alerts"), file=str(path), base_dir=base),
     )
+
+
+def _read(path: Path) -> str:
+    """The text of the job file at ``path``; a folder or an unreadable file is a ``JobSpecError``."""
+    if "\0" in str(path):
+        raise JobSpecError(f"job file {str(path)!r} holds a NUL byte, which no file name can")
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.y*ml"))
+        example = "job.yaml" if "job.yaml" in found or not found else found[0]
+        hint = f"; it holds {', '.join(found[:5])}" if found else ""
+        raise JobSpecError(
+            f"{str(path)!r} is a folder, not a job file; give the job's YAML file, "
+            f"such as {str(path / example)!r}{hint}"
+        )
+    if not path.exists():
+        raise JobSpecError(f"job file {str(path)!r} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise JobSpecError(f"not UTF-8 text ({e}); save it as UTF-8", file=str(path)) from None
+    except OSError as e:
+        raise JobSpecError(f"cannot read the job file: {e.strerror or e}", file=str(path)) from None
+
+
+def _refuse_nul(value: Any, key: str, file: str) -> None:
+    """Refuse a NUL byte in any string of the job file: no path, URL or name can hold one."""
+    if isinstance(value, str) and "\0" in value:
+        raise JobSpecError(
+            f"{value!r} holds a NUL byte, which no path, URL or name can; remove it",
+            key=key or None,
+            file=file,
+        )
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _refuse_nul(v, f"{key}.{k}" if key else str(k), file)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_nul(v, f"{key}[{i}]", file)
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:

@@ -29,7 +29,7 @@ from .core import Batch, BatchResult, QuarantinedFile
 from .errors import TooManyBadRows
 from .protocols import RefusesRows, Scannable, StagesQueries
 from .redact import scrub_all
-from .workarea import QUARANTINE_FILE, RESULT_FILE, read_result
+from .workarea import QUARANTINE_FILE, QUARANTINE_STAMP, RESULT_FILE, read_result
 
 __all__ = [
     "BatchTask",
@@ -362,14 +362,17 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def gather_quarantine(bad_input: str, batches: list[tuple[str, str]], target: str) -> int:
+def gather_quarantine(
+    bad_input: str, batches: list[tuple[str, str]], target: str, stamp: str = ""
+) -> int:
     """Write the quarantined rows and files of ``batches`` (id, directory) to ``target``.
 
     A quarantined file is one row with an empty ``line`` and no ``raw`` text. Only
     committed batches are given, so each bad row or file appears exactly once however
     often batches were retried or replayed. ``target`` is a file of the run's staging
-    area, which the driver renames into place. Returns the number of rows written
-    (nothing is written when there are none).
+    area, which the driver renames into place; ``stamp`` (what it was gathered from)
+    goes into its schema metadata as ``dbatch.inputs``. Returns the number of rows
+    written (nothing is written when there are none).
     """
     import pyarrow.parquet as pq
 
@@ -403,5 +406,5 @@ def gather_quarantine(bad_input: str, batches: list[tuple[str, str]], target: st
     if not tables:
         return 0
     table = pa.concat_tables(tables)
-    pq.write_table(table, target)
+    pq.write_table(table.replace_schema_metadata({QUARANTINE_STAMP: stamp}), target)
     return table.num_rows

@@ -23,10 +23,19 @@ from typing import Any
 
 from .core import Batch, BatchResult
 
-__all__ = ["WorkArea", "CommittedState", "read_result", "RESULT_FILE", "QUARANTINE_FILE"]
+__all__ = [
+    "WorkArea",
+    "CommittedState",
+    "read_result",
+    "RESULT_FILE",
+    "QUARANTINE_FILE",
+    "QUARANTINE_STAMP",
+]
 
 RESULT_FILE = "_result.json"  # in a staged or committed batch: its BatchResult
 QUARANTINE_FILE = "_quarantine.parquet"  # in a staged or committed batch: its quarantined rows
+#: The schema metadata key of ``quarantine.parquet`` that says what it was gathered from.
+QUARANTINE_STAMP = "dbatch.inputs"
 
 
 def read_result(directory: str | os.PathLike[str]) -> BatchResult:
@@ -168,3 +177,16 @@ class WorkArea:
         rows = pd.concat(frames, ignore_index=True)[columns]
         rows["line"] = rows["line"].astype("Int64")
         return rows.sort_values(["run_id", "source", "line"], kind="stable", ignore_index=True)
+
+    def quarantine_stamp(self) -> str | None:
+        """What ``quarantine.parquet`` was gathered from (None: no file, or not readable)."""
+        if not self.quarantine.exists():
+            return None
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.read_schema(self.quarantine).metadata or {}
+        except (OSError, ValueError):
+            return None
+        stamp = meta.get(QUARANTINE_STAMP.encode())
+        return stamp.decode() if stamp is not None else None

@@ -169,7 +169,8 @@ def test_demo_then_rerun_does_no_work(tmp_path):
     first = run_cli("demo", "--dir", str(demo), "--days", "2", "--rows-per-file", "300")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "wrote 8 files, 2,400 transactions" in first.stdout
-    assert "Dask dashboard: http://127.0.0.1:" in first.stdout
+    assert "Dask dashboard: http://127.0.0.1:" in first.stderr  # stdout: results only
+    assert "Dask dashboard" not in first.stdout
     assert "succeeded" in first.stdout
     assert "nightly-reconciliation" in first.stderr  # the progress bar
     totals = pd.read_parquet(demo / "out" / "daily_totals")
@@ -179,7 +180,7 @@ def test_demo_then_rerun_does_no_work(tmp_path):
     again = run_cli("run", str(demo / "job.yaml"))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing_to_do" in again.stdout and "no work done" in again.stdout
-    assert "Dask dashboard" not in again.stdout  # no cluster was started for nothing
+    assert "Dask dashboard" not in again.stderr  # no cluster was started for nothing
 
     as_json = run_cli("run", str(demo / "job.yaml"), "--json")
     summary = json.loads(as_json.stdout)

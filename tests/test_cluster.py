@@ -110,7 +110,7 @@ def test_connect_with_nothing_starts_a_loopback_local_cluster_and_prints_the_lin
     assert info["link"].startswith("https://proxy.example.org/user/me/proxy/")
     port = info["link"].split("/proxy/")[1].split("/")[0]
     assert f"127.0.0.1:{port}" in info["listening"]
-    assert f"Dask dashboard: {info['link']}" in proc.stdout
+    assert f"Dask dashboard: {info['link']}" in proc.stderr  # stdout is for results
 
 
 def test_connect_with_nothing_returns_the_active_client(client):
@@ -124,9 +124,10 @@ def test_connect_with_a_client_returns_it(client):
 def test_dashboard_link_honours_the_config(client, capsys):
     with dask.config.set({"distributed.dashboard.link": LINK_TEMPLATE}):
         show_dashboard_link(client)
-    out = capsys.readouterr().out
+    shown = capsys.readouterr()
     port = client.scheduler_info()["services"]["dashboard"]
-    assert out.strip() == f"Dask dashboard: https://proxy.example.org/user/me/proxy/{port}/status"
+    link = f"Dask dashboard: https://proxy.example.org/user/me/proxy/{port}/status"
+    assert shown.err.strip() == link and shown.out == ""
 
 
 def test_connect_with_an_address_string(client):

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import dbatch
 from dbatch import ByCount, Files, ParquetSink, Pipeline, SqlSink, SqlSource
 from dbatch.cluster import _check_security, _local_client, is_loopback_address
-from dbatch.errors import InsecureConnectionError, PathEscapeError
+from dbatch.errors import InsecureConnectionError, LedgerError, PathEscapeError
 from dbatch.ledger import batches, locks, runs
 from dbatch.sinks.base import safe_join
 from dbatch.spec import load_job
@@ -445,9 +445,9 @@ def test_credentials_never_reach_errors_logs_or_the_ledger(
             assert SECRET not in text
 
         # A ledger that cannot be reached: the error does not show the password either.
-        with pytest.raises(sa.exc.OperationalError) as err:
+        with pytest.raises(LedgerError) as err:
             dbatch.Ledger(ledger_url.rsplit("/", 1)[0] + "/no_such_database")
-        assert SECRET not in str(err.value)
+        assert SECRET not in str(err.value) and "create the database" in str(err.value)
         with pytest.raises(dbatch.SourceError) as missing:
             Files("http://alice:" + SECRET + "@127.0.0.1:9/x.csv").list_units()
         assert SECRET not in str(missing.value)

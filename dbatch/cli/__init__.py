@@ -7,6 +7,7 @@ import click
 from .demo import demo
 from .inspecting import history, plan, status, unlock
 from .quarantine import quarantine
+from .logs import log_options
 from .running import backfill, replay, resume, run, watch
 from .scaffold import init
 from .validate import validate
@@ -14,10 +15,16 @@ from .validate import validate
 __all__ = ["main"]
 
 
-@click.group(name="dbatch")
+@click.group(name="dbatch", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dbatch")
+@log_options
 def main() -> None:
-    """Batch jobs on Dask: planned batches, exactly-once output, resume, quarantine."""
+    """Batch jobs on Dask: planned batches, exactly-once output, resume, quarantine.
+
+    Exit status: 0 success, 1 a run that failed, 2 a usage or job file error
+    (nothing ran). Results go to standard output; logs, progress and the
+    dashboard link to standard error.
+    """
 
 
 for _command in (
@@ -35,4 +42,4 @@ for _command in (
     unlock,
     demo,
 ):
-    main.add_command(_command)
+    main.add_command(log_options(_command))  # -v, -q, --log-level after the command too

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,14 +12,22 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from ..cluster import MAX_LOCAL_WORKERS
+from ..core import Event
 from ..errors import DBatchError
+from ..listeners import RunListener
+from .logs import log_settings
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
     from ..spec import JobFile
 
+log = logging.getLogger("dbatch.cli")
+
 __all__ = [
     "fail",
+    "RunEnd",
+    "run_failed",
     "load",
     "client_for",
     "echo_json",
@@ -59,7 +68,8 @@ def client_for(job: JobFile, scheduler: str | None, insecure: bool, show_link: b
 
     address = scheduler or job.cluster.get("scheduler")
     if address:
-        return connect(address, insecure=insecure, show_link=show_link)
+        shown = show_link and log_settings().shows_progress
+        return connect(address, insecure=insecure, show_link=shown)
     return None
 
 
@@ -85,6 +95,28 @@ def emit(result: Any, as_json: bool) -> NoReturn:
     sys.exit(0 if result.ok else 1)
 
 
+class RunEnd(RunListener):
+    """Keeps how a run ended, for a run that raised after it started (it is then ``failed``)."""
+
+    def __init__(self) -> None:
+        self.event: Event | None = None
+
+    def on_finished(self, event: Event) -> None:
+        self.event = event
+
+
+def run_failed(error: Exception, end: RunEnd, as_json: bool) -> None:
+    """Exit 1 with one line when ``error`` ended a started run; return when it never started."""
+    if end.event is None:
+        return
+    e = end.event
+    log.debug("run %s of %r raised", e.run_id, e.job, exc_info=error)
+    if as_json:
+        echo_json({"job": e.job, "run_id": e.run_id, "status": "failed", "message": str(error)})
+    click.echo(f"error: run {e.run_id} of {e.job!r} failed: {error}", err=True)
+    sys.exit(1)
+
+
 def run_params(job_path: str) -> dict[str, str]:
     """The run parameters the ledger records for a run started from a job file."""
     return {"job_file": str(Path(job_path).resolve())}
@@ -95,7 +127,10 @@ def job_ledger(job: JobFile) -> Iterator[Ledger]:
     """The job's ledger, closed again however the command ends."""
     from ..ledger import Ledger
 
-    ledger = Ledger(job.pipeline.ledger_url())
+    try:
+        ledger = Ledger(job.pipeline.ledger_url())
+    except DBatchError as e:
+        fail(e)
     try:
         yield ledger
     finally:
@@ -115,7 +150,7 @@ scheduler_option = click.option(
 )
 workers_option = click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_LOCAL_WORKERS),
     default=None,
     help="Worker processes of the LocalCluster started for the run (without --scheduler).",
 )

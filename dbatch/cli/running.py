@@ -11,6 +11,7 @@ import click
 
 from ..errors import DBatchError, JobSpecError
 from .common import (
+    RunEnd,
     client_for,
     echo_json,
     emit,
@@ -19,8 +20,10 @@ from .common import (
     job_options,
     load,
     local_workers,
+    run_failed,
     run_params,
 )
+from .logs import log_settings
 from .settings import set_option
 from .shapes import document, run_document
 
@@ -57,6 +60,7 @@ def run_job(
     with dask.config.set(settings):
         job = load(job_path)
     client = None
+    end = RunEnd()
     try:
         client = client_for(job, scheduler, insecure, show_link=not as_json)
         with (
@@ -66,18 +70,21 @@ def run_job(
         ):
             common = {
                 "client": client,
-                "progress": False if as_json else progress,
+                "progress": False if as_json or not log_settings().shows_progress else progress,
                 "params": run_params(job_path),
-                "listeners": list(job.alerts),
+                "listeners": [*job.alerts, end],
             }
             if window is None:
                 result = job.pipeline.run(**common, **options)
             else:
                 from ..backfill import backfill as backfill_job
 
-                start, end, force = window
-                result = backfill_job(job.pipeline, start, end, force=force, **common)
-    except DBatchError as e:
+                start, stop, force = window
+                result = backfill_job(job.pipeline, start, stop, force=force, **common)
+    except Exception as e:
+        run_failed(e, end, as_json)  # raised after the run started: a failed run, status 1
+        if not isinstance(e, DBatchError):
+            raise
         fail(e)
     finally:
         if client is not None:
@@ -101,7 +108,7 @@ def resume(job_path, scheduler, workers, as_json, insecure, settings):
     job = load(job_path)
     with job_ledger(job) as ledger:
         last = ledger.last_run(job.pipeline.name)
-    if last is None or last["status"] not in ("running", "failed"):
+    if last is None or last["status"] not in ("running", "failed", "abandoned"):
         click.echo("no unfinished run to resume; starting a new run", err=True)
         run_job(job_path, scheduler, workers, as_json, insecure, settings=settings)
     else:
