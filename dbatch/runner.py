@@ -59,7 +59,7 @@ class Runnable(Protocol):
 
     def plan(self) -> Plan: ...
 
-    def physical(self) -> PhysicalPlan: ...
+    def physical(self, *, plan: Plan | None = None) -> PhysicalPlan: ...
 
     def check(self, plan: Plan | None = None) -> list[str]: ...
 
@@ -130,7 +130,7 @@ class _Run:
         self.run_id, self.options = run_id, options
         self.policy = options.retry or RetryPolicy()
         self.work = WorkArea(pipeline.work_area())
-        self.physical: PhysicalPlan = pipeline.physical()
+        self.physical: PhysicalPlan = pipeline.physical(plan=plan)
         self.client = client
         self.executor = executor
         self._made_executor = False
