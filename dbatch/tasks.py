@@ -137,9 +137,7 @@ def _stage_once(
         # The rows go into the aggregate's buckets as they come: never all in memory.
         staging.mkdir(parents=True, exist_ok=False)
         try:
-            info = plan.aggregate.map_side(
-                data, staging, task.buckets, plan.partials.preaggregate
-            )
+            info = plan.aggregate.map_side(data, staging, task.buckets, plan.partials.preaggregate)
             _check_bad_fraction(plan, task, ctx)  # complete once the rows have been read
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -95,7 +95,9 @@ def run_by_hand(p: Pipeline, partials: Partials, tmp: Path) -> tuple[pa.Table, l
         staged.append(result.staging)
         kinds.append(result.extra["preaggregated"])
     parts = [reduce_bucket(physical, k, staged, str(tmp / "reduce")) for k in range(BUCKETS)]
-    files = [f for part in parts for f in glob.glob(f"{part['staging']}/**/*.parquet", recursive=True)]
+    files = [
+        f for part in parts for f in glob.glob(f"{part['staging']}/**/*.parquet", recursive=True)
+    ]
     return pa.concat_tables(pq.read_table(f) for f in files), kinds
 
 
@@ -139,7 +141,9 @@ def test_a_run_with_partial_aggregates_is_exact(tmp_path):
     batches = sorted((tmp_path / "work" / "partials" / "batches").iterdir())
     import json
 
-    kinds = [json.loads((d / "_result.json").read_text())["extra"]["preaggregated"] for d in batches]
+    kinds = [
+        json.loads((d / "_result.json").read_text())["extra"]["preaggregated"] for d in batches
+    ]
     assert kinds and all(kinds)
     assert_same(pq.read_table(str(tmp_path / "sink")), expected(pattern))
 

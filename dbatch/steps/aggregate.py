@@ -216,7 +216,9 @@ class Aggregate:
             pre = first.num_rows > 0 and self._worth_preaggregating(pa.Table.from_batches([first]))
         if pre:
             # Few groups: the partials are small, so the batch may be gathered for them.
-            return self._map_table(pa.Table.from_batches([first, *chunks]), directory, buckets, True)
+            return self._map_table(
+                pa.Table.from_batches([first, *chunks]), directory, buckets, True
+            )
         columns = self.input_columns()
         schema = first.schema.remove_metadata()
         schema = pa.schema([schema.field(c) for c in columns], metadata={_KIND: b"raw"})
