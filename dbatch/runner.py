@@ -94,15 +94,23 @@ def run(
     """Run ``pipeline``: the plan minus the batches the ledger has committed.
 
     ``executor`` runs the tasks (default: a ``DaskExecutor`` on ``client``, or on
-    what ``dbatch.connect`` finds or starts, made only when there is work).
+    what ``dbatch.connect`` finds or starts, made only when there is work; a new
+    LocalCluster starts while the run plans).
     """
     options = options or RunOptions()
     plan = pipeline.plan()
-    pipeline.check(plan)  # a SQL step that cannot compile fails here, before any batch runs
     ledger = Ledger(pipeline.ledger_url())
-    run_id = options.run_id or new_run_id()
-    ledger.acquire(pipeline.name, run_id)
-    active = _Run(pipeline, plan, ledger, run_id, options, client, executor)
+    start = _early_start(pipeline, plan, ledger, options) if client is executor is None else None
+    try:
+        pipeline.check(plan)  # a SQL step that cannot compile fails here, before any batch runs
+        run_id = options.run_id or new_run_id()
+        ledger.acquire(pipeline.name, run_id)
+    except BaseException:
+        ledger.close()
+        if start is not None:
+            start.close()
+        raise
+    active = _Run(pipeline, plan, ledger, run_id, options, start or client, executor)
     try:
         active.execute()
     finally:
@@ -111,6 +119,23 @@ def run(
     if options.raise_on_failure and result.status == RunStatus.FAILED:
         raise RunFailedError(result.message, result=result)
     return result
+
+
+def _early_start(pipeline: Runnable, plan: Plan, ledger: Ledger, options: RunOptions) -> Any:
+    """A LocalCluster starting while the run plans; None with a client or nothing to run."""
+    from .cluster import LocalStart, has_active_client
+
+    if has_active_client():
+        return None
+    decisions = reconcile(
+        plan,
+        ledger.batch_states(plan.job),
+        WorkArea(pipeline.work_area()).state(plan),
+        replay=options.replay,
+    )
+    if not options.force and all(d.action is not Action.RUN for d in decisions):
+        return None
+    return LocalStart()
 
 
 class _Run:
@@ -188,6 +213,10 @@ class _Run:
         self.work.drop_staging(self.run_id)
         self.ledger.release(self.pipeline.name, self.run_id)
         self.ledger.close()
+        from .cluster import LocalStart
+
+        if isinstance(self.client, LocalStart):  # started early; closed here if never needed
+            self.client.close()
         if self.executor is not None:
             self.executor.finish()
             if self._made_executor:
@@ -198,10 +227,11 @@ class _Run:
 
     def _connect(self, show_link: bool) -> Executor:
         if self.executor is None:
-            from .cluster import connect, has_active_client
+            from .cluster import LocalStart, connect, has_active_client
             from .executors.dask import DaskExecutor
 
-            owned = self.client is None and not has_active_client()
+            started = isinstance(self.client, LocalStart)  # a cluster started for this run
+            owned = started or (self.client is None and not has_active_client())
             client = connect(self.client, show_link=show_link)
             self.executor = DaskExecutor(client, owned=owned)
             self._made_executor = True
