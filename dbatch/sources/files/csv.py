@@ -35,7 +35,7 @@ class Lines:
     def __init__(self, data: bytes):
         self.data = data
         buf = np.frombuffer(data, dtype=np.uint8)
-        if data.count(b"\r") != data.count(b"\r\n"):  # bare carriage returns end lines too
+        if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):  # bare \r ends lines too
             breaks = list(re.finditer(rb"\r\n|\r|\n", data))
             ends = np.array([m.start() for m in breaks], np.int64)
             widths = np.array([m.end() - m.start() for m in breaks], np.int64)
@@ -77,19 +77,22 @@ class Lines:
 
     def odd_quotes(self) -> np.ndarray:
         """The 0-based indices of lines holding an odd number of quote characters."""
-        buf = np.frombuffer(self.data, dtype=np.uint8)
-        counts = np.concatenate([[0], np.cumsum(buf == 34)])
-        per_line = counts[self.stops] - counts[self.starts]
+        per_line = self._quotes_per_line()
         return np.flatnonzero(per_line % 2 == 1)
 
     def with_quotes(self) -> np.ndarray:
+        return np.flatnonzero(self._quotes_per_line() > 0)
+
+    def _quotes_per_line(self) -> np.ndarray:
+        # Quotes are rare: find them, then the line each is on (no running count of every byte).
         buf = np.frombuffer(self.data, dtype=np.uint8)
-        counts = np.concatenate([[0], np.cumsum(buf == 34)])
-        return np.flatnonzero(counts[self.stops] - counts[self.starts] > 0)
+        at = np.flatnonzero(buf == 34)
+        line = np.searchsorted(self.starts, at, side="right") - 1  # a quote is never a break
+        return np.bincount(line, minlength=len(self)).astype(np.int64)
 
     def without(self, drop: np.ndarray) -> tuple[bytes, np.ndarray]:
         """The text without the lines ``drop``, and the 0-based index of each line kept."""
-        keep = np.setdiff1d(np.arange(len(self)), drop)
+        keep = np.setdiff1d(np.arange(len(self)), drop, assume_unique=True)
         text = b"\n".join(self.data[self.starts[i] : self.stops[i]] for i in keep)
         return text + b"\n", keep
 
@@ -119,7 +122,8 @@ def read_csv(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Tabl
     parsed = _parse(source, key, lines, unclosed, ctx)
     if parsed is None:
         return None
-    expected = len(np.setdiff1d(lines.non_empty(), unclosed)) - 1  # the header is no record
+    # The header is no record; both are sorted and unique, so no sort is needed.
+    expected = len(np.setdiff1d(lines.non_empty(), unclosed, assume_unique=True)) - 1
     if not source.multiline and parsed.table.num_rows + len(parsed.bad) != expected:
         # A quote the quick check missed swallowed line breaks: check every quoted line.
         unclosed = lines.unclosed(source.delimiter, lines.with_quotes())
