@@ -179,7 +179,7 @@ class Pipeline:
           stage 1  SQL  Filter -> Derive -> Enrich -> Derive
           ...
         """
-        plan = None
+        plan: Plan | None = None
         if self.aggregate is not None:
             try:
                 plan = self.plan()  # the partial-aggregates estimate samples its first batch
