@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -127,15 +128,10 @@ def _early_start(pipeline: Runnable, plan: Plan, ledger: Ledger, options: RunOpt
 
     if has_active_client():
         return None
-    decisions = reconcile(
-        plan,
-        ledger.batch_states(plan.job),
-        WorkArea(pipeline.work_area()).state(plan),
-        replay=options.replay,
-    )
-    if not options.force and all(d.action is not Action.RUN for d in decisions):
-        return None
-    return LocalStart()
+    committed = WorkArea(pipeline.work_area()).state(plan)
+    decisions = reconcile(plan, ledger.batch_states(plan.job), committed, replay=options.replay)
+    work = options.force or any(d.action is Action.RUN for d in decisions)
+    return LocalStart() if work else None
 
 
 class _Run:
@@ -155,7 +151,7 @@ class _Run:
         self.run_id, self.options = run_id, options
         self.policy = options.retry or RetryPolicy()
         self.work = WorkArea(pipeline.work_area())
-        self.physical: PhysicalPlan = pipeline.physical(plan=plan)
+        self._sample = False  # whether the physical plan may sample the first batch
         self.client = client
         self.executor = executor
         self._made_executor = False
@@ -164,6 +160,10 @@ class _Run:
         )
         self.bus = Bus([ledger, self.summary, *options.listeners])
         self._stack = ExitStack()
+
+    @cached_property
+    def physical(self) -> PhysicalPlan:
+        return self.pipeline.physical(plan=self.plan if self._sample else None)
 
     # -- the run ------------------------------------------------------------------
 
@@ -187,6 +187,7 @@ class _Run:
             replay=self.options.replay,
         )
         todo = self._settle(records)
+        self._sample = bool(todo)  # batches will run: worth sampling for partial aggregates
         up_to_date = not todo and self._publication().up_to_date()
         needs_cluster = bool(todo) or (
             self.pipeline.aggregate is not None and self.summary.publishable and not up_to_date

@@ -186,3 +186,20 @@ def test_extrapolation_of_distinct_keys():
     seen = len(np.unique(keys[:250_000]))
     assert extrapolate(250_000, seen, 2_000_000) == pytest.approx(len(np.unique(keys)), rel=0.01)
     assert extrapolate(0, 0, 10) == 0.0
+
+
+def test_a_run_samples_only_when_batches_run(tmp_path, monkeypatch):
+    pattern = write_files(tmp_path / "in", keys=40)
+    p = pipeline(pattern, tmp_path)
+    calls = []
+    real = partials_pass.estimate_groups
+
+    def counted(plan, batch):
+        calls.append(batch.id)
+        return real(plan, batch)
+
+    monkeypatch.setattr(partials_pass, "estimate_groups", counted)
+    assert p.run(executor=LocalExecutor(), progress=False).status == "succeeded"
+    assert len(calls) == 1  # the first batch, sampled once
+    again = p.run(executor=LocalExecutor(), progress=False)
+    assert again.status == "nothing_to_do" and len(calls) == 1  # nothing ran: nothing sampled
