@@ -101,7 +101,8 @@ def estimate_groups(plan: PhysicalPlan, batch: Batch) -> GroupEstimate | str:
     unit cannot be read inside a query (running or loading it here may cost as
     much as a batch), or the sample has no rows.
     """
-    if not batch.units or not all(isinstance(s, SqlStage) for s in plan.stages):
+    stages = [s for s in plan.stages if isinstance(s, SqlStage)]
+    if not batch.units or len(stages) != len(plan.stages):
         return "a step that is not SQL comes before the aggregate"
     if not plan.scan or not isinstance(plan.source, Scannable):
         return "the source is not read inside a query"
@@ -111,7 +112,7 @@ def estimate_groups(plan: PhysicalPlan, batch: Batch) -> GroupEstimate | str:
     data: Any = plan.source.scan(first, ctx)
     if data is None:
         return "the first unit would have to be loaded, not read inside a query"
-    for stage in plan.stages:
+    for stage in stages:
         data = dataclasses.replace(stage, keep=by).run(data, ctx, {}, stream=False)
     table = as_arrow(data).select(list(by))
     if table.num_rows == 0:
