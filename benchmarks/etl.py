@@ -225,11 +225,13 @@ class Job:
                 out=self.out,
             )
         )
-        self.exe = shutil.which("dbatch") or "dbatch"
+        # The interpreter running the benchmark, not a `dbatch` found on PATH: a fresh
+        # virtual environment's bin folder need not be on it.
+        self.exe = [sys.executable, "-m", "dbatch"]
 
     def _run_dbatch_cold(self) -> None:
         proc = subprocess.run(
-            [self.exe, "run", str(self.job_file), "--json", "--workers", "2"],
+            [*self.exe, "run", str(self.job_file), "--json", "--workers", "2"],
             capture_output=True,
             text=True,
         )

@@ -1,7 +1,8 @@
-"""``python -m dbatch``: the dbatch command."""
+"""``python -m dbatch``: the dbatch command, as the ``dbatch`` script runs it."""
 
 from .cli import main
 
 __all__: list[str] = []
 
-main(prog_name="dbatch")
+if __name__ == "__main__":
+    main(prog_name="dbatch")

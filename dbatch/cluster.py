@@ -19,6 +19,7 @@ from .options import refuse_unknown
 
 __all__ = [
     "connect",
+    "LocalStart",
     "cluster_from_config",
     "dashboard_link",
     "has_active_client",
@@ -44,6 +45,10 @@ def owns_cluster(client: Any) -> bool:
 
 def has_active_client() -> bool:
     """Whether this process (or this notebook) already has a ``distributed`` client."""
+    import sys
+
+    if "distributed" not in sys.modules:
+        return False  # not even imported: no client (and no import for the answer)
     try:
         from distributed import get_client
 
@@ -104,6 +109,11 @@ def connect(
     >>> client = dbatch.connect()  # doctest: +SKIP
     >>> client = dbatch.connect("tls://scheduler.example.org:8786", security=sec)  # doctest: +SKIP
     """
+    if isinstance(target, LocalStart):
+        client = target.client()
+        if show_link:
+            show_dashboard_link(client)
+        return client
     from distributed import Client
 
     if isinstance(target, Client):
@@ -230,6 +240,61 @@ def _local_client(n_workers: int | None, threads: int | None):
     client = Client(cluster)
     setattr(client, _OWNS_CLUSTER, True)  # Client has no slot for it; owns_cluster() reads it
     return client
+
+
+class LocalStart:
+    """A LocalCluster being started in a background thread while this one plans the run.
+
+    The worker processes boot (interpreter, imports) while the driver lists the
+    input, reads footers and reconciles with the ledger; ``client()`` waits for
+    the cluster and hands its client over (its user then owns the cluster). A
+    start that is never handed over is shut down by ``close()``.
+
+    Examples
+    --------
+    >>> start = LocalStart(n_workers=2)  # doctest: +SKIP
+    >>> plan = pipeline.plan()  # meanwhile the workers start  # doctest: +SKIP
+    >>> client = connect(start)  # doctest: +SKIP
+    """
+
+    def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None):
+        import threading
+
+        self._client: Any = None
+        self._error: BaseException | None = None
+        self._taken = False
+        # The settings are read here, on the caller's thread (a `dask.config.set` block).
+        n_workers = int(n_workers or config.get("cluster.n-workers"))
+        threads = int(threads_per_worker or config.get("cluster.threads-per-worker"))
+        self._thread = threading.Thread(
+            target=self._start, args=(n_workers, threads), name="dbatch-cluster-start"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _start(self, n_workers: int | None, threads: int | None) -> None:
+        try:
+            self._client = _local_client(n_workers, threads)
+        except BaseException as e:  # noqa: BLE001 - raised again by client()
+            self._error = e
+
+    def client(self) -> Any:
+        """The started cluster's client (waits for the start; raises what it raised)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self._taken = True
+        return self._client
+
+    def close(self) -> None:
+        """Shut the cluster down unless its client was handed over."""
+        self._thread.join()
+        if self._taken or self._client is None:
+            return
+        cluster = self._client.cluster
+        self._client.close()
+        cluster.close()
+        self._client = None
 
 
 def dashboard_link(client) -> str | None:

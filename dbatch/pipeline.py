@@ -149,11 +149,14 @@ class Pipeline:
             sink=self.sink.describe(),
         )
 
-    def physical(self, *, aggregate: bool = True) -> PhysicalPlan:
+    def physical(self, *, aggregate: bool = True, plan: Plan | None = None) -> PhysicalPlan:
         """What every batch does: the optimizer's physical plan (see ``explain``).
 
         ``aggregate=False``: the plan up to the steps' output, as ``preview`` shows it.
+        ``plan``: the batches; with an aggregate, the steps run over the first unit
+        of the first batch here, to decide whether batches write partial aggregates.
         """
+        sample = plan.batches[0] if plan is not None and plan.batches else None
         return optimize(
             job=self.name,
             source=self.source,
@@ -162,6 +165,7 @@ class Pipeline:
             aggregate=self.aggregate if aggregate else None,
             mode=self.bad_input,
             max_bad_fraction=float(self.max_bad_fraction),
+            sample=sample if aggregate else None,
         )
 
     def explain(self) -> str:
@@ -175,7 +179,13 @@ class Pipeline:
           stage 1  SQL  Filter -> Derive -> Enrich -> Derive
           ...
         """
-        return self.physical().explain()
+        plan: Plan | None = None
+        if self.aggregate is not None:
+            try:
+                plan = self.plan()  # the partial-aggregates estimate samples its first batch
+            except SourceError:
+                plan = None
+        return self.physical(plan=plan).explain()
 
     def check(self, plan: Plan | None = None) -> list[str]:
         """Compile every SQL step over the batches' columns, before any batch runs.

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,7 +64,7 @@ class Runnable(Protocol):
 
     def plan(self) -> Plan: ...
 
-    def physical(self) -> PhysicalPlan: ...
+    def physical(self, *, plan: Plan | None = None) -> PhysicalPlan: ...
 
     def check(self, plan: Plan | None = None) -> list[str]: ...
 
@@ -98,15 +99,23 @@ def run(
     """Run ``pipeline``: the plan minus the batches the ledger has committed.
 
     ``executor`` runs the tasks (default: a ``DaskExecutor`` on ``client``, or on
-    what ``dbatch.connect`` finds or starts, made only when there is work).
+    what ``dbatch.connect`` finds or starts, made only when there is work; a new
+    LocalCluster starts while the run plans).
     """
     options = options or RunOptions()
     plan = pipeline.plan()
-    pipeline.check(plan)  # a SQL step that cannot compile fails here, before any batch runs
     ledger = Ledger(pipeline.ledger_url())
-    run_id = options.run_id or new_run_id()
-    ledger.acquire(pipeline.name, run_id)
-    active = _Run(pipeline, plan, ledger, run_id, options, client, executor)
+    start = _early_start(pipeline, plan, ledger, options) if client is executor is None else None
+    try:
+        pipeline.check(plan)  # a SQL step that cannot compile fails here, before any batch runs
+        run_id = options.run_id or new_run_id()
+        ledger.acquire(pipeline.name, run_id)
+    except BaseException:
+        ledger.close()
+        if start is not None:
+            start.close()
+        raise
+    active = _Run(pipeline, plan, ledger, run_id, options, start or client, executor)
     try:
         active.execute()
     except Exception as error:
@@ -118,6 +127,18 @@ def run(
     if options.raise_on_failure and result.status == RunStatus.FAILED:
         raise RunFailedError(result.message, result=result)
     return result
+
+
+def _early_start(pipeline: Runnable, plan: Plan, ledger: Ledger, options: RunOptions) -> Any:
+    """A LocalCluster starting while the run plans; None with a client or nothing to run."""
+    from .cluster import LocalStart, has_active_client
+
+    if has_active_client():
+        return None
+    committed = WorkArea(pipeline.work_area()).state(plan)
+    decisions = reconcile(plan, ledger.batch_states(plan.job), committed, replay=options.replay)
+    work = options.force or any(d.action is Action.RUN for d in decisions)
+    return LocalStart() if work else None
 
 
 class _Run:
@@ -138,7 +159,7 @@ class _Run:
         self.run_id, self.options = run_id, options
         self.policy = options.retry or RetryPolicy()
         self.work = WorkArea(pipeline.work_area())
-        self.physical: PhysicalPlan = pipeline.physical()
+        self._sample = False  # whether the physical plan may sample the first batch
         self.client = client
         self.executor = executor
         self._made_executor = False
@@ -152,6 +173,10 @@ class _Run:
         self.bus = Bus([ledger, self.summary, *options.listeners])
         self._stack = ExitStack()
         self._started = self._finished = False
+
+    @cached_property
+    def physical(self) -> PhysicalPlan:
+        return self.pipeline.physical(plan=self.plan if self._sample else None)
 
     # -- the run ------------------------------------------------------------------
 
@@ -177,6 +202,7 @@ class _Run:
         )
         self._started = True
         todo = self._settle(records)
+        self._sample = bool(todo)  # batches will run: worth sampling for partial aggregates
         up_to_date = not todo and self._publication().up_to_date()
         needs_cluster = bool(todo) or (
             self.pipeline.aggregate is not None and self.summary.publishable and not up_to_date
@@ -220,6 +246,10 @@ class _Run:
         self.work.drop_staging(self.run_id)
         self.ledger.release(self.pipeline.name, self.run_id)
         self.ledger.close()
+        from .cluster import LocalStart
+
+        if isinstance(self.client, LocalStart):  # started early; closed here if never needed
+            self.client.close()
         if self.executor is not None:
             self.executor.finish()
             if self._made_executor:
@@ -230,10 +260,11 @@ class _Run:
 
     def _connect(self, show_link: bool) -> Executor:
         if self.executor is None:
-            from .cluster import connect, has_active_client
+            from .cluster import LocalStart, connect, has_active_client
             from .executors.dask import DaskExecutor
 
-            owned = self.client is None and not has_active_client()
+            started = isinstance(self.client, LocalStart)  # a cluster started for this run
+            owned = started or (self.client is None and not has_active_client())
             client = connect(self.client, show_link=show_link)
             self.executor = DaskExecutor(client, owned=owned)
             self._made_executor = True

@@ -149,7 +149,7 @@ def _stage_once(
         # The rows go into the aggregate's buckets as they come: never all in memory.
         staging.mkdir(parents=True, exist_ok=False)
         try:
-            info = plan.aggregate.map_side(data, staging, task.buckets)
+            info = plan.aggregate.map_side(data, staging, task.buckets, plan.partials.preaggregate)
             _check_bad_fraction(plan, task, ctx)  # complete once the rows have been read
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -161,7 +161,7 @@ def _stage_once(
     _check_bad_fraction(plan, task, ctx)
     staging.mkdir(parents=True, exist_ok=False)
     if plan.aggregate is not None:
-        info = plan.aggregate.map_side(data, staging, task.buckets)
+        info = plan.aggregate.map_side(data, staging, task.buckets, plan.partials.preaggregate)
     else:
         info = plan.sink.stage(data, staging, name=batch.id)
     return ctx, info, rows_out

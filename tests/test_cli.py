@@ -187,6 +187,20 @@ def test_demo_then_rerun_does_no_work(tmp_path):
     assert summary["status"] == "nothing_to_do" and summary["batches_skipped"] == 2
 
 
+def test_python_m_dbatch_needs_no_script_on_path():
+    """`python -m dbatch` runs the command from the interpreter alone (a fresh venv, not activated)."""
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "dbatch", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Batch jobs on Dask" in result.stdout and "run" in result.stdout
+
+
 @pytest.mark.slow
 def test_dask_dbatch_entry_point():
     dask = shutil.which("dask")

@@ -354,3 +354,56 @@ def test_job_file_cluster_key_names_the_scheduler(remote, tmp_path):
     with Client(remote["address"]) as c:
         remote_pids = {str(pid) for pid in c.run(os.getpid).values()}
     assert {w.rsplit(":", 1)[1] for w in workers} == remote_pids  # recorded as host:pid
+
+
+STARTED_WHILE_PLANNING = """
+import json
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dbatch import ByCount, Files, Filter, ParquetSink, Pipeline
+from dbatch.cluster import LocalStart, has_active_client
+
+if __name__ == "__main__":
+    folder = sys.argv[1]
+    pq.write_table(pa.table({"a": [1, 2, 3]}), f"{folder}/a.parquet")
+    start = LocalStart(n_workers=1, threads_per_worker=1)
+    returned_at_once = start._client is None  # the workers boot while the run plans
+    p = Pipeline(Files(f"{folder}/*.parquet", schema={"a": "int64"}),
+                 ParquetSink(f"{folder}/out"), steps=[Filter("a > 1")],
+                 batching=ByCount(1), name="j", workdir=f"{folder}/work")
+    result = p.run(client=start, progress=False)
+    handed = start._client
+    start.close()  # a no-op: the run owned the cluster and closed it
+    unused = LocalStart(n_workers=1, threads_per_worker=1)
+    unused._thread.join()
+    unused_client = unused._client
+    unused.close()
+    print("RESULT " + json.dumps({
+        "returned_at_once": returned_at_once,
+        "status": result.status,
+        "rows_out": result.rows_out,
+        "run_cluster": handed.cluster.status.name,
+        "unused_cluster": unused_client.cluster.status.name,
+        "active_client": has_active_client(),
+    }))
+"""
+
+
+@pytest.mark.slow
+def test_a_cluster_started_while_planning_is_handed_to_the_run_and_closed(tmp_path):
+    script = tmp_path / "start.py"
+    script.write_text(STARTED_WHILE_PLANNING)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    info = json.loads(line.removeprefix("RESULT "))
+    assert info["returned_at_once"] is True
+    assert info["status"] == "succeeded" and info["rows_out"] == 2
+    assert info["run_cluster"] == "closed"  # the run owned it
+    assert info["unused_cluster"] == "closed"  # never handed over: close() shut it down
+    assert info["active_client"] is False

@@ -1,7 +1,7 @@
 """SQL steps compiled into queries, and the optimizer pass that makes a pipeline's physical plan."""
 
 from .optimizer import optimize
-from .physical import Handoff, PhysicalPlan, SqlStage, StepStage
+from .physical import Handoff, Partials, PhysicalPlan, SqlStage, StepStage
 from .sql import BatchStream, Query, SqlChain
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "SqlStage",
     "StepStage",
     "Handoff",
+    "Partials",
     "SqlChain",
     "Query",
     "BatchStream",

@@ -7,16 +7,21 @@ It decides, before any batch runs, what every batch does:
 - **read path**: a source that can be read inside a query (``Scannable``) is, when
   the first stage is SQL and nothing in the plan rules it out;
 - **handoff**: with an aggregate, the last SQL stage hands on only the columns
-  the aggregate reads, and streams its rows into the aggregate's buckets.
+  the aggregate reads, and streams its rows into the aggregate's buckets;
+- **partial aggregates**: with an aggregate, whether each batch writes one row
+  of partial results per group or its rows as they are, estimated from a
+  sample of the first batch (``partials.decide_partials``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..core import BadInputMode
+from ..core import BadInputMode, Batch
 from ..protocols import Scannable, Sink, Source, SqlStep, Step
+from .partials import decide_partials
 from .physical import Handoff, PhysicalPlan, SqlStage, Stage, StepStage
 
 __all__ = ["optimize"]
@@ -31,8 +36,13 @@ def optimize(
     aggregate: Any = None,
     mode: BadInputMode = BadInputMode.QUARANTINE,
     max_bad_fraction: float = 1.0,
+    sample: Batch | None = None,
 ) -> PhysicalPlan:
     """The physical plan of a pipeline.
+
+    ``sample``: a batch (the plan's first) whose first unit the steps run over, on
+    this process, to decide whether batches write partial aggregates; without it
+    each batch decides from its own first rows.
 
     Examples
     --------
@@ -62,7 +72,7 @@ def optimize(
         note = "the first step is not a SQL step"
     else:
         note = f"not scanned: {obstacle}"
-    return PhysicalPlan(
+    plan = PhysicalPlan(
         job=job,
         source=source,
         stages=tuple(stages),
@@ -74,6 +84,13 @@ def optimize(
         scan=scan,
         read_note=note,
     )
+    return _partial_aggregates(plan, sample)
+
+
+def _partial_aggregates(plan: PhysicalPlan, sample: Batch | None) -> PhysicalPlan:
+    """The pass that decides, from data, what batches write into the aggregate's buckets."""
+    partials, note = decide_partials(plan, sample)
+    return dataclasses.replace(plan, partials=partials, partials_note=note)
 
 
 def _fuse(steps: Sequence[Step]) -> list[Stage]:

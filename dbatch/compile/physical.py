@@ -22,7 +22,7 @@ from .sql import BatchStream, SqlChain, describe_steps
 if TYPE_CHECKING:
     from ..protocols import Sink, Source
 
-__all__ = ["PhysicalPlan", "SqlStage", "StepStage", "Handoff", "Stage"]
+__all__ = ["PhysicalPlan", "SqlStage", "StepStage", "Handoff", "Partials", "Stage"]
 
 
 class Handoff(enum.StrEnum):
@@ -31,6 +31,20 @@ class Handoff(enum.StrEnum):
     SINK = "sink"  # the sink stages the table
     BUCKETS = "buckets"  # the aggregate's map side writes the table into hash buckets
     STREAM = "stream"  # the last query's rows stream into the buckets, a chunk at a time
+
+
+class Partials(enum.StrEnum):
+    """What a batch writes into the aggregate's buckets."""
+
+    NONE = "none"  # no aggregate
+    PRE = "pre"  # partial aggregates: one row of sums, counts, minima, maxima per group
+    RAW = "raw"  # the rows themselves, keys and metric columns only
+    PER_BATCH = "per-batch"  # not estimated before the run: each batch decides from its rows
+
+    @property
+    def preaggregate(self) -> bool | None:
+        """What the aggregate's map side is told: True, False, or None (decide per batch)."""
+        return {Partials.PRE: True, Partials.RAW: False}.get(self)
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,8 @@ class PhysicalPlan:
 
     ``scan``: the first stage's query reads the source's files itself (DuckDB over
     Parquet) instead of loading them; ``read_note`` says why it does or does not.
+    ``partials``: with an aggregate, whether each batch writes partial aggregates
+    or its rows into the buckets; ``partials_note`` gives the estimate behind it.
     """
 
     job: str
@@ -86,6 +102,8 @@ class PhysicalPlan:
     max_bad_fraction: float
     scan: bool = False
     read_note: str = ""
+    partials: Partials = Partials.NONE
+    partials_note: str = ""
 
     @property
     def dim(self) -> str | None:
@@ -140,6 +158,7 @@ class PhysicalPlan:
             lines.append(f"  stage {i}  {stage.describe()}")
         lines.append(f"  handoff  {self._handoff_text()}")
         if self.aggregate is not None:
+            lines.append(f"  partials {self._partials_text()}")
             lines.append(f"  reduce   one task per bucket: {self.aggregate!r}")
             if self.aggregate.sort:
                 lines.append("  sorted   one task writes the buckets' rows in key order")
@@ -153,6 +172,14 @@ class PhysicalPlan:
         if self.handoff is Handoff.STREAM:
             return (
                 f"the last query's rows ({keep} and each row's bucket) stream into the "
-                "aggregate's hash buckets, pre-aggregated per batch when that halves them"
+                "aggregate's hash buckets"
             )
         return f"the table ({keep}) into the aggregate's hash buckets"
+
+    def _partials_text(self) -> str:
+        what = {
+            Partials.PRE: "partial aggregates per batch (sum, count, min, max; mean as sum and count)",
+            Partials.RAW: "raw rows per batch (grouping would not halve them)",
+            Partials.PER_BATCH: "partial aggregates where a batch's first rows halve when grouped",
+        }.get(self.partials, str(self.partials))
+        return f"{what}  [{self.partials_note}]" if self.partials_note else what

@@ -99,7 +99,8 @@ class Aggregate:
     """Group rows of all batches by ``by`` and compute ``metrics``.
 
     Each batch writes partial results (pre-aggregated when that shrinks the
-    data by more than half, raw projected rows otherwise) into ``buckets``
+    data by more than half, raw projected rows otherwise; the physical plan
+    decides it from a sample, see ``Pipeline.explain``) into ``buckets``
     files by a hash of the keys; after the last batch, one task per bucket
     combines them and writes its part of the output, so nothing large passes
     through the client and no single task combines every group.
@@ -201,24 +202,28 @@ class Aggregate:
                 wanted[(kind, m.column)] = None
         return [_Partial(f"p{i}", kind, col) for i, (kind, col) in enumerate(wanted)]
 
-    def map_side(self, data, directory: Path, buckets: int) -> dict:
+    def map_side(self, data, directory: Path, buckets: int, pre: bool | None = None) -> dict:
         """Write this batch's partials into ``buckets`` Arrow IPC files in ``directory``.
 
-        With many groups per row the batch's rows themselves (keys and metric
-        columns only) are written; pre-aggregated partials when that shrinks
-        them by more than half. The reduce side reads both. ``data`` is a table,
-        or a ``BatchStream`` whose chunks are written as they come.
+        ``pre``: write partial aggregates (True) or the batch's rows themselves,
+        keys and metric columns only (False), as the physical plan decided from a
+        sample; None decides from this batch's first rows (partial aggregates when
+        grouping them more than halves them). The reduce side reads both. ``data``
+        is a table, or a ``BatchStream`` whose chunks are written as they come.
         """
         if not isinstance(data, BatchStream):
-            return self._map_table(as_arrow(data), directory, buckets)
+            return self._map_table(as_arrow(data), directory, buckets, pre)
         # Chunks of about _CHUNK rows per bucket: the reduce reads few, large record batches.
         chunks = data.chunks(_CHUNK * buckets)
         first = next(chunks)  # there is always one, perhaps empty: it holds the schema
         self._check_columns(first.schema.names)
-        sample = pa.Table.from_batches([first])
-        if first.num_rows and self._worth_preaggregating(sample):
+        if pre is None:
+            pre = first.num_rows > 0 and self._worth_preaggregating(pa.Table.from_batches([first]))
+        if pre:
             # Few groups: the partials are small, so the batch may be gathered for them.
-            return self._map_table(pa.Table.from_batches([first, *chunks]), directory, buckets)
+            return self._map_table(
+                pa.Table.from_batches([first, *chunks]), directory, buckets, True
+            )
         columns = self.input_columns()
         schema = first.schema.remove_metadata()
         schema = pa.schema([schema.field(c) for c in columns], metadata={_KIND: b"raw"})
@@ -258,10 +263,14 @@ class Aggregate:
         sql = self.bucket_column(buckets)[BUCKET]
         return query(f"SELECT {sql} AS b FROM batch", {"batch": keys}).column("b")
 
-    def _map_table(self, table: pa.Table, directory: Path, buckets: int) -> dict:
+    def _map_table(
+        self, table: pa.Table, directory: Path, buckets: int, pre: bool | None = None
+    ) -> dict:
         self._check_columns(table.column_names)
         keys = ", ".join(quote_name(k) for k in self.by)
-        pre = table.num_rows > 0 and self._worth_preaggregating(table)
+        if pre is None:
+            pre = table.num_rows > 0 and self._worth_preaggregating(table)
+        pre = bool(pre) and table.num_rows > 0
         if pre:
             parts = self._partials()
             exprs = ", ".join(f"{p.on_rows()} AS {p.name}" for p in parts)
