@@ -1,0 +1,17 @@
+"""Streams as sources: Redis Streams, NATS JetStream and MQTT, one offset range per unit."""
+
+from .base import StreamGapError, StreamSource
+
+__all__ = ["StreamSource", "StreamGapError", "RedisStream", "NatsStream"]
+
+
+def __getattr__(name: str):
+    if name == "RedisStream":
+        from .redis import RedisStream
+
+        return RedisStream
+    if name == "NatsStream":
+        from .nats import NatsStream
+
+        return NatsStream
+    raise AttributeError(name)
