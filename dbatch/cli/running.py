@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import DBatchError, JobSpecError
+from ..protocols import Positioned
 from .common import (
     client_for,
     echo_json,
@@ -131,7 +132,12 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
     import dask.config
 
     job = load(job_path)
-    if job.schedule is None:
+    schedule = job.schedule
+    if schedule is None and isinstance(job.pipeline.source, Positioned):
+        from ..triggers import Poll
+
+        schedule = Poll()  # a stream: consume as messages come, with a bounded lag
+    if schedule is None:
         fail(
             JobSpecError(
                 'no schedule; add one of schedule: {cron: "0 2 * * *"}, {every: 1h} or '
@@ -142,13 +148,13 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
         )
     stop = threading.Event()
     if not as_json:
-        _announce(job.pipeline.name, job.schedule)
+        _announce(job.pipeline.name, schedule)
     client = None
     try:
         with _stop_on_signals(stop), dask.config.set(local_workers(job, workers)):
             client = client_for(job, scheduler, insecure, show_link=not as_json)
             outcome = _watch_job(
-                job, job.schedule, job_path, client, 1 if once else max_runs, stop, as_json
+                job, schedule, job_path, client, 1 if once else max_runs, stop, as_json
             )
     except DBatchError as e:
         fail(e)

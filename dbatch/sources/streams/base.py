@@ -39,6 +39,7 @@ class Range:
     bytes: int
     time: float | None = None
     counter: int | None = None  # the broker's count of messages ever added, up to ``hi``
+    since: int | None = None  # the same count up to ``lo``
 
 
 def bounds(unit: Unit) -> tuple[Any, Any]:
@@ -110,8 +111,8 @@ class StreamSource:
         unit planned before) to the end, and what of them the broker no longer holds."""
         raise NotImplementedError
 
-    def _read(self, lo: Any, hi: Any) -> tuple[list[Message], str | None]:  # pragma: no cover
-        """The messages of ``(lo, hi]`` the broker holds, and which of them are gone."""
+    def _read(self, unit: Unit) -> tuple[list[Message], str | None]:  # pragma: no cover
+        """The messages of the unit's ``(lo, hi]`` the broker holds, and which of them are gone."""
         raise NotImplementedError
 
     def _move_position(self, upto: Any) -> None:  # pragma: no cover
@@ -148,8 +149,7 @@ class StreamSource:
     def load(self, batch: Batch, ctx: BatchContext) -> pa.Table:
         messages: list[Message] = []
         for unit in batch.units:
-            lo, hi = bounds(unit)
-            got, lost = self._read(lo, hi)
+            got, lost = self._read(unit)
             if lost and self.on_gap == "fail":
                 raise self._gap(lost)
             if lost:
@@ -160,6 +160,7 @@ class StreamSource:
 
     def _unit(self, r: Range) -> Unit:
         extra = (("counter", r.counter),) if r.counter is not None else ()
+        extra += (("since", r.since),) if r.since is not None else ()
         return Unit(
             key=f"{self._name()}:({r.lo},{r.hi}]",
             size=r.bytes,

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from ...core import Unit
 from ...errors import JobSpecError, SourceError
 from ...redact import redact
-from .base import Range, StreamSource
+from .base import Range, StreamSource, bounds
 from .decode import Message
 
 __all__ = ["NatsStream"]
@@ -105,8 +105,7 @@ class NatsStream(StreamSource):
 
         async def work(js: Any) -> int:
             try:
-                info = await js.consumer_info(self.stream, self.durable)
-                return int(info.ack_floor.stream_seq)
+                return _acked(await js.consumer_info(self.stream, self.durable))
             except nats.js.errors.NotFoundError:
                 state = (await js.stream_info(self.stream)).state
                 return int(state.last_seq) if self.start == "latest" else int(state.first_seq) - 1
@@ -114,18 +113,15 @@ class NatsStream(StreamSource):
         return self._session("read the consumer's position", work)
 
     def _ranges(self, after: Any, last: Unit | None) -> tuple[list[Range], str | None]:
-        async def work(js: Any) -> tuple[Any, float | None]:
+        async def work(js: Any) -> tuple[Any, float | None, float | None]:
             state = (await js.stream_info(self.stream)).state
-            when = None
-            if state.last_seq > after:
-                try:
-                    first = await js.get_msg(self.stream, max(after + 1, state.first_seq))
-                    when = first.time.timestamp() if first.time else None
-                except Exception:  # noqa: BLE001 - only the age of the first range
-                    when = None
-            return state, when
+            if state.last_seq <= after:
+                return state, None, None
+            first_seq = max(after + 1, state.first_seq)
+            last_seq = max(first_seq, (state.last_seq - 1) // self.chunk * self.chunk + 1)
+            return state, await self._time(js, first_seq), await self._time(js, last_seq)
 
-        state, when = self._session("read the stream's end", work)
+        state, when, last_when = self._session("read the stream's end", work)
         end, first = int(state.last_seq), int(state.first_seq)
         lost = None
         if state.messages and first > after + 1:
@@ -135,12 +131,23 @@ class NatsStream(StreamSource):
         while lo < end:
             hi = min((lo // self.chunk + 1) * self.chunk, end)
             n = hi - max(lo, first - 1)
-            ranges.append(Range(lo, hi, max(n, 0), max(n, 0) * each, when if lo == after else None))
+            age = when if lo == after else (last_when if hi == end else when)
+            ranges.append(Range(lo, hi, max(n, 0), max(n, 0) * each, age))
             lo = hi
         return ranges, lost
 
-    def _read(self, lo: Any, hi: Any) -> tuple[list[Message], str | None]:
+    async def _time(self, js: Any, seq: int) -> float | None:
+        """When message ``seq`` (or the next one held) was stored: the age of a range."""
+        try:
+            msg = await js.get_msg(self.stream, seq, next=True)
+        except Exception:  # noqa: BLE001 - only an age, for max_wait
+            return None
+        return msg.time.timestamp() if msg.time else None
+
+    def _read(self, unit: Unit) -> tuple[list[Message], str | None]:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        lo, hi = bounds(unit)
 
         async def work(js: Any) -> tuple[list[Message], int]:
             first = int((await js.stream_info(self.stream)).state.first_seq)
@@ -175,7 +182,9 @@ class NatsStream(StreamSource):
         messages, first = self._session("read messages", work)
         lost = None
         if first > lo + 1:
-            lost = f"messages {lo + 1} to {min(first - 1, hi)} are gone (the stream starts at {first})"
+            lost = (
+                f"messages {lo + 1} to {min(first - 1, hi)} are gone (the stream starts at {first})"
+            )
         return messages, lost
 
     def _move_position(self, upto: Any) -> None:
@@ -187,7 +196,7 @@ class NatsStream(StreamSource):
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         try:
-            floor = int((await js.consumer_info(self.stream, self.durable)).ack_floor.stream_seq)
+            info = await js.consumer_info(self.stream, self.durable)
         except nats.js.errors.NotFoundError:
             config = ConsumerConfig(
                 durable_name=self.durable,
@@ -196,17 +205,30 @@ class NatsStream(StreamSource):
                 ack_policy=AckPolicy.ALL,
                 filter_subject=self.subject,
                 headers_only=True,
+                ack_wait=5.0,
             )
             await js.add_consumer(self.stream, config=config)
             return
+        floor, delivered = _acked(info), int(info.delivered.stream_seq)
         sub = await js.pull_subscribe_bind(self.durable, self.stream)
         while floor < upto:
+            # Never past ``upto``: what is delivered and not acknowledged comes back only later.
+            want = upto - delivered if delivered < upto else _FETCH
             try:
-                batch = await sub.fetch(batch=min(_FETCH, upto - floor), timeout=2)
+                batch = await sub.fetch(batch=min(_FETCH, want), timeout=2)
             except nats.errors.TimeoutError:
-                return
-            mine = [m for m in batch if int(m.metadata.sequence.stream) <= upto]
+                return  # the next acknowledgement goes on from here
+            seqs = [int(m.metadata.sequence.stream) for m in batch]
+            mine = [m for m, seq in zip(batch, seqs, strict=True) if seq <= upto]
+            delivered = max([delivered, *seqs])
             if not mine:
                 return
             await mine[-1].ack_sync()
             floor = int(mine[-1].metadata.sequence.stream)
+
+
+def _acked(info: Any) -> int:
+    """The last stream sequence a durable consumer has acknowledged (or starts after)."""
+    if info.ack_floor.consumer_seq:
+        return int(info.ack_floor.stream_seq)
+    return int(info.config.opt_start_seq or 1) - 1 if info.config.opt_start_seq else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 from ...core import Unit
 from ...errors import JobSpecError
 from ...redact import redact
-from .base import Range, StreamSource
+from .base import Range, StreamSource, bounds
 from .decode import Message
 
 __all__ = ["RedisStream"]
@@ -133,26 +134,43 @@ class RedisStream(StreamSource):
         end = str(info["last-generated-id"])
         if _key(end) <= _key(after):
             return [], None
-        lost = self._lost(info, after)
         added = int(info.get("entries-added") or info["length"])
         before = dict(last.identity).get("counter") if last is not None else None
+        if before is None and after == "0-0":  # from the start: what was removed is not missed
+            before = added - int(info["length"])
+        lost = self._lost(info, after, before)
         n = added - int(before) if before is not None else int(info["length"])
         n = max(n, 1)
         first = _first_id(info) or end
         begin = max(_ms(after), _ms(first) - 1)  # cut from the first entry held, not from 0
-        return _slices(after, begin, end, n, self.chunk, added, _average(info, self)), lost
+        each = _average(info, self)
+        ranges = _slices(after, begin, end, n, self.chunk, added, each)
+        if ranges and before is not None:
+            ranges[0] = dataclasses.replace(ranges[0], since=int(before))
+        return ranges, lost
 
-    def _lost(self, info: dict[str, Any], after: str) -> str | None:
-        """What of the entries after ``after`` the stream no longer holds (trimmed, deleted)."""
-        deleted = str(info.get("max-deleted-entry-id") or "0-0")
+    def _lost(self, info: dict[str, Any], after: str, since: int | None) -> str | None:
+        """How many entries after ``after`` the stream no longer holds (trimmed, deleted).
+
+        ``since`` is the stream's count of entries added up to ``after``; the entries
+        removed from the stream are its oldest, so more removed than that are unread.
+        """
+        if since is None:
+            return None
+        removed = int(info.get("entries-added") or 0) - int(info["length"])
+        if removed <= since:
+            return None
         first = info.get("recorded-first-entry-id") or _first_id(info)
-        if _key(deleted) > _key(after) and first and _key(str(first)) > _key(after):
-            return (
-                f"the entries after id {after} up to id {deleted} are gone (it starts at {first})"
-            )
-        return None
+        return (
+            f"{removed - since} entries after id {after} are gone (the stream now starts at "
+            f"id {first})"
+        )
 
-    def _read(self, lo: Any, hi: Any) -> tuple[list[Message], str | None]:
+    def _read(self, unit: Unit) -> tuple[list[Message], str | None]:
+        lo, hi = bounds(unit)
+        since = dict(unit.identity).get("since")
+        info = self._info() if since is not None else None  # before reading: what is gone now
+        lost = self._lost(info, lo, since) if info is not None else None
         client = self._client()
         out: list[Message] = []
         start = f"({lo}"
@@ -164,8 +182,6 @@ class RedisStream(StreamSource):
             if len(page) < _PAGE:
                 break
             start = f"({out[-1][0]}"
-        info = self._info()
-        lost = self._lost(info, lo) if info is not None else None
         return out, lost
 
     def _move_position(self, upto: Any) -> None:
@@ -216,6 +232,7 @@ def _slices(
     for i, hi in enumerate(highs):
         last = i == len(highs) - 1
         count = n - share * (len(highs) - 1) if last else share
-        ranges.append(Range(lo, hi, count, count * each, _ms(lo) / 1000, added if last else None))
+        when = max(_ms(lo), begin) / 1000  # no older than the first entry the stream holds
+        ranges.append(Range(lo, hi, count, count * each, when, added if last else None))
         lo = hi
     return ranges
