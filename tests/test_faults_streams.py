@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import time
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 from streams_brokers import NatsBroker, RedisBroker, records
-from test_faults_driver import dbatch_in_subprocess
+from test_faults_driver import _kill_group, dbatch_in_subprocess
 
 import dbatch
 from dbatch.spec import load_job
@@ -111,18 +112,18 @@ def test_killed_at_random_moments_then_resumed_each_message_once(broker, seed, t
             crash, delay = f"{rng.choice(POINTS)}:{rng.randint(1, 3)}", None
         else:
             crash, delay = None, rng.uniform(0.5, 4.0)
-        proc = dbatch_in_subprocess(
-            job, crash, "--scheduler", client.scheduler.address, wait=False
-        )
+        proc = dbatch_in_subprocess(job, crash, "--scheduler", client.scheduler.address, wait=False)
         broker.publish(records(total + n // 2, total + n))  # while the run plans or works
         total += n
         try:
             proc.wait(timeout=delay if delay is not None else 120)
-        except Exception:  # noqa: BLE001 - still running at the random moment: kill it now
+        except subprocess.TimeoutExpired:  # still running at the random moment: kill it now
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         kills += proc.returncode == -signal.SIGKILL
-        proc.communicate()
+        _kill_group(proc)  # what it started may hold its pipes open
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode in (0, -signal.SIGKILL), err[-3000:]
         forget_dead_driver(client)
 
     pipeline = load_job(job).pipeline

@@ -2,7 +2,7 @@
 
 from .base import StreamGapError, StreamSource
 
-__all__ = ["StreamSource", "StreamGapError", "RedisStream", "NatsStream"]
+__all__ = ["StreamSource", "StreamGapError", "RedisStream", "NatsStream", "MqttTopic"]
 
 
 def __getattr__(name: str):
@@ -14,4 +14,8 @@ def __getattr__(name: str):
         from .nats import NatsStream
 
         return NatsStream
+    if name == "MqttTopic":
+        from .mqtt import MqttTopic
+
+        return MqttTopic
     raise AttributeError(name)
