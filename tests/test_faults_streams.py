@@ -8,6 +8,7 @@ table), and the broker's position is the end of the stream.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -126,10 +127,11 @@ def test_killed_at_random_moments_then_resumed_each_message_once(broker, seed, t
         assert proc.returncode in (0, -signal.SIGKILL), err[-3000:]
         forget_dead_driver(client)
 
+    for expected in (("succeeded", "nothing_to_do"), ("nothing_to_do",)):  # resume, then none
+        code, out, err = dbatch_in_subprocess(job, None, "--scheduler", client.scheduler.address)
+        assert code == 0, err[-3000:]
+        assert json.loads(out.strip().splitlines()[-1])["status"] in expected
     pipeline = load_job(job).pipeline
-    result = pipeline.run(client=client)
-    assert result.ok, result
-    assert pipeline.run(client=client).status == "nothing_to_do"
 
     frame = read_output(tmp_path, sql)
     assert len(frame) == total and sorted(frame["n"]) == list(range(total)), (seed, kills)

@@ -16,7 +16,7 @@ from .decode import Message
 
 __all__ = ["NatsStream"]
 
-_FETCH = 1000  # messages per pull request
+_FETCH = 5000  # messages per pull request
 _T = TypeVar("_T")
 
 
@@ -167,8 +167,7 @@ class NatsStream(StreamSource):
                 while pending > 0 and seq < hi:
                     batch = await sub.fetch(batch=min(_FETCH, hi - seq), timeout=5)
                     for msg in batch:
-                        meta = msg.metadata
-                        seq, pending = int(meta.sequence.stream), int(meta.num_pending)
+                        seq, pending = _position(msg)
                         if seq > hi:
                             pending = 0
                             break
@@ -225,6 +224,20 @@ class NatsStream(StreamSource):
                 return
             await mine[-1].ack_sync()
             floor = int(mine[-1].metadata.sequence.stream)
+
+
+def _position(msg: Any) -> tuple[int, int]:
+    """A delivered message's stream sequence and the messages pending after it.
+
+    Read from its reply subject (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+    seq>.<consumer seq>.<time>.<pending>``, or with a domain and account hash in
+    front): cheaper than ``msg.metadata`` for every message of a batch.
+    """
+    tokens = msg.reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[8])
+    meta = msg.metadata
+    return int(meta.sequence.stream), int(meta.num_pending)
 
 
 def _acked(info: Any) -> int:
