@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -170,51 +171,96 @@ class ByWindow(Batcher):
 
 @dataclass(frozen=True)
 class ByThreshold(Batcher):
-    """Arrival threshold: full batches of ``count`` units (or ``bytes``); a partial tail waits.
+    """Arrival threshold: a batch closes at ``count`` (or ``bytes``); a partial tail waits.
 
     Units in an incomplete last batch are left for a later run, which is what a
-    file-arrival trigger wants: work starts once enough has arrived.
+    file-arrival trigger wants: work starts once enough has arrived. ``count``
+    counts files, or messages for a stream's units (offset ranges). With
+    ``max_wait`` (seconds, or ``"30s"``) the tail is taken too once its oldest
+    unit is that old: a micro-batch waits for ``count`` messages, or that long.
     """
 
     count: int | None = None
     bytes: int | str | None = None
+    max_wait: float | str | None = None
 
     def __post_init__(self):
-        if (self.count is None) == (self.bytes is None):
-            raise JobSpecError("set exactly one of count or bytes", key="batching.threshold")
+        if self.count is None and self.bytes is None:
+            raise JobSpecError("set count, bytes or both", key="batching.threshold")
         if self.count is not None:
             _bounded_count(self.count, "batching.threshold.count", "count ")
         if self.bytes is not None:
             size = parse_bytes(self.bytes)
             object.__setattr__(self, "bytes", size)
             _bounded_bytes(size, "batching.threshold.bytes", "bytes ")
+        if self.max_wait is not None:
+            object.__setattr__(self, "max_wait", _seconds(self.max_wait))
 
     @classmethod
     def from_config(
         cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
     ) -> ByThreshold:
-        """``batching: {threshold: {count: 10}}`` or ``{threshold: {bytes: 1GiB}}``."""
-        if not isinstance(value, Mapping) or set(value) - {"count", "bytes"} or len(value) != 1:
+        """``batching: {threshold: {count: 10}}``, ``{bytes: 1GiB}``, with an optional ``max_wait``."""
+        allowed = {"count", "bytes", "max_wait"}
+        if not isinstance(value, Mapping) or set(value) - allowed or not set(value) - {"max_wait"}:
             raise JobSpecError(
-                f"expected {{count: N}} or {{bytes: SIZE}}, got {value!r}", key=key, file=file
+                f"expected {{count: N}} or {{bytes: SIZE}} (or both), with an optional "
+                f"max_wait: 30s; got {value!r}",
+                key=key,
+                file=file,
             )
-        ((which, amount),) = value.items()
-        if which == "count":
-            _expect(_is_whole, amount, "a whole number, got {!r}", f"{key}.count", file)
-        else:
-            _expect(_is_size, amount, "a size such as 1GiB, got {!r}", f"{key}.bytes", file)
+        if "count" in value:
+            _expect(_is_whole, value["count"], "a whole number, got {!r}", f"{key}.count", file)
+        if "bytes" in value:
+            _expect(_is_size, value["bytes"], "a size such as 1GiB, got {!r}", f"{key}.bytes", file)
         return _checked(
-            lambda: cls(**{which: amount}), "{count: N} or {bytes: SIZE}", key=key, file=file
+            lambda: cls(**dict(value)), "{count: N} or {bytes: SIZE}", key=key, file=file
         )
 
     def groups(self, units):
-        if self.count is not None:
-            full = len(units) - len(units) % self.count
-            return ByCount(self.count).groups(list(units)[:full])
-        groups = BySize(self.bytes).groups(units)
-        if groups and sum(u.size for u in groups[-1]) < self.bytes:
-            groups = groups[:-1]
-        return groups
+        out: list[list[Unit]] = []
+        current: list[Unit] = []
+        n = size = 0
+        for u in units:
+            if self.bytes is not None and current and size + u.size > self.bytes:
+                out.append(current)
+                current, n, size = [], 0, 0
+            current.append(u)
+            n, size = n + _weight(u), size + u.size
+            if self.count is not None and n >= self.count:
+                out.append(current)
+                current, n, size = [], 0, 0
+        if current and (self.bytes is not None and size >= self.bytes or self._waited(current)):
+            out.append(current)
+        return out
+
+    def _waited(self, units: list[Unit]) -> bool:
+        if self.max_wait is None:
+            return False
+        times = [u.time for u in units if u.time is not None]
+        return bool(times) and time.time() - min(times) >= float(self.max_wait)
+
+
+def _weight(unit: Unit) -> int:
+    """What ``count`` counts in a unit: its messages (a stream's range), else one."""
+    return int(dict(unit.identity).get("messages", 1))
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    import pandas as pd
+
+    try:
+        seconds = pd.Timedelta(str(value)).total_seconds()
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if seconds < 0:
+        raise JobSpecError(
+            f"expected a duration such as 30s or 5min, got {value!r}",
+            key="batching.threshold.max_wait",
+        )
+    return seconds
 
 
 #: The forms of ``batching:`` in a job file -> the batcher that parses each.

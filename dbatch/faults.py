@@ -9,8 +9,11 @@ __all__ = ["crash_point", "CRASH_POINTS"]
 
 #: Where the driver can be made to die, in the order a run reaches them.
 CRASH_POINTS = (
+    "spooled",  # an MQTT message was stored in the spool; not yet acknowledged to the broker
+    "planned",  # a stream's batches were cut and kept in the ledger; none ran yet
     "promoted",  # a batch's staging folder was renamed into place; not yet recorded
     "recorded",  # a batch was committed and recorded in the ledger
+    "acknowledged",  # a stream's committed batch was acknowledged on the broker
     "before_publish",  # every batch committed; the output not yet switched
     "publishing",  # in the middle of writing the new output version
 )

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .core import ROW_COUNTS, BatchRecord, Event, RunStatus
+from .core import ROW_COUNTS, Batch, BatchRecord, Event, RunStatus, Unit
 from .database import database_error, redact_url
 from .errors import LedgerError, RunLockedError
 from .listeners import RunListener
@@ -67,6 +67,18 @@ batches = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("checksum", sa.String(64)),
     sa.Column("worker", sa.String(200)),
+)
+
+#: The units of each batch a run planned over a positioned source (offset ranges of a
+#: stream), written before the batch runs: the next plan repeats them as they were.
+cuts = sa.Table(
+    "dbatch_cuts",
+    metadata,
+    sa.Column("job", sa.String(200), primary_key=True),
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("units", sa.Text, nullable=False),
+    sa.Column("planned", sa.Float, nullable=False),
 )
 
 locks = sa.Table(
@@ -200,6 +212,34 @@ class Ledger(RunListener):
         with self.engine.connect() as con:
             rows = con.execute(sa.select(batches).where(batches.c.job == job)).mappings().all()
         return {r["batch_id"]: _record(r) for r in rows}
+
+    def cut(self, job: str) -> list[list[Unit]]:
+        """The units of every batch planned over the job's positioned source, in plan order."""
+        with self.engine.connect() as con:
+            rows = con.execute(
+                sa.select(cuts.c.units).where(cuts.c.job == job).order_by(cuts.c.seq)
+            ).scalars()
+            return [[_unit(u) for u in json.loads(text)] for text in rows]
+
+    def record_cut(self, job: str, planned: list[Batch]) -> None:
+        """Keep the units of the batches in ``planned`` that are not recorded yet."""
+        with self.engine.begin() as con:
+            known = set(con.execute(sa.select(cuts.c.batch_id).where(cuts.c.job == job)).scalars())
+            seq = con.execute(sa.select(sa.func.count()).where(cuts.c.job == job)).scalar() or 0
+            for batch in planned:
+                if batch.id in known:
+                    continue
+                units = [[u.key, u.size, u.time, list(u.identity)] for u in batch.units]
+                con.execute(
+                    sa.insert(cuts).values(
+                        job=job,
+                        batch_id=batch.id,
+                        seq=seq,
+                        units=json.dumps(units),
+                        planned=time.time(),
+                    )
+                )
+                seq += 1
 
     def last_run(self, job: str) -> dict[str, Any] | None:
         with self.engine.connect() as con:
@@ -362,6 +402,11 @@ def _record(row: Any) -> BatchRecord:
     return BatchRecord(
         row["batch_id"], row["fingerprint"], row["state"], row["run_id"], row["attempts"] or 0
     )
+
+
+def _unit(spec: list[Any]) -> Unit:
+    key, size, when, identity = spec
+    return Unit(key, size, when, tuple((k, v) for k, v in identity))
 
 
 def _upsert(con, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:

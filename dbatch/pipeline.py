@@ -20,7 +20,7 @@ from .compile import PhysicalPlan, optimize
 from .context import BatchContext
 from .core import BadInputMode, Batch, Plan, digest
 from .errors import JobSpecError, SourceError
-from .protocols import Described, Incremental, Sink, Source, Step
+from .protocols import Described, Incremental, Positioned, Sink, Source, Step
 from .steps.aggregate import Aggregate
 
 if TYPE_CHECKING:
@@ -138,10 +138,35 @@ class Pipeline:
         new since the last committed watermark: that plan is empty and its run
         does nothing.
         """
+        if isinstance(self.source, Positioned):
+            return self._positioned_plan()
         units = self.source.list_units()
         if not units and not (isinstance(self.source, Incremental) and self.source.incremental):
             raise SourceError(f"{self.source.describe()}: no input; nothing to plan")
         batches = make_batches(units, self.batching, salt=self.definition_token)
+        return Plan(
+            job=self.name,
+            batches=tuple(batches),
+            source=self.source.describe(),
+            sink=self.sink.describe(),
+        )
+
+    def _positioned_plan(self) -> Plan:
+        """The batches the ledger holds for this job, as they were cut, then what follows."""
+        from .ledger import Ledger
+
+        assert isinstance(self.source, Positioned)
+        ledger = Ledger(self.ledger_url())
+        try:
+            recorded = ledger.cut(self.name)
+        finally:
+            ledger.close()
+        salt = self.definition_token
+        old = [Batch.from_units(units, index=i, salt=salt) for i, units in enumerate(recorded)]
+        new = make_batches(
+            self.source.units_after([u for b in old for u in b.units]), self.batching, salt=salt
+        )
+        batches = old + [dataclasses.replace(b, index=len(old) + i) for i, b in enumerate(new)]
         return Plan(
             job=self.name,
             batches=tuple(batches),

@@ -25,6 +25,7 @@ __all__ = [
     "Described",
     "Incremental",
     "Dimensioned",
+    "Positioned",
     "Step",
     "SqlStep",
     "Sink",
@@ -110,6 +111,26 @@ class Dimensioned(Protocol):
     """A source of xarray Datasets; a batch's rows are its points along ``dim``."""
 
     dim: str
+
+
+@runtime_checkable
+class Positioned(Protocol):
+    """A source read from a position on (a stream): a unit is a range of offsets.
+
+    The ledger keeps each batch's units (its offset ranges) from the moment a
+    run plans it; the next plan repeats those batches as they were and asks the
+    source only for what follows them. The broker's own position (a consumer
+    group, a durable consumer) is moved after a batch commits, never before.
+    """
+
+    def units_after(self, planned: Sequence[Unit]) -> list[Unit]:
+        """The units that follow ``planned`` (the ranges the ledger holds) up to the end now."""
+        ...
+
+    def acknowledge(self, done: Sequence[Unit]) -> None:
+        """Tell the broker that ``done`` is consumed: the plan's first units, in order, whose
+        batches the ledger holds as committed (or quarantined)."""
+        ...
 
 
 # -- steps -------------------------------------------------------------------------

@@ -89,6 +89,9 @@ SOURCES: dict[str, Entry] = {
     "http": Entry("dbatch.sources.http:HttpSource"),
     "netcdf": Entry("dbatch.sources.xarray.netcdf:NetCDFSource"),
     "zarr": Entry("dbatch.sources.xarray.zarr:ZarrSource"),
+    "redis_stream": Entry("dbatch.sources.streams.redis:RedisStream", extra="streams"),
+    "nats": Entry("dbatch.sources.streams.nats:NatsStream", extra="streams"),
+    "mqtt": Entry("dbatch.sources.streams.mqtt:MqttTopic", extra="streams"),
 }
 SINKS: dict[str, Entry] = {
     "parquet": Entry("dbatch.sinks.files:ParquetSink"),

@@ -27,7 +27,7 @@ from .faults import crash_point
 from .ledger import Ledger
 from .listeners import Bus, Listener
 from .monitor.result import RunResult, RunSummary
-from .protocols import CommitsBatches, Sink
+from .protocols import CommitsBatches, Positioned, Sink
 from .publish import Publication, refuse_foreign_output
 from .reconcile import Action, Decision, reconcile, select
 from .redact import redact, scrub
@@ -182,6 +182,11 @@ class _Run:
 
     def execute(self) -> None:
         refuse_foreign_output(self.plan.job, self.pipeline.sink)
+        if isinstance(self.physical.source, Positioned):
+            # Planned again under the lock, then kept: a later plan repeats these batches.
+            self.plan = self.summary.plan = self.pipeline.plan()
+            self.ledger.record_cut(self.plan.job, list(self.plan.batches))
+            crash_point("planned")
         records = self.ledger.batch_states(self.plan.job)
         if self.options.select is not None:  # under the lock: what is committed cannot change
             self.plan = select(self.plan, self.options.select, records, self.work.state(self.plan))
@@ -203,6 +208,7 @@ class _Run:
         self._started = True
         todo = self._settle(records)
         self._sample = bool(todo)  # batches will run: worth sampling for partial aggregates
+        self._acknowledge()  # what an earlier driver committed but did not live to acknowledge
         up_to_date = not todo and self._publication().up_to_date()
         needs_cluster = bool(todo) or (
             self.pipeline.aggregate is not None and self.summary.publishable and not up_to_date
@@ -405,6 +411,23 @@ class _Run:
             sink.commit_batch(batch.id, batch.fingerprint, Part(batch.id, target, result.rows_out))
         self.emit(EventKind.BATCH_COMMITTED, batch.id, **_counts(batch, result, attempt))
         crash_point("recorded")
+        self._acknowledge()
+        crash_point("acknowledged")
+
+    def _acknowledge(self) -> None:
+        """Move the broker's position over what the ledger holds as done (a stream source)."""
+        source = self.physical.source
+        if not isinstance(source, Positioned):
+            return
+        units = []
+        for b in self.plan:  # the done prefix: never past a batch that is not committed yet
+            if self.summary.state.get(b.id) not in ("committed", "quarantined"):
+                break
+            units.extend(b.units)
+        try:
+            source.acknowledge(units)
+        except Exception as e:  # noqa: BLE001 - the ledger holds the position; the next run retries
+            log.warning("dbatch: %s: could not acknowledge on the broker (%s)", self.plan.job, e)
 
     def _buckets(self) -> int:
         aggregate = self.pipeline.aggregate

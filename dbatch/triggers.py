@@ -31,6 +31,7 @@ __all__ = [
     "Cron",
     "Interval",
     "Arrival",
+    "Poll",
     "SCHEDULES",
     "SCHEDULE_FORMS",
     "parse_duration",
@@ -304,12 +305,59 @@ class Arrival(Trigger):
         return f"on arrival of {what} (looking every {timedelta(seconds=float(self.poll))})"
 
 
+@dataclass(frozen=True)
+class Poll(Trigger):
+    """Look every ``every`` and run when the plan holds a batch the ledger has not done.
+
+    The trigger of a stream (``dbatch watch`` of a job over one without a
+    schedule): a message waits at most ``every`` plus one run, or the threshold's
+    ``max_wait`` when its batch is not full yet.
+
+    Examples
+    --------
+    >>> Poll("2s").every
+    2.0
+    """
+
+    every: float | str = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "every", parse_duration(self.every, key="schedule.poll"))
+
+    @classmethod
+    def from_config(cls, value: Any, *, key: str, file: str | None, base_dir: Path | None) -> Poll:
+        """``schedule: {poll: 1s}`` (the whole mapping)."""
+        refuse_unknown(value, {"poll"}, key=key, file=file)
+        return cls(value["poll"])
+
+    def next_fire(self, now: datetime, last: datetime | None = None) -> datetime:
+        return now if last is None else last + timedelta(seconds=float(self.every))
+
+    def ready(self, pipeline: Pipeline, ledger: Ledger) -> bool:
+        done = ledger.batch_states(pipeline.name)
+        for batch in pipeline.plan():
+            record = done.get(batch.id)
+            if record is None or record.fingerprint != batch.fingerprint:
+                return True
+            if record.state not in ("committed", "quarantined"):
+                return True
+        return False
+
+    def describe(self) -> str:
+        return f"polling every {timedelta(seconds=float(self.every))}"
+
+
 #: The forms of ``schedule:`` in a job file -> the trigger that parses each.
-SCHEDULES: dict[str, type[Trigger]] = {"cron": Cron, "every": Interval, "arrival": Arrival}
+SCHEDULES: dict[str, type[Trigger]] = {
+    "cron": Cron,
+    "every": Interval,
+    "arrival": Arrival,
+    "poll": Poll,
+}
 
 SCHEDULE_FORMS = (
     '{cron: "0 2 * * *"} (add tz: Europe/Berlin for local time), {every: 1h} '
-    "or {arrival: {count: 10, poll: 30s}}"
+    "{arrival: {count: 10, poll: 30s}} or {poll: 1s} (a stream)"
 )
 
 

@@ -109,3 +109,51 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+REDIS_URL = os.environ.get("DBATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("DBATCH_TEST_NATS", "nats://127.0.0.1:4222")
+MQTT_HOST = os.environ.get("DBATCH_TEST_MQTT", "127.0.0.1:1883")
+
+
+@pytest.fixture
+def redis_url():
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as e:  # noqa: BLE001
+        unavailable(f"needs Redis at {REDIS_URL.split('@')[-1]}: {type(e).__name__}: {e}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def nats_url():
+    try:
+        import asyncio
+
+        import nats
+
+        async def probe():
+            nc = await nats.connect(NATS_URL, connect_timeout=2, max_reconnect_attempts=0)
+            try:
+                await nc.jetstream().account_info()
+            finally:
+                await nc.close()
+
+        asyncio.run(probe())
+    except Exception as e:  # noqa: BLE001
+        unavailable(f"needs NATS with JetStream at {NATS_URL}: {type(e).__name__}: {e}")
+    return NATS_URL
+
+
+@pytest.fixture
+def mqtt_host():
+    host, _, port = MQTT_HOST.partition(":")
+    try:
+        with socket.create_connection((host, int(port or 1883)), timeout=2):
+            pass
+        import paho.mqtt  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        unavailable(f"needs an MQTT broker (Mosquitto) at {MQTT_HOST}: {type(e).__name__}: {e}")
+    return host, int(port or 1883)

@@ -160,7 +160,7 @@ def test_batcher_arguments_are_checked():
         ByCount(0)
     with pytest.raises(JobSpecError, match="positive size"):
         BySize(0)
-    with pytest.raises(JobSpecError, match="exactly one of count or bytes"):
+    with pytest.raises(JobSpecError, match="count, bytes or both"):
         ByThreshold()
     with pytest.raises(JobSpecError, match="batching.threshold.count"):
         ByThreshold(count=0)  # would divide by zero when grouping

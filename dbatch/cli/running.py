@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import DBatchError, JobSpecError
+from ..protocols import Positioned
 from .common import (
     RunEnd,
     client_for,
@@ -166,7 +167,12 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure, setti
 
     with dask.config.set(settings):
         job = load(job_path)
-    if job.schedule is None:
+    schedule = job.schedule
+    if schedule is None and isinstance(job.pipeline.source, Positioned):
+        from ..triggers import Poll
+
+        schedule = Poll()  # a stream: consume as messages come, with a bounded lag
+    if schedule is None:
         fail(
             JobSpecError(
                 'no schedule; add one of schedule: {cron: "0 2 * * *"}, {every: 1h} or '
@@ -177,7 +183,7 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure, setti
         )
     stop = threading.Event()
     if not as_json:
-        _announce(job.pipeline.name, job.schedule)
+        _announce(job.pipeline.name, schedule)
     client = None
     try:
         with (
@@ -187,7 +193,7 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure, setti
         ):
             client = client_for(job, scheduler, insecure, show_link=not as_json)
             outcome = _watch_job(
-                job, job.schedule, job_path, client, 1 if once else max_runs, stop, as_json
+                job, schedule, job_path, client, 1 if once else max_runs, stop, as_json
             )
     except DBatchError as e:
         fail(e)

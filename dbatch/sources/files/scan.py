@@ -267,6 +267,7 @@ def _bad_rows(schema: Schema, batch: Batch, files: list[_File]) -> list[tuple]:
         rows = part.select(schema.names)
         numbers = part.column("__row").to_pylist()
         text = {n: row_json(r) for n, r in zip(numbers, rows.to_pylist(), strict=True)}
+
         def raw_of(ns: list[int], t: dict[int, str] = text) -> list[str | None]:
             return [t.get(n) for n in ns]
 
