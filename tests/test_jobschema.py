@@ -79,6 +79,7 @@ def corpus() -> list[tuple[str, Any]]:
     assert full, "tests/test_spec.py lost its FULL_JOB"
     found.append(("tests/test_spec.py FULL_JOB", safe_load(full.group(1).replace("\\\\", "\\"))))
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    pages += sorted((ROOT / "docs" / "how-to").glob("*.md"))
     for page in pages:
         for line, block in yaml_blocks(page.read_text()):
             for doc in documents(block):
@@ -119,6 +120,7 @@ def test_the_corpus_holds_the_documented_full_jobs():
     full = [w for w, d in CORPUS if isinstance(d, dict) and {"source", "sink"} <= set(d)]
     assert any(w.startswith("README.md") for w in full)
     assert any(w.startswith("docs/job-files.md") for w in full)
+    assert any(w.startswith("docs/how-to/") for w in full)
     assert len(CORPUS) >= 25
 
 
