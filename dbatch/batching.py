@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .config import parse_bytes
 from .core import Batch, Unit
 from .errors import JobSpecError
-from .options import configure
+from .options import configure, schema_of
 from .windows import frequency, window_start
 
 if TYPE_CHECKING:  # pandas is imported where windows are computed, not with the package
@@ -26,6 +26,8 @@ __all__ = [
     "Batcher",
     "BATCHERS",
     "batcher_from_config",
+    "batching_schema",
+    "SIZE_SCHEMA",
     "make_batches",
     "MAX_UNITS_PER_BATCH",
     "MAX_BATCH_BYTES",
@@ -66,6 +68,14 @@ def _bounded_bytes(size: int, key: str, what: str = "") -> None:
         )
 
 
+#: A size in a job file: ``64MiB``, ``1GB`` or a number of bytes.
+SIZE_SCHEMA: dict[str, Any] = {
+    "type": ["string", "integer"],
+    "description": "A size such as 64MiB or 1GB, or a number of bytes.",
+}
+_WHOLE: dict[str, Any] = {"type": "integer", "minimum": 1}
+
+
 class Batcher:
     """Groups ordered units; each unit lands in exactly one batch."""
 
@@ -93,6 +103,11 @@ class BySize(Batcher):
         """``batching: {size: 64MiB}`` (or a number of bytes)."""
         _expect(_is_size, value, "a size such as 64MiB or a number of bytes, got {!r}", key, file)
         return _checked(lambda: cls(value), "a size such as 64MiB", key=key, file=file)
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``size:`` takes a size."""
+        return dict(SIZE_SCHEMA, description="Fill each batch up to this size, such as 64MiB.")
 
     def groups(self, units):
         out: list[list[Unit]] = []
@@ -127,6 +142,11 @@ class ByCount(Batcher):
         _expect(_is_whole, value, message, key, file)
         return _checked(lambda: cls(value), "a positive whole number", key=key, file=file)
 
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``count:`` takes a positive whole number."""
+        return dict(_WHOLE, description="Units (files, key ranges, pages) per batch.")
+
     def groups(self, units):
         return [list(units[i : i + self.count]) for i in range(0, len(units), self.count)]
 
@@ -151,6 +171,14 @@ class ByWindow(Batcher):
         message = "a pandas frequency such as 1D, 6h or MS, got {!r}"
         _expect(lambda v: isinstance(v, str), value, message, key, file)
         return _checked(lambda: cls(value), "a frequency such as 1D, 6h or MS", key=key, file=file)
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``window:`` takes a pandas frequency."""
+        return {
+            "type": "string",
+            "description": "One batch per time window: a pandas frequency such as 1D, 6h or MS.",
+        }
 
     def groups(self, units):
         import pandas as pd
@@ -216,6 +244,18 @@ class ByThreshold(Batcher):
         return _checked(
             lambda: cls(**dict(value)), "{count: N} or {bytes: SIZE}", key=key, file=file
         )
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``threshold:`` takes ``{count: N}`` or ``{bytes: SIZE}``."""
+        return {
+            "type": "object",
+            "description": "Full batches only; a partial last batch waits for a later run.",
+            "properties": {"count": _WHOLE, "bytes": SIZE_SCHEMA},
+            "additionalProperties": False,
+            "minProperties": 1,
+            "maxProperties": 1,
+        }
 
     def groups(self, units):
         out: list[list[Unit]] = []
@@ -295,6 +335,18 @@ def batcher_from_config(value: Any, *, file: str | None) -> Batcher:
             file=file,
         )
     return configure(BATCHERS[form], option, key=f"batching.{form}", file=file, base_dir=None)
+
+
+def batching_schema() -> dict[str, Any]:
+    """The JSON Schema of ``batching:``: one of the forms of ``BATCHERS``."""
+    return {
+        "type": "object",
+        "description": "How units are grouped into batches: one of " + ", ".join(BATCHERS) + ".",
+        "properties": {form: schema_of(cls) for form, cls in BATCHERS.items()},
+        "additionalProperties": False,
+        "minProperties": 1,
+        "maxProperties": 1,
+    }
 
 
 def _is_size(value: Any) -> bool:

@@ -21,6 +21,7 @@ __all__ = [
     "connect",
     "LocalStart",
     "cluster_from_config",
+    "cluster_schema",
     "dashboard_link",
     "has_active_client",
     "is_loopback_address",
@@ -313,6 +314,31 @@ def show_dashboard_link(client) -> None:
 
 
 CLUSTER_KEYS = {"scheduler": "an address or a scheduler file", "workers": "a whole number"}
+_CLUSTER_TYPES: dict[str, dict[str, Any]] = {
+    "scheduler": {
+        "type": "string",
+        "description": "A scheduler's address (tls://host:8786) or a scheduler file (*.json).",
+    },
+    "workers": {
+        "type": "integer",
+        "minimum": 1,
+        "description": "Worker processes of the LocalCluster started when there is no scheduler.",
+    },
+}
+
+
+def cluster_schema() -> dict[str, Any]:
+    """The JSON Schema of a job file's ``cluster:``, as ``cluster_from_config`` reads it."""
+    properties = {
+        name: _CLUSTER_TYPES.get(name, {"description": what.capitalize() + "."})
+        for name, what in CLUSTER_KEYS.items()
+    }
+    return {
+        "type": "object",
+        "description": "Where `dbatch run` runs the job: a scheduler, or a LocalCluster's size.",
+        "properties": properties,
+        "additionalProperties": False,
+    }
 
 
 def cluster_from_config(

@@ -15,7 +15,17 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import JobSpecError
 
-__all__ = ["PATH_KEYS", "Configurable", "build", "configure", "did_you_mean", "refuse_unknown"]
+__all__ = [
+    "PATH_KEYS",
+    "Configurable",
+    "DeclaresJobSchema",
+    "build",
+    "configure",
+    "did_you_mean",
+    "refuse_unknown",
+    "options_schema",
+    "schema_of",
+]
 
 #: Options that name files: a relative path is taken from the job file's folder.
 PATH_KEYS = {"path", "lookup", "model", "paths", "climatology"}
@@ -126,7 +136,13 @@ def _resolve_path(value: Any, base: Path) -> Any:
     return value
 
 
-_SIMPLE = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+#: The YAML types ``build`` checks: what the message calls each, and its JSON Schema type.
+_SIMPLE = {
+    str: ("a string", "string"),
+    int: ("a whole number", "integer"),
+    float: ("a number", "number"),
+    bool: ("true or false", "boolean"),
+}
 
 
 def _check_type(value: Any, hint: Any, *, key: str, file: str | None) -> None:
@@ -145,7 +161,7 @@ def _check_type(value: Any, hint: Any, *, key: str, file: str | None) -> None:
         if opt is type(None):
             continue  # value is not None here (checked above)
         if origin in _SIMPLE:
-            expected.append(_SIMPLE[origin])
+            expected.append(_SIMPLE[origin][0])
             if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
                 return
             if origin is int and isinstance(value, int) and not isinstance(value, bool):
@@ -192,3 +208,203 @@ def configure(cls: Any, value: Any, *, key: str, file: str | None, base_dir: Pat
     if not isinstance(value, Mapping):
         raise JobSpecError("expected a mapping of options", key=key, file=file)
     return build(cls, value, key=key, file=file, base_dir=base_dir)
+
+
+# -- the JSON Schema of what build() and configure() accept ------------------------------
+
+
+@runtime_checkable
+class DeclaresJobSchema(Protocol):
+    """A component whose ``from_config`` says in a JSON Schema which job-file values it takes."""
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]: ...
+
+
+def schema_of(cls: Any) -> dict[str, Any]:
+    """The JSON Schema of a component's job-file value, as ``configure`` reads it.
+
+    A component's own declaration (``job_schema``) for its YAML shorthand, else the
+    options of its signature (``options_schema``). A ``from_config`` that declares
+    nothing may take any value, so its schema is open.
+
+    Examples
+    --------
+    >>> from dbatch.steps.sql import Filter
+    >>> schema_of(Filter)["anyOf"][0]["type"]
+    'string'
+    """
+    if isinstance(cls, DeclaresJobSchema):
+        schema = cls.job_schema()
+    elif isinstance(cls, Configurable):
+        schema = {}
+    else:
+        return options_schema(cls)
+    if "description" not in schema and (text := summary(cls)):
+        schema = {"description": text, **schema}
+    return schema
+
+
+def options_schema(cls: Any, keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """The JSON Schema of the options mapping ``build(cls, ...)`` accepts.
+
+    Names, required options and the simple types come from the signature and its
+    type hints, as ``build`` checks them; descriptions from the numpydoc
+    ``Parameters`` section of the class. ``keys`` keeps only those options.
+
+    Examples
+    --------
+    >>> from dbatch.steps.sql import Sql
+    >>> options_schema(Sql)["required"]
+    ['sql']
+    """
+    params = _parameters(cls)
+    hints = _hints(cls)
+    docs = parameter_docs(cls)
+    allowed = None if keys is None else set(keys)
+    properties: dict[str, Any] = {}
+    for name, p in params.items():
+        if allowed is not None and name not in allowed:
+            continue
+        schema = hint_schema(hints.get(name))
+        if p.default is None and schema:
+            schema = _nullable(schema)
+        if (default := _json_default(p.default)) is not None:
+            schema["default"] = default
+        if name in docs:
+            schema["description"] = docs[name]
+        properties[name] = schema
+    out: dict[str, Any] = {"type": "object"}
+    if text := summary(cls):
+        out["description"] = text
+    out.update(properties=properties, additionalProperties=False)
+    required = [n for n in properties if params[n].default is inspect.Parameter.empty]
+    if required:
+        out["required"] = required
+    return out
+
+
+def hint_schema(hint: Any) -> dict[str, Any]:
+    """The JSON Schema of the values ``build`` lets through for a type hint (``{}``: any).
+
+    Examples
+    --------
+    >>> hint_schema(str | None)
+    {'type': ['string', 'null']}
+    >>> hint_schema(Sequence[str])
+    {'type': 'array', 'items': {'type': 'string'}}
+    """
+    if hint is None or hint is Any:
+        return {}
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    alternatives = typing.get_args(hint) if union else (hint,)
+    if any(isinstance(a, DeclaresJobSchema) for a in alternatives):
+        # A class that reads its own job-file value stands for every YAML form of it.
+        alternatives = tuple(
+            a for a in alternatives if isinstance(a, DeclaresJobSchema) or a is type(None)
+        )
+    schemas = []
+    for opt in alternatives:
+        if opt is type(None):
+            continue
+        one = _one_schema(opt)
+        if not one:
+            return {}  # a type build does not check from YAML (objects, callables)
+        schemas.append(one)
+    schema = _any_of(schemas)
+    return _nullable(schema) if type(None) in alternatives else schema
+
+
+def _one_schema(hint: Any) -> dict[str, Any]:
+    origin = typing.get_origin(hint) or hint
+    args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+    if isinstance(origin, DeclaresJobSchema):
+        return origin.job_schema()
+    if origin in _SIMPLE:
+        return {"type": _SIMPLE[origin][1]}
+    if origin in (Mapping, dict, typing.Mapping):
+        out: dict[str, Any] = {"type": "object"}
+        if len(args) == 2 and (values := hint_schema(args[1])):
+            out["additionalProperties"] = values
+        return out
+    if origin in (Sequence, list, tuple, typing.Sequence):
+        out = {"type": "array"}
+        if len(set(args)) == 1 and (items := hint_schema(args[0])):
+            out["items"] = items
+        return out
+    return {}
+
+
+def _any_of(schemas: list[dict[str, Any]]) -> dict[str, Any]:
+    """One schema for any of ``schemas``: a list of types when each is a bare type."""
+    unique = [s for i, s in enumerate(schemas) if s not in schemas[:i]]
+    if len(unique) == 1:
+        return dict(unique[0])
+    if all(list(s) == ["type"] and isinstance(s["type"], str) for s in unique):
+        return {"type": [s["type"] for s in unique]}
+    return {"anyOf": unique}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` that also lets ``null`` through (an option whose default is None)."""
+    kinds = schema.get("type")
+    if kinds is None:
+        if {"type": "null"} in schema.get("anyOf", ()):
+            return schema
+        return {"anyOf": [*schema.get("anyOf", [schema]), {"type": "null"}]}
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    return {**schema, "type": [*kinds, "null"] if "null" not in kinds else kinds}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def summary(obj: Any) -> str:
+    """The first paragraph of ``obj``'s docstring, on one line."""
+    doc = inspect.getdoc(obj) or ""
+    return _plain(" ".join(doc.split("\n\n")[0].split()))
+
+
+_PARAMETERS = re.compile(r"^Parameters\n-{3,}\n(.*?)(?=^\w[\w ]*\n-{3,}$|\Z)", re.S | re.M)
+
+
+def parameter_docs(obj: Any) -> dict[str, str]:
+    """Option -> its description, from the numpydoc ``Parameters`` section of ``obj``.
+
+    Examples
+    --------
+    >>> class C:
+    ...     '''A thing.
+    ...
+    ...     Parameters
+    ...     ----------
+    ...     a, b : int
+    ...         Two ``numbers``.
+    ...     '''
+    >>> parameter_docs(C)
+    {'a': 'Two `numbers`.', 'b': 'Two `numbers`.'}
+    """
+    match = _PARAMETERS.search(inspect.getdoc(obj) or "")
+    if not match:
+        return {}
+    texts: dict[str, list[str]] = {}
+    names: list[str] = []
+    for line in match.group(1).splitlines():
+        if line and not line[0].isspace():
+            names = [n.strip() for n in line.partition(" :")[0].split(",") if n.strip()]
+            for n in names:
+                texts.setdefault(n, [])
+        elif line.strip():
+            for n in names:
+                texts[n].append(line.strip())
+    return {n: _plain(" ".join(t)) for n, t in texts.items() if t}
+
+
+def _plain(text: str) -> str:
+    """RST literals (````x````) as Markdown ones (```x```), for editors that show descriptions."""
+    return re.sub(r"``(.+?)``", r"`\1`", text)

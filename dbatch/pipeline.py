@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["Pipeline", "BAD_INPUT_MODES"]
 
 #: What bad files and rows do: kept aside with their reason, only counted, or stop the run.
+#: What a job's name may hold (it names folders of the work area and rows of the ledger).
+NAME_PATTERN = r"[A-Za-z0-9_.-]{1,200}"
 BAD_INPUT_MODES = tuple(m.value for m in BadInputMode)
 
 
@@ -370,4 +372,4 @@ def _token(obj: Any) -> Any:
 
 
 def _safe_name(name: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", name)) and name not in (".", "..")
+    return bool(re.fullmatch(NAME_PATTERN, name)) and name not in (".", "..")

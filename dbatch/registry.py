@@ -18,7 +18,9 @@ from .options import (
     build,
     configure,
     did_you_mean,
+    options_schema,
     refuse_unknown,
+    schema_of,
 )
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "SINKS",
     "STEPS",
     "build",
+    "options_schema",
+    "schema_of",
     "did_you_mean",
     "import_object",
     "refuse_unknown",
@@ -34,7 +38,9 @@ __all__ = [
     "configure",
     "Configurable",
     "function_from_config",
+    "FUNCTION_SCHEMA",
     "resolve_class",
+    "entries",
     "PATH_KEYS",
 ]
 
@@ -149,6 +155,17 @@ def _table(kind: str) -> dict[str, Entry]:
     return table
 
 
+def entries(kind: str) -> dict[str, Entry]:
+    """The type names of ``kind`` (source, sink or step) job files may use, with their entries.
+
+    Examples
+    --------
+    >>> entries("sink")["parquet"].target
+    'dbatch.sinks.files:ParquetSink'
+    """
+    return dict(_table(kind))
+
+
 def import_object(path: str, *, key: str | None = None, file: str | None = None) -> Any:
     """``'package.module:name'`` -> the object, with a message that says what to fix."""
     if not isinstance(path, str) or ":" not in path:
@@ -187,6 +204,26 @@ def resolve_class(kind: str, name: str, *, key: str, file: str | None) -> type:
     return table[name].load(kind, name, key=key, file=file)
 
 
+#: ``{function: pkg.module:name, on: pandas|arrow}``, as ``function_from_config`` reads it.
+FUNCTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "function": {
+            "type": "string",
+            "pattern": "^[^:]+:.+$",
+            "description": "The import path of the function, `package.module:name`.",
+        },
+        "on": {
+            "enum": ["pandas", "arrow"],
+            "default": "pandas",
+            "description": "What the function receives: a pandas DataFrame or a pyarrow Table.",
+        },
+    },
+    "required": ["function"],
+    "additionalProperties": False,
+}
+
+
 def function_from_config(
     options: Any, *, key: str, file: str | None, base_dir: Path | None
 ) -> tuple[Callable[..., Any], str]:
@@ -195,7 +232,7 @@ def function_from_config(
         raise JobSpecError(
             "expected {function: package.module:name, on: pandas|arrow}", key=key, file=file
         )
-    refuse_unknown(options, ("function", "on"), key=key, file=file)
+    refuse_unknown(options, FUNCTION_SCHEMA["properties"], key=key, file=file)
     func = import_object(options["function"], key=f"{key}.function", file=file)
     if not callable(func):
         raise JobSpecError(
@@ -205,7 +242,7 @@ def function_from_config(
             file=file,
         )
     on = options.get("on", "pandas")
-    if on not in ("pandas", "arrow"):
+    if on not in FUNCTION_SCHEMA["properties"]["on"]["enum"]:
         raise JobSpecError(f"expected pandas or arrow, got {on!r}", key=f"{key}.on", file=file)
     return _ship_by_value(func, base_dir), on
 

@@ -19,13 +19,13 @@ from .core import Plan
 from .errors import JobSpecError, SourceError
 from .monitor.alerts import Alert, alerts_from_config
 from .options import build, configure, did_you_mean, refuse_unknown
-from .pipeline import BAD_INPUT_MODES, Pipeline
+from .pipeline import BAD_INPUT_MODES, NAME_PATTERN, Pipeline
 from .protocols import Trigger
 from .registry import resolve_class
 from .steps.aggregate import Aggregate
 from .triggers import trigger_from_config
 
-__all__ = ["load_job", "JobFile", "pipeline_from_dict", "safe_load"]
+__all__ = ["load_job", "JobFile", "pipeline_from_dict", "safe_load", "TOP_KEYS", "BAD_INPUT_SCHEMA"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -79,6 +79,36 @@ TOP_KEYS = {
     "cluster",
     "schedule",
     "alerts",
+}
+
+
+_MODE = {"enum": list(BAD_INPUT_MODES), "description": "What a bad row or file does."}
+#: ``bad_input:`` as ``pipeline_from_dict`` reads it: the mode, or the mode and a limit.
+BAD_INPUT_SCHEMA: dict[str, Any] = {
+    "description": "What happens to rows and files that cannot be read or break the schema.",
+    "anyOf": [
+        _MODE,
+        {
+            "type": "object",
+            "properties": {
+                "mode": dict(_MODE, default="quarantine"),
+                "max_bad_fraction": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "A batch with more bad rows than this fails.",
+                },
+            },
+            "additionalProperties": False,
+        },
+    ],
+}
+#: What a job's ``name`` may be.
+NAME_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": f"^{NAME_PATTERN}$",
+    "not": {"enum": [".", ".."]},
+    "description": "The job's name in the ledger and the work area (default: the file's stem).",
 }
 
 
@@ -297,7 +327,7 @@ def _bad_input(bad: Any, file: str | None) -> dict[str, Any]:
             key="bad_input",
             file=file,
         )
-    refuse_unknown(bad, ("mode", "max_bad_fraction"), key="bad_input", file=file)
+    refuse_unknown(bad, BAD_INPUT_SCHEMA["anyOf"][1]["properties"], key="bad_input", file=file)
     options: dict[str, Any] = {}
     if "mode" in bad:
         if bad["mode"] not in BAD_INPUT_MODES:

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocols
 from ._lazy import lazy_exports
-from .batching import make_batches
+from .batching import SIZE_SCHEMA, make_batches
 from .config import parse_bytes
 from .core import Unit
 from .errors import JobSpecError, SourceError
-from .options import configure, refuse_unknown
+from .options import configure, refuse_unknown, schema_of, summary
 
 if TYPE_CHECKING:
     from .backfill import UnitsBetween as UnitsBetween
@@ -36,6 +36,7 @@ __all__ = [
     "SCHEDULE_FORMS",
     "parse_duration",
     "trigger_from_config",
+    "schedule_schema",
 ]
 
 # The watch loop and backfills live in dbatch.watch and dbatch.backfill; their old
@@ -50,6 +51,13 @@ __getattr__, __dir__ = lazy_exports(
         "UnitsBetween": "dbatch.backfill",
     },
 )
+
+
+#: A duration in a job file, as ``parse_duration`` reads it.
+DURATION_SCHEMA: dict[str, Any] = {
+    "type": ["string", "number"],
+    "description": "A duration such as 30s, 15min or 1h, or a number of seconds.",
+}
 
 
 def parse_duration(value: Any, *, key: str = "schedule.every") -> float:
@@ -141,8 +149,24 @@ class Cron(Trigger):
     @classmethod
     def from_config(cls, value: Any, *, key: str, file: str | None, base_dir: Path | None) -> Cron:
         """``schedule: {cron: "0 2 * * *", tz: Europe/Berlin}`` (the whole mapping)."""
-        refuse_unknown(value, {"cron", "tz"}, key=key, file=file)
+        refuse_unknown(value, cls.job_schema()["properties"], key=key, file=file)
         return cls(value["cron"], tz=value.get("tz", "UTC"))
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``{cron: "0 2 * * *", tz: Europe/Berlin}``."""
+        cron = "Five fields: minute hour day-of-month month day-of-week (quote it in YAML)."
+        tz = "The IANA time zone the expression's times are in."
+        return {
+            "type": "object",
+            "description": summary(cls),
+            "properties": {
+                "cron": {"type": "string", "description": cron},
+                "tz": {"type": "string", "default": "UTC", "description": tz},
+            },
+            "required": ["cron"],
+            "additionalProperties": False,
+        }
 
     def _zone(self):
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -197,8 +221,19 @@ class Interval(Trigger):
         cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
     ) -> Interval:
         """``schedule: {every: 1h}`` (the whole mapping)."""
-        refuse_unknown(value, {"every"}, key=key, file=file)
+        refuse_unknown(value, cls.job_schema()["properties"], key=key, file=file)
         return cls(value["every"])
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``{every: 1h}``."""
+        return {
+            "type": "object",
+            "description": summary(cls),
+            "properties": {"every": DURATION_SCHEMA},
+            "required": ["every"],
+            "additionalProperties": False,
+        }
 
     @property
     def seconds(self) -> float:
@@ -264,9 +299,11 @@ class Arrival(Trigger):
         cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
     ) -> Arrival:
         """``schedule: {arrival: {count: 10, poll: 30s}}`` (the whole mapping)."""
-        refuse_unknown(value, {"arrival"}, key=key, file=file)
+        schema = cls.job_schema()
+        refuse_unknown(value, schema["properties"], key=key, file=file)
         spec = value["arrival"]
-        if not isinstance(spec, Mapping) or set(spec) - {"count", "bytes", "poll"}:
+        forms = schema["properties"]["arrival"]["properties"]
+        if not isinstance(spec, Mapping) or set(spec) - set(forms):
             raise JobSpecError(
                 f"expected {{count: N}} or {{bytes: SIZE}}, with an optional poll: 30s; "
                 f"got {spec!r}",
@@ -274,6 +311,28 @@ class Arrival(Trigger):
                 file=file,
             )
         return cls(**dict(spec))
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``{arrival: {count: 10, poll: 30s}}`` or ``{arrival: {bytes: 1GiB}}``."""
+        new = {
+            "count": {"type": "integer", "minimum": 1, "description": "New units to wait for."},
+            "bytes": dict(SIZE_SCHEMA, description="New data to wait for, such as 1GiB."),
+            "poll": dict(DURATION_SCHEMA, default=30, description="How often to look."),
+        }
+        arrival = {
+            "type": "object",
+            "properties": new,
+            "additionalProperties": False,
+            "oneOf": [{"required": ["count"]}, {"required": ["bytes"]}],
+        }
+        return {
+            "type": "object",
+            "description": summary(cls),
+            "properties": {"arrival": arrival},
+            "required": ["arrival"],
+            "additionalProperties": False,
+        }
 
     def next_fire(self, now: datetime, last: datetime | None = None) -> datetime:
         return now if last is None else last + timedelta(seconds=float(self.poll))
@@ -359,6 +418,12 @@ SCHEDULE_FORMS = (
     '{cron: "0 2 * * *"} (add tz: Europe/Berlin for local time), {every: 1h} '
     "{arrival: {count: 10, poll: 30s}} or {poll: 1s} (a stream)"
 )
+
+
+def schedule_schema() -> dict[str, Any]:
+    """The JSON Schema of ``schedule:``: one of the forms of ``SCHEDULES``."""
+    forms = [schema_of(cls) for cls in SCHEDULES.values()]
+    return {"description": f"When `dbatch watch` runs the job: {SCHEDULE_FORMS}.", "oneOf": forms}
 
 
 def trigger_from_config(value: Any, *, file: str | None) -> Trigger | None:

@@ -1,13 +1,13 @@
-"""The command line: dbatch init | validate | run | plan | resume | replay | backfill | watch | status | history | quarantine | unlock | demo."""
+"""The command line: dbatch init | validate | run | plan | resume | replay | backfill | watch | status | history | quarantine | unlock | schema | demo."""
 
 from __future__ import annotations
 
 import click
 
 from .demo import demo
-from .inspecting import history, plan, status, unlock
-from .quarantine import quarantine
+from .inspecting import history, plan, schema, status, unlock
 from .logs import log_options
+from .quarantine import quarantine
 from .running import backfill, replay, resume, run, watch
 from .scaffold import init
 from .validate import validate
@@ -40,6 +40,7 @@ for _command in (
     history,
     quarantine,
     unlock,
+    schema,
     demo,
 ):
     main.add_command(log_options(_command))  # -v, -q, --log-level after the command too

@@ -1,4 +1,4 @@
-"""The commands that look at a job without running it: plan, status, history and unlock."""
+"""The commands that look at a job without running it: plan, status, history, unlock, schema."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .common import echo_json, fail, job_ledger, json_option, load
 from .shapes import batch_object, document, records, run_object
 from .views import print_history, print_status
 
-__all__ = ["plan", "status", "history", "unlock"]
+__all__ = ["plan", "status", "history", "unlock", "schema"]
 
 
 @click.command()
@@ -68,3 +68,15 @@ def unlock(job_path):
     with job_ledger(job) as ledger:
         ledger.release(job.pipeline.name)
     click.echo(f"unlocked {job.pipeline.name}")
+
+
+@click.command()
+def schema():
+    """Print the JSON Schema of job files (for editors and CI checks).
+
+    It covers the source, sink and step types of every installed package; the
+    schema of dbatch's own is shipped in the package as ``dbatch/job.schema.json``.
+    """
+    from ..jobschema import schema_text
+
+    click.echo(schema_text(), nl=False)

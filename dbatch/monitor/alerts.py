@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from ..core import ROW_COUNTS, Event
 from ..errors import JobSpecError
 from ..listeners import RunListener
-from ..options import configure, refuse_unknown
+from ..options import configure, options_schema, refuse_unknown
 from ..redact import scrub_all
 
 __all__ = ["Alert", "ALERT_ON", "alerts_from_config"]
@@ -36,6 +36,9 @@ ALERT_ON = (
     "nothing_to_do",
     "finished",
 )
+
+#: The keys of one ``alerts:`` entry in a job file.
+_JOB_KEYS = ("on", "webhook", "command", "shell", "timeout", "retries")
 
 _MAX_ERRORS = 20
 
@@ -149,9 +152,7 @@ class Alert(RunListener):
         """One entry of ``alerts:``; a command's relative program path is from ``base_dir``."""
         if not isinstance(value, Mapping):
             raise JobSpecError(f"expected a mapping such as {_EXAMPLE}", key=key, file=file)
-        refuse_unknown(
-            value, ("on", "webhook", "command", "shell", "timeout", "retries"), key=key, file=file
-        )
+        refuse_unknown(value, _JOB_KEYS, key=key, file=file)
         options = dict(value)
         command = options.get("command")
         if options.get("shell") is True:
@@ -168,6 +169,17 @@ class Alert(RunListener):
             return cls(**options)
         except JobSpecError as e:
             raise JobSpecError(e.message, key=f"{key}.{e.key}", file=file) from None
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """One entry of ``alerts:``: the options ``from_config`` takes, a webhook or a command."""
+        schema = options_schema(cls, keys=_JOB_KEYS)
+        on = schema["properties"]["on"]
+        status = {"enum": [*ALERT_ON]}
+        on.pop("type", None)
+        on["anyOf"] = [status, {"type": "array", "items": status, "minItems": 1}]
+        schema["anyOf"] = [{"required": ["webhook"]}, {"required": ["command"]}]
+        return schema
 
     def __repr__(self) -> str:
         where = []

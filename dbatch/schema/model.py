@@ -110,7 +110,27 @@ class QuarantinesRows(Protocol):
     ) -> None: ...
 
 
-_COLUMN_KEYS = {"type", "not_null", "min", "max", "allowed", "unique", "null_values"}
+_FLAG = {"type": "boolean", "default": False}
+#: One column of a job file's ``schema:`` in its long form (``_column`` reads it).
+COLUMN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "description": "A pyarrow type name or an alias."},
+        "not_null": dict(_FLAG, description="A missing value makes the row bad."),
+        "min": {"description": "The smallest allowed value, inclusive."},
+        "max": {"description": "The largest allowed value, inclusive."},
+        "allowed": {"type": "array", "description": "The allowed values."},
+        "unique": dict(_FLAG, description="A value repeated in the same file makes a bad row."),
+        "null_values": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Text that reads as a missing value in this column.",
+        },
+    },
+    "required": ["type"],
+    "additionalProperties": False,
+}
+_COLUMN_KEYS = set(COLUMN_SCHEMA["properties"])
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,16 @@ class Schema:
     columns: tuple[Column, ...] = field(default_factory=tuple)
     #: The source's null markers, for columns that declare none of their own.
     null_values: tuple[str, ...] | None = None
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``schema:`` in a job file: column -> a type name, or a type and its rules."""
+        name = {"type": "string", "description": "A pyarrow type name or an alias."}
+        return {
+            "type": "object",
+            "description": "Declared columns: column -> a type name, or a type and its rules.",
+            "additionalProperties": {"anyOf": [name, COLUMN_SCHEMA]},
+        }
 
     @classmethod
     def from_mapping(

@@ -142,3 +142,11 @@ class Map(Step):
             value = {"function": value}
         func, on = function_from_config(value, key=key, file=file, base_dir=base_dir)
         return cls(func, on=on)
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``map:`` takes an import path or ``{function, on}``."""
+        from ..registry import FUNCTION_SCHEMA
+
+        path = dict(FUNCTION_SCHEMA["properties"]["function"])
+        return {"anyOf": [path, FUNCTION_SCHEMA]}

@@ -12,7 +12,7 @@ from ..arrow import as_arrow
 from ..context import BatchContext
 from ..engine import Relation, query, quote_name
 from ..errors import JobSpecError
-from ..registry import build
+from ..registry import build, options_schema
 from .base import RelationStep, Step
 
 __all__ = ["Filter", "Derive", "Sql"]
@@ -53,6 +53,13 @@ class Filter(RelationStep):
         if isinstance(value, Mapping):
             return build(cls, value, key=key, file=file, base_dir=base_dir)
         return cls(_sql_text(value, "condition", "\"status = 'settled'\"", key=key, file=file))
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``filter:`` takes the condition, or ``{where: ...}``."""
+        return {
+            "anyOf": [{"type": "string", "description": "A SQL condition."}, options_schema(cls)]
+        }
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,12 @@ class Derive(RelationStep):
             )
         return cls({str(k): v for k, v in value.items()})
 
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``derive:`` takes new column -> SQL expression."""
+        expression = {"type": "string", "description": "A SQL expression over the batch."}
+        return {"type": "object", "additionalProperties": expression, "minProperties": 1}
+
 
 @dataclass(frozen=True)
 class Sql(Step):
@@ -129,3 +142,9 @@ class Sql(Step):
         if isinstance(value, Mapping):
             return build(cls, value, key=key, file=file, base_dir=base_dir)
         return cls(_sql_text(value, "query", '"SELECT * FROM batch"', key=key, file=file))
+
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``sql:`` takes the query, or ``{sql: ...}``."""
+        query = {"type": "string", "description": "A DuckDB query over the table `batch`."}
+        return {"anyOf": [query, options_schema(cls)]}
