@@ -167,7 +167,8 @@ class _Run:
             self.pipeline.aggregate is not None and self.summary.publishable and not up_to_date
         )
         if needs_cluster:
-            self._connect(show_link=bar is not None)
+            # An elastic cluster grows before the plan is sent: the reduce needs a worker too.
+            self._connect(show_link=bar is not None).demand(max(1, len(todo)))
         if todo:
             self._drive(todo)
         if up_to_date:

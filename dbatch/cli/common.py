@@ -50,16 +50,22 @@ def load(job_path: str) -> JobFile:
         fail(e)
 
 
-def client_for(job: JobFile, scheduler: str | None, insecure: bool, show_link: bool) -> Any:
-    """A client for ``--scheduler`` (or the job's ``cluster.scheduler``), else None.
+def client_for(
+    job: JobFile, scheduler: str | None, insecure: bool, show_link: bool, cluster: str | None = None
+) -> Any:
+    """A client for ``--scheduler``, ``--cluster`` or the job's ``cluster:``, else None.
 
     None lets the runner start a LocalCluster only when there is work, and close it.
+    A cluster started for a profile is closed by ``dbatch.cluster.close(client)``.
     """
     from ..cluster import connect
 
-    address = scheduler or job.cluster.get("scheduler")
+    address = scheduler or (None if cluster else job.cluster.get("scheduler"))
     if address:
         return connect(address, insecure=insecure, show_link=show_link)
+    profile = cluster or job.cluster.get("profile")
+    if profile is not None:
+        return connect(cluster=profile, insecure=insecure, show_link=show_link)
     return None
 
 

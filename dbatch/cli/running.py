@@ -41,15 +41,18 @@ def run_job(
     insecure: bool,
     progress: bool | None = None,
     window: tuple[str, str, bool] | None = None,
+    cluster: str | None = None,
     **options: Any,
 ) -> None:
     """Run the job at ``job_path`` (or backfill ``window``), print the result and exit."""
     import dask.config
 
+    from ..cluster import close
+
     job = load(job_path)
     client = None
     try:
-        client = client_for(job, scheduler, insecure, show_link=not as_json)
+        client = client_for(job, scheduler, insecure, show_link=not as_json, cluster=cluster)
         with job.inputs_checked(), dask.config.set(local_workers(job, workers)):
             common = {
                 "client": client,
@@ -68,58 +71,76 @@ def run_job(
         fail(e)
     finally:
         if client is not None:
-            client.close()
+            close(client)
     emit(result, as_json)
 
 
+cluster_option = click.option(
+    "--cluster",
+    "cluster",
+    default=None,
+    metavar="NAME",
+    help="A cluster profile under dbatch.clusters of the dask config (see docs/scaling.md).",
+)
+
+
 @click.command()
 @job_options
-def run(job_path, scheduler, workers, as_json, insecure):
+@cluster_option
+def run(job_path, scheduler, workers, as_json, insecure, cluster):
     """Run a job: every batch not yet committed with the same inputs."""
-    run_job(job_path, scheduler, workers, as_json, insecure)
+    run_job(job_path, scheduler, workers, as_json, insecure, cluster=cluster)
 
 
 @click.command()
 @job_options
-def resume(job_path, scheduler, workers, as_json, insecure):
+@cluster_option
+def resume(job_path, scheduler, workers, as_json, insecure, cluster):
     """Continue the last unfinished run of a job under the same run id."""
     job = load(job_path)
     with job_ledger(job) as ledger:
         last = ledger.last_run(job.pipeline.name)
     if last is None or last["status"] not in ("running", "failed"):
         click.echo("no unfinished run to resume; starting a new run", err=True)
-        run_job(job_path, scheduler, workers, as_json, insecure)
+        run_job(job_path, scheduler, workers, as_json, insecure, cluster=cluster)
     else:
         click.echo(f"resuming run {last['run_id']}", err=True)
-        run_job(job_path, scheduler, workers, as_json, insecure, run_id=last["run_id"])
+        run_job(
+            job_path, scheduler, workers, as_json, insecure, cluster=cluster, run_id=last["run_id"]
+        )
 
 
 @click.command()
 @job_options
-def replay(job_path, scheduler, workers, as_json, insecure):
+@cluster_option
+def replay(job_path, scheduler, workers, as_json, insecure, cluster):
     """Re-run batches that quarantined rows or files (after fixing data or the job)."""
-    run_job(job_path, scheduler, workers, as_json, insecure, replay=True)
+    run_job(job_path, scheduler, workers, as_json, insecure, cluster=cluster, replay=True)
 
 
 @click.command()
 @job_options
+@cluster_option
 @click.option(
     "--start", required=True, help="First time included: 2026-11-01 or 2026-11-01T06:00 (UTC)."
 )
 @click.option("--end", required=True, help="First time excluded (the range is [start, end)).")
 @click.option("--force", is_flag=True, help="Re-run windows already committed, as a replay does.")
-def backfill(job_path, start, end, force, scheduler, workers, as_json, insecure):
+def backfill(job_path, start, end, force, scheduler, workers, as_json, insecure, cluster):
     """Run only the batches whose units' times fall in [--start, --end)."""
-    run_job(job_path, scheduler, workers, as_json, insecure, window=(start, end, force))
+    run_job(
+        job_path, scheduler, workers, as_json, insecure, cluster=cluster, window=(start, end, force)
+    )
 
 
 @click.command()
 @job_options
+@cluster_option
 @click.option("--once", is_flag=True, help="Wait for the trigger once, run, and exit.")
 @click.option(
     "--max-runs", type=click.IntRange(min=1), default=None, help="Stop after this many runs."
 )
-def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
+def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure, cluster):
     """Run a job each time its schedule fires (cron, every or arrival) until stopped.
 
     A failed run is reported (and alerted) and the watch goes on. Ctrl-C or
@@ -129,6 +150,8 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
     import threading
 
     import dask.config
+
+    from ..cluster import close as close_client
 
     job = load(job_path)
     if job.schedule is None:
@@ -146,7 +169,7 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
     client = None
     try:
         with _stop_on_signals(stop), dask.config.set(local_workers(job, workers)):
-            client = client_for(job, scheduler, insecure, show_link=not as_json)
+            client = client_for(job, scheduler, insecure, show_link=not as_json, cluster=cluster)
             outcome = _watch_job(
                 job, job.schedule, job_path, client, 1 if once else max_runs, stop, as_json
             )
@@ -154,7 +177,7 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure):
         fail(e)
     finally:
         if client is not None:
-            client.close()
+            close_client(client)
     if not as_json:
         click.echo(
             f"watch of {job.pipeline.name!r} ended: {outcome.runs} run(s), "

@@ -118,6 +118,7 @@ class DaskExecutor(Executor):
         self._shared_objects: list[Any] = []
         self._shared: dict[str, Future] = {}
         self._kept: list[Future] = []
+        self._threads, self._threads_at = 1, -1e9
         from ..cluster import dashboard_link
 
         self.dashboard = dashboard_link(client)
@@ -128,9 +129,41 @@ class DaskExecutor(Executor):
 
     @property
     def threads(self) -> int:
-        return max(1, sum(self.client.nthreads().values()))
+        """Worker threads of the cluster, asked of the scheduler at most once a second.
+
+        The run asks it at every turn (the in-flight cap follows a cluster that grows).
+        """
+        now = time.monotonic()
+        if now - self._threads_at > 1.0:
+            self._threads = max(1, sum(self.client.nthreads().values()))
+            self._threads_at = now
+        return self._threads
+
+    def demand(self, batches_left: int) -> None:
+        from ..cluster import scaler_of
+
+        scaler = scaler_of(self.client)
+        if scaler is not None:
+            scaler.demand(batches_left)
+
+    def _await_workers(self) -> None:
+        """Wait for a first worker (a cluster started at zero workers is getting some)."""
+        if self.client.nthreads():
+            return
+        from .. import config
+
+        limit = config.parse_timedelta(config.get("cluster.worker-wait"))
+        try:
+            self.client.wait_for_workers(1, timeout=limit)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no worker joined the cluster at {self.client.scheduler.address} in {limit:g}s; "
+                "look at the cluster's job queue or logs (a batch scheduler may hold the jobs), "
+                "or raise dbatch.cluster.worker-wait"
+            ) from None
 
     def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None:
+        self._await_workers()
         # Import the engines on every worker once, not in the first task; only a
         # speed-up: a worker that dies meanwhile imports them in its first task.
         self.client.run(warm_worker, on_error="ignore")
@@ -249,6 +282,7 @@ class DaskExecutor(Executor):
     def reduce(
         self, plan: PhysicalPlan, args: Sequence[tuple[Any, ...]], keys: Sequence[Any]
     ) -> list[Any]:
+        self._await_workers()
         futures = [
             self.client.submit(reduce_bucket, plan, *a, key=key, pure=False)
             for a, key in zip(args, keys, strict=True)
@@ -271,9 +305,6 @@ class DaskExecutor(Executor):
     def close(self) -> None:
         if not self.owned:
             return
-        from ..cluster import owns_cluster
+        from ..cluster import close
 
-        cluster = self.client.cluster if owns_cluster(self.client) else None
-        self.client.close()
-        if cluster is not None:
-            cluster.close()
+        close(self.client)
