@@ -1,4 +1,4 @@
-"""The command line: dbatch run | plan | resume | replay | backfill | watch | status | history | unlock | demo."""
+"""The command line: dbatch run | plan | resume | replay | backfill | watch | export | status | history | unlock | demo."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import click
 from .demo import demo
 from .inspecting import history, plan, status, unlock
 from .running import backfill, replay, resume, run, watch
+from .scheduling import export
 
 __all__ = ["main"]
 
@@ -17,5 +18,5 @@ def main() -> None:
     """Batch jobs on Dask: planned batches, exactly-once output, resume, quarantine."""
 
 
-for _command in (run, resume, replay, backfill, watch, plan, status, history, unlock, demo):
+for _command in (run, resume, replay, backfill, watch, export, plan, status, history, unlock, demo):
     main.add_command(_command)
