@@ -286,6 +286,8 @@ class BatchResult:
     duration: float = 0.0
     worker: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Bytes the worker process grew by while it ran the batch, at the peak.
+    peak_memory: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

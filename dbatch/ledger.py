@@ -66,7 +66,13 @@ batches = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("checksum", sa.String(64)),
     sa.Column("worker", sa.String(200)),
+    # Added after the first release: a ledger made before gets them on opening.
+    sa.Column("bytes", sa.BigInteger),
+    sa.Column("peak_memory", sa.BigInteger),
 )
+
+#: Columns added to a table after it first shipped: (table, column).
+_ADDED = [(batches, "bytes"), (batches, "peak_memory")]
 
 locks = sa.Table(
     "dbatch_locks",
@@ -187,6 +193,22 @@ class Ledger(RunListener):
             rows = con.execute(sa.select(batches).where(batches.c.job == job)).mappings().all()
         return {r["batch_id"]: _record(r) for r in rows}
 
+    def history(self, job: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest committed batches of ``job`` (at most ``limit``): what they cost.
+
+        Each is ``{units, bytes, duration, peak_memory}`` (``bytes`` and
+        ``peak_memory`` are None for batches recorded before the ledger kept them).
+        """
+        c = batches.c
+        q = (
+            sa.select(c.units, c.bytes, c.duration, c.peak_memory)
+            .where(c.job == job, c.state == "committed", c.duration.is_not(None))
+            .order_by(c.ended.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as con:
+            return [dict(r) for r in con.execute(q).mappings()]
+
     def last_run(self, job: str) -> dict[str, Any] | None:
         with self.engine.connect() as con:
             row = (
@@ -272,6 +294,7 @@ class Ledger(RunListener):
             run_id=e.run_id,
             attempts=e.data.get("attempt", 1),
             units=e.data.get("units", 0),
+            bytes=e.data.get("bytes"),
             started=e.time,
             ended=None,
             error_class=None,
@@ -295,6 +318,7 @@ class Ledger(RunListener):
             error_message=d.get("error_message"),
             checksum=d.get("checksum"),
             worker=d.get("worker"),
+            peak_memory=d.get("peak_memory"),
         )
 
     def _finished(self, con, e: Event) -> None:
@@ -359,11 +383,24 @@ def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
+            _add_columns(engine)
             return
         except sa.exc.DatabaseError:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def _add_columns(engine: sa.Engine) -> None:
+    """Give a ledger made by an earlier dbatch the columns added since (all nullable)."""
+    for table, name in _ADDED:
+        present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+        if name in present:
+            continue
+        column = table.c[name]
+        kind = column.type.compile(dialect=engine.dialect)
+        with engine.begin() as con:
+            con.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
 
 
 def _sqlite_pragmas(dbapi_con, _record) -> None:

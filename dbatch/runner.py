@@ -292,6 +292,7 @@ class _Run:
             fingerprint=batch.fingerprint,
             attempt=attempt,
             units=len(batch.units),
+            bytes=batch.size,
         )
 
     def succeeded(self, batch: Batch, result: BatchResult, attempt: int) -> None:
@@ -378,6 +379,7 @@ def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
         "duration": r.duration,
         "checksum": r.checksum,
         "worker": r.worker,
+        "peak_memory": r.peak_memory,
     }
 
 

@@ -26,6 +26,7 @@ from .compile.physical import PhysicalPlan
 from .context import QUARANTINE_SCHEMA, BatchContext
 from .core import Batch, BatchResult
 from .errors import TooManyBadRows
+from .memory import PeakMemory
 from .protocols import Scannable, StagesQueries
 from .workarea import QUARANTINE_FILE, RESULT_FILE, read_result
 
@@ -69,7 +70,8 @@ def process_batch(
     if task.fault is not None:
         task.fault(batch, task.attempt)
     staging = Path(task.staging_root) / f"{batch.id}.{uuid.uuid4().hex[:12]}"
-    ctx, info, rows_out = _stage(plan, task, shared if shared is not None else {}, staging)
+    with PeakMemory() as memory:
+        ctx, info, rows_out = _stage(plan, task, shared if shared is not None else {}, staging)
     quarantined = ctx.quarantined_rows()
     if quarantined.num_rows:
         _write_quarantine(quarantined, staging / QUARANTINE_FILE, batch.id, task.run_id)
@@ -86,6 +88,7 @@ def process_batch(
         duration=time.perf_counter() - started,
         worker=f"{socket.gethostname()}:{os.getpid()}",
         extra=info,
+        peak_memory=memory.grown,
     )
     (staging / RESULT_FILE).write_text(json.dumps(result.to_dict(), default=str))
     return result

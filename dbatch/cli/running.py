@@ -126,8 +126,18 @@ def replay(job_path, scheduler, workers, as_json, insecure, cluster):
 )
 @click.option("--end", required=True, help="First time excluded (the range is [start, end)).")
 @click.option("--force", is_flag=True, help="Re-run windows already committed, as a replay does.")
-def backfill(job_path, start, end, force, scheduler, workers, as_json, insecure, cluster):
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List the batches it would run, what is committed, and estimates; run nothing.",
+)
+def backfill(job_path, start, end, force, dry_run, scheduler, workers, as_json, insecure, cluster):
     """Run only the batches whose units' times fall in [--start, --end)."""
+    if dry_run:
+        from .scheduling import show_backfill
+
+        show_backfill(job_path, start, end, force, workers, as_json)
+        return
     run_job(
         job_path, scheduler, workers, as_json, insecure, cluster=cluster, window=(start, end, force)
     )

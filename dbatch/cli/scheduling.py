@@ -1,4 +1,4 @@
-"""The command that hands a job's schedule to another scheduler: dbatch export."""
+"""Planning a job's runs: dbatch export (to another scheduler) and backfill --dry-run."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from ..errors import DBatchError
-from .common import fail, load
+from .common import echo_frame, echo_json, fail, load, local_workers
 
-__all__ = ["export"]
+__all__ = ["export", "show_backfill"]
 
 
 def _schedule(job_schedule, cron: str | None, tz: str):
@@ -87,3 +87,48 @@ def export(
         return
     for path in exported.write(Path(output)):
         click.echo(f"wrote {path}", err=True)
+
+
+def show_backfill(
+    job_path: str, start: str, end: str, force: bool, workers: int | None, as_json: bool
+) -> None:
+    """Print what a backfill would run (``--dry-run``): no cluster is started."""
+    import dask.config
+    import pandas as pd
+
+    from ..backfill import preview_backfill
+
+    job = load(job_path)
+    try:
+        with job.inputs_checked(), dask.config.set(local_workers(job, workers)):
+            preview = preview_backfill(job.pipeline, start, end, force=force)
+    except DBatchError as e:
+        fail(e)
+    if as_json:
+        echo_json(preview.to_dict())
+        return
+    s = preview.summary()
+    frame = pd.DataFrame(preview.batches)
+    columns = ["batch_id", "first", "last", "units", "bytes", "action"]
+    columns += [c for c in ("seconds", "memory") if c in frame.columns]
+    echo_frame(frame, columns, "no batches", float_format=lambda x: f"{x:.2f}")
+    click.echo(
+        f"backfill {s['window']} of {s['job']!r}: {s['to_run']} of {s['batches']} batch(es) to "
+        f"run ({_size(s['bytes_to_run'])}), {s['committed']} already committed, "
+        f"{s['quarantined']} quarantined"
+    )
+    if s["batch_seconds"] is None:
+        click.echo("no estimate: the ledger has no committed batch of this job yet")
+    else:
+        memory = s["peak_batch_memory"]
+        click.echo(
+            f"estimate from {s['history_batches']} earlier batch(es): {s['batch_seconds']:.1f} "
+            f"batch-seconds, about {s['wall_seconds']:.1f}s on {s['threads']} thread(s)"
+            + (f"; the largest batch adds about {_size(memory)} to a worker" if memory else "")
+        )
+
+
+def _size(n: int) -> str:
+    from dask.utils import format_bytes
+
+    return str(format_bytes(int(n)))
