@@ -90,8 +90,13 @@ def digest(*parts: Any, length: int = 16) -> str:
     >>> digest("a", [1, 2], length=8)
     '8f72e7aa'
     """
-    payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    payload = _ENCODER.encode(parts)
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+#: One encoder for every digest (the same text as ``json.dumps`` with these options):
+#: planning 10^5 files makes 2 x 10^4 digests.
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
 
 
 def row_balance(counts: Mapping[str, Any]) -> str:
