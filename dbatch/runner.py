@@ -168,7 +168,15 @@ class _Run:
         )
         if needs_cluster:
             # An elastic cluster grows before the plan is sent: the reduce needs a worker too.
-            self._connect(show_link=bar is not None).demand(max(1, len(todo)))
+            executor = self._connect(show_link=bar is not None)
+            executor.demand(max(1, len(todo)))
+            if todo:
+                from .sizing import warn_unfit
+
+                history = self.ledger.history(self.pipeline.name)
+                warn_unfit(
+                    self.pipeline.name, [d.batch for d in todo], history, executor.memory_limit
+                )
         if todo:
             self._drive(todo)
         if up_to_date:

@@ -13,7 +13,7 @@ import logging
 import time
 import traceback
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
@@ -35,6 +35,9 @@ __all__ = ["DaskExecutor"]
 #: Shared objects this worker process holds, by token: (scattered key, object), newest last.
 _HELD: OrderedDict[str, tuple[str, Any]] = OrderedDict()
 _KEEP = 8
+
+#: Finished batch tasks a run keeps referenced (the newest), for the dashboard.
+KEEP_FINISHED = 1000
 
 
 class SharedOnWorkers(Mapping[str, Any]):
@@ -117,7 +120,10 @@ class DaskExecutor(Executor):
         self._plan_future: Future | None = None
         self._shared_objects: list[Any] = []
         self._shared: dict[str, Future] = {}
-        self._kept: list[Future] = []
+        # The newest finished tasks stay referenced until the run ends, so the dashboard's
+        # Progress panel counts them; older ones are let go, or a run of 10^4 batches
+        # would keep 10^4 results on the workers and as many tasks on the scheduler.
+        self._kept: deque[Future] = deque(maxlen=KEEP_FINISHED)
         self._threads, self._threads_at = 1, -1e9
         from ..cluster import dashboard_link
 
@@ -138,6 +144,15 @@ class DaskExecutor(Executor):
             self._threads = max(1, sum(self.client.nthreads().values()))
             self._threads_at = now
         return self._threads
+
+    @property
+    def memory_limit(self) -> int | None:
+        limits = [
+            int(w.get("memory_limit") or 0)
+            for w in self.client.scheduler_info()["workers"].values()
+        ]
+        limits = [m for m in limits if m > 0]
+        return min(limits) if limits else None
 
     def demand(self, batches_left: int) -> None:
         from ..cluster import scaler_of
@@ -233,7 +248,7 @@ class DaskExecutor(Executor):
             pure=False,
             retries=0,
         )
-        self._kept.append(future)  # until the run ends: the Progress panel counts what is done
+        self._kept.append(future)
         return _Submitted(task, future)
 
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
@@ -293,7 +308,7 @@ class DaskExecutor(Executor):
     def finish(self) -> None:
         for kept in self._kept:
             kept.release()
-        self._kept = []
+        self._kept.clear()
         for token, f in self._shared.items():
             self._variable(token).delete()
             f.release()
