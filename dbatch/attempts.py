@@ -2,8 +2,12 @@
 
 ``Attempts`` knows nothing of commits, the ledger or events: it calls back the
 runner (``AttemptHooks``) when an attempt starts, succeeds, will be retried or
-fails for good. At most ``max_in_flight`` batches are submitted at a time, so a
-run of many batches keeps the cluster busy without flooding the scheduler.
+fails for good. At most ``max_in_flight`` batches are submitted at a time
+(default: ``dbatch.cluster.max-in-flight``, else the executor's ``in_flight``, read
+again at each turn so that it follows a cluster that grows), so a run of many
+batches keeps the cluster busy without flooding the scheduler: the scheduler holds
+a bounded number of tasks, and the driver only the batches not yet submitted.
+The executor is told the batches left (``Executor.demand``) whenever that changes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from . import config
 from .core import Batch, BatchResult
 from .executors.base import Executor, Handle
 from .retry import Failure, Next, RetryPolicy, Verdict, after_failure
@@ -67,14 +72,24 @@ class Attempts:
         self.hooks = hooks
         self.policy = policy
         self.fail_fast = fail_fast
-        self.max_in_flight = max_in_flight or max(1, executor.in_flight)
+        self.fixed_in_flight = max_in_flight or int(config.get("cluster.max-in-flight") or 0)
         self.heartbeat = heartbeat
         self._order = itertools.count()
+
+    @property
+    def max_in_flight(self) -> int:
+        """Batches submitted at once: the fixed cap, else what the executor can run."""
+        return self.fixed_in_flight or max(1, self.executor.in_flight)
 
     def run(self, batches: Sequence[Batch]) -> None:
         state = _State({}, {}, [], list(reversed(batches)))
         beat = time.time()
+        left = -1
         while state.pending or state.running or state.waiting:
+            now_left = len(state.pending) + len(state.running) + len(state.waiting)
+            if now_left != left:
+                self.executor.demand(now_left)
+                left = now_left
             self._submit_due(state)
             if not state.running:
                 if state.waiting:
@@ -93,7 +108,8 @@ class Attempts:
         while state.waiting and state.waiting[0][0] <= now and not state.stopping:
             _, _, batch = heapq.heappop(state.waiting)
             self._submit(state, batch)
-        while state.pending and len(state.running) < self.max_in_flight and not state.stopping:
+        cap = self.max_in_flight
+        while state.pending and len(state.running) < cap and not state.stopping:
             self._submit(state, state.pending.pop())
 
     def _submit(self, state: _State, batch: Batch) -> None:

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from .core import Batch, Event, Plan, Unit
 from .errors import JobSpecError
+from .estimate import Cost
 
 if TYPE_CHECKING:
     from .monitor.result import RunResult
     from .pipeline import Pipeline
 
-__all__ = ["UnitsBetween", "backfill"]
+__all__ = ["UnitsBetween", "backfill", "BackfillPreview", "preview_backfill"]
 
 
 def _instant(value: Any, which: str) -> float:
@@ -140,3 +141,105 @@ def backfill(
         progress=progress,
         params={**(params or {}), "backfill": window.describe(), "force": force},
     )
+
+
+@dataclass(frozen=True)
+class BackfillPreview:
+    """What ``backfill`` would do, worked out without a cluster (``dbatch backfill --dry-run``).
+
+    ``batches``: one dict per batch in the range, in plan order: ``batch_id``,
+    ``first`` and ``last`` (its units' times, UTC), ``units``, ``bytes``, ``action``
+    (``run``, ``skip``: committed with the same inputs, ``adopt``, ``keep_quarantined``)
+    and, with a history, ``seconds`` and ``memory`` estimates. ``cost`` is what the
+    ledger's earlier batches of the job cost (None for a job never run).
+    """
+
+    job: str
+    window: str
+    batches: list[dict[str, Any]]
+    cost: Cost | None
+    threads: int
+
+    @property
+    def to_run(self) -> list[dict[str, Any]]:
+        return [b for b in self.batches if b["action"] == "run"]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and estimates: what ``--json`` prints besides the batches."""
+        run = self.to_run
+        seconds = sum(b.get("seconds") or 0.0 for b in run) if self.cost else None
+        memory = [b["memory"] for b in run if b.get("memory") is not None]
+        return {
+            "job": self.job,
+            "window": self.window,
+            "batches": len(self.batches),
+            "to_run": len(run),
+            "committed": sum(b["action"] == "skip" for b in self.batches),
+            "quarantined": sum(b["action"] == "keep_quarantined" for b in self.batches),
+            "bytes_to_run": sum(b["bytes"] for b in run),
+            "history_batches": self.cost.batches if self.cost else 0,
+            "batch_seconds": seconds,
+            "wall_seconds": None if seconds is None else seconds / max(1, self.threads),
+            "threads": self.threads,
+            "peak_batch_memory": max(memory) if memory else None,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary(), "batch_list": self.batches}
+
+
+def _moment(seconds: float | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def preview_backfill(
+    pipeline: Pipeline, start: Any, end: Any, *, force: bool = False, threads: int | None = None
+) -> BackfillPreview:
+    """The windows and batches ``backfill(pipeline, start, end)`` would run; nothing runs.
+
+    Reads the plan, the ledger and the work area; estimates each batch's seconds
+    and peak memory from the job's committed batches in the ledger. ``threads``
+    (default: the LocalCluster's workers x threads of the config) turns
+    batch-seconds into an estimate of the wall time.
+
+    Examples
+    --------
+    >>> preview_backfill(pipeline, "2026-11-01", "2026-11-03").summary()  # doctest: +SKIP
+    """
+    from . import config
+    from .estimate import cost_from_history
+    from .ledger import Ledger
+    from .reconcile import reconcile
+    from .workarea import WorkArea
+
+    window = UnitsBetween(start, end)
+    plan = pipeline.plan()
+    chosen = plan.only(window.select(plan))
+    ledger = Ledger(pipeline.ledger_url())
+    try:
+        records = ledger.batch_states(plan.job)
+        cost = cost_from_history(ledger.history(plan.job))
+    finally:
+        ledger.close()
+    committed = WorkArea(pipeline.work_area()).state(chosen)
+    rerun = {b.id for b in chosen} if force else set()
+    rows = []
+    for d in reconcile(chosen, records, committed, rerun=rerun):
+        times = [u.time for u in d.batch.units if u.time is not None]
+        row: dict[str, Any] = {
+            "batch_id": d.batch.id,
+            "first": _moment(min(times, default=None)),
+            "last": _moment(max(times, default=None)),
+            "units": len(d.batch.units),
+            "bytes": d.batch.size,
+            "action": str(d.action),
+        }
+        if cost is not None:
+            row["seconds"] = cost.seconds(d.batch.size, len(d.batch.units))
+            row["memory"] = cost.memory(d.batch.size)
+        rows.append(row)
+    if threads is None:
+        threads = int(config.get("cluster.n-workers")) * int(
+            config.get("cluster.threads-per-worker")
+        )
+    return BackfillPreview(plan.job, window.describe(), rows, cost, threads)

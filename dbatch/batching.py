@@ -88,20 +88,33 @@ class Batcher:
 
 @dataclass(frozen=True)
 class BySize(Batcher):
-    """Fill each batch up to ``target_bytes`` (a unit larger than that is a batch alone)."""
+    """Fill each batch up to ``target_bytes`` (a unit larger than that is a batch alone).
+
+    ``"auto"``: the pipeline picks the size that fits a worker's memory, from the
+    ledger's history of the job (see ``dbatch.sizing``), when it plans.
+    """
 
     target_bytes: int | str = "256MiB"
 
     def __post_init__(self):
+        if self.auto:
+            return
         object.__setattr__(self, "target_bytes", parse_bytes(self.target_bytes))
         _bounded_bytes(self.target_bytes, "batching.size")
+
+    @property
+    def auto(self) -> bool:
+        """Whether the size is left to the pipeline (``size: auto``)."""
+        return isinstance(self.target_bytes, str) and self.target_bytes.strip().lower() == "auto"
 
     @classmethod
     def from_config(
         cls, value: Any, *, key: str, file: str | None, base_dir: Path | None
     ) -> BySize:
-        """``batching: {size: 64MiB}`` (or a number of bytes)."""
-        _expect(_is_size, value, "a size such as 64MiB or a number of bytes, got {!r}", key, file)
+        """``batching: {size: 64MiB}`` (or a number of bytes, or ``auto``)."""
+        _expect(
+            _is_size, value, "a size such as 64MiB, a number of bytes or auto, got {!r}", key, file
+        )
         return _checked(lambda: cls(value), "a size such as 64MiB", key=key, file=file)
 
     @classmethod
@@ -110,6 +123,11 @@ class BySize(Batcher):
         return dict(SIZE_SCHEMA, description="Fill each batch up to this size, such as 64MiB.")
 
     def groups(self, units):
+        if self.auto:
+            raise JobSpecError(
+                "size: auto is chosen when a pipeline plans; use Pipeline.plan(), or give a size",
+                key="batching.size",
+            )
         out: list[list[Unit]] = []
         current: list[Unit] = []
         size = 0

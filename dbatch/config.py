@@ -9,7 +9,7 @@ from typing import Any
 import dask.config
 import yaml
 
-__all__ = ["get", "workdir", "parse_bytes"]
+__all__ = ["get", "workdir", "parse_bytes", "parse_timedelta"]
 
 _defaults_file = Path(__file__).with_name("dbatch.yaml")
 with _defaults_file.open() as f:
@@ -38,3 +38,10 @@ def parse_bytes(value: int | str) -> int:
     from dask.utils import parse_bytes as _parse
 
     return int(_parse(str(value)))
+
+
+def parse_timedelta(value: float | int | str) -> float:
+    """``'10m'`` -> ``600.0`` seconds; numbers are seconds."""
+    from dask.utils import parse_timedelta as _parse
+
+    return float(_parse(value, default="seconds"))

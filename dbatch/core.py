@@ -95,8 +95,13 @@ def digest(*parts: Any, length: int = 16) -> str:
     >>> digest("a", [1, 2], length=8)
     '8f72e7aa'
     """
-    payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    payload = _ENCODER.encode(parts)
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+#: One encoder for every digest (the same text as ``json.dumps`` with these options):
+#: planning 10^5 files makes 2 x 10^4 digests.
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
 
 
 def row_balance(counts: Mapping[str, Any]) -> str:
@@ -293,6 +298,8 @@ class BatchResult:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Rows and files set aside, by kind (``type``, ``allowed``, ``unreadable``...).
     quarantine_kinds: dict[str, int] = field(default_factory=dict)
+    #: Bytes the worker process grew by while it ran the batch, at the peak.
+    peak_memory: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

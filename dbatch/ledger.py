@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
@@ -67,6 +68,9 @@ batches = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("checksum", sa.String(64)),
     sa.Column("worker", sa.String(200)),
+    # Added after the first release: a ledger made before gets them on opening.
+    sa.Column("bytes", sa.BigInteger),
+    sa.Column("peak_memory", sa.BigInteger),
 )
 
 #: The units of each batch a run planned over a positioned source (offset ranges of a
@@ -80,6 +84,9 @@ cuts = sa.Table(
     sa.Column("units", sa.Text, nullable=False),
     sa.Column("planned", sa.Float, nullable=False),
 )
+
+#: Columns added to a table after it first shipped: (table, column).
+_ADDED = [(batches, "bytes"), (batches, "peak_memory")]
 
 locks = sa.Table(
     "dbatch_locks",
@@ -241,6 +248,22 @@ class Ledger(RunListener):
                 )
                 seq += 1
 
+    def history(self, job: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest committed batches of ``job`` (at most ``limit``): what they cost.
+
+        Each is ``{units, bytes, duration, peak_memory}`` (``bytes`` and
+        ``peak_memory`` are None for batches recorded before the ledger kept them).
+        """
+        c = batches.c
+        q = (
+            sa.select(c.units, c.bytes, c.duration, c.peak_memory)
+            .where(c.job == job, c.state == "committed", c.duration.is_not(None))
+            .order_by(c.ended.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as con:
+            return [dict(r) for r in con.execute(q).mappings()]
+
     def last_run(self, job: str) -> dict[str, Any] | None:
         with self.engine.connect() as con:
             row = (
@@ -326,6 +349,7 @@ class Ledger(RunListener):
             run_id=e.run_id,
             attempts=e.data.get("attempt", 1),
             units=e.data.get("units", 0),
+            bytes=e.data.get("bytes"),
             started=e.time,
             ended=None,
             error_class=None,
@@ -349,6 +373,7 @@ class Ledger(RunListener):
             error_message=d.get("error_message"),
             checksum=d.get("checksum"),
             worker=d.get("worker"),
+            peak_memory=d.get("peak_memory"),
         )
 
     def _finished(self, con, e: Event) -> None:
@@ -409,8 +434,30 @@ def _unit(spec: list[Any]) -> Unit:
     return Unit(key, size, when, tuple((k, v) for k, v in identity))
 
 
+#: Prepared upserts by (dialect, table, columns): built once, so that SQLAlchemy's
+#: compiled cache serves every batch of a run (10^4 batches, two writes each).
+_UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
 def _upsert(con, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:
-    """Update the row of ``table`` with this primary ``key``, or insert it."""
+    """Update the row of ``table`` with this primary ``key``, or insert it.
+
+    One ``INSERT ... ON CONFLICT DO UPDATE`` on SQLite and PostgreSQL; a select then an
+    update or insert elsewhere.
+    """
+    dialect = con.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        ident = (dialect, table.name, tuple(sorted(values)))
+        statement = _UPSERTS.get(ident)
+        if statement is None:
+            module = importlib.import_module(f"sqlalchemy.dialects.{dialect}")
+            insert = module.insert(table)
+            statement = insert.on_conflict_do_update(
+                index_elements=list(key), set_={c: insert.excluded[c] for c in ident[2]}
+            )
+            _UPSERTS[ident] = statement
+        con.execute(statement, {**key, **values})
+        return
     where = sa.and_(*(table.c[k] == v for k, v in key.items()))
     if con.execute(sa.select(*(table.c[k] for k in key)).where(where)).first():
         con.execute(sa.update(table).where(where).values(**values))
@@ -446,11 +493,24 @@ def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
+            _add_columns(engine)
             return
         except sa.exc.DatabaseError:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def _add_columns(engine: sa.Engine) -> None:
+    """Give a ledger made by an earlier dbatch the columns added since (all nullable)."""
+    for table, name in _ADDED:
+        present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+        if name in present:
+            continue
+        column = table.c[name]
+        kind = column.type.compile(dialect=engine.dialect)
+        with engine.begin() as con:
+            con.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
 
 
 def _sqlite_pragmas(dbapi_con, _record) -> None:

@@ -145,7 +145,12 @@ class Pipeline:
         units = self.source.list_units()
         if not units and not (isinstance(self.source, Incremental) and self.source.incremental):
             raise SourceError(f"{self.source.describe()}: no input; nothing to plan")
-        batches = make_batches(units, self.batching, salt=self.definition_token)
+        batching = self.batching
+        if isinstance(batching, BySize) and batching.auto:
+            from .sizing import auto_target
+
+            batching = BySize(auto_target(self.work_area(), self.ledger_url(), self.name))
+        batches = make_batches(units, batching, salt=self.definition_token)
         return Plan(
             job=self.name,
             batches=tuple(batches),

@@ -214,7 +214,16 @@ class _Run:
             self.pipeline.aggregate is not None and self.summary.publishable and not up_to_date
         )
         if needs_cluster:
-            self._connect(show_link=bar is not None)
+            # An elastic cluster grows before the plan is sent: the reduce needs a worker too.
+            executor = self._connect(show_link=bar is not None)
+            executor.demand(max(1, len(todo)))
+            if todo:
+                from .sizing import warn_unfit
+
+                history = self.ledger.history(self.pipeline.name)
+                warn_unfit(
+                    self.pipeline.name, [d.batch for d in todo], history, executor.memory_limit
+                )
         if todo:
             self._drive(todo)
         if up_to_date:
@@ -360,6 +369,7 @@ class _Run:
             fingerprint=batch.fingerprint,
             attempt=attempt,
             units=len(batch.units),
+            bytes=batch.size,
         )
 
     def succeeded(self, batch: Batch, result: BatchResult, attempt: int) -> None:
@@ -463,6 +473,7 @@ def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
         "checksum": r.checksum,
         "worker": r.worker,
         "quarantine_kinds": dict(r.quarantine_kinds),
+        "peak_memory": r.peak_memory,
     }
 
 

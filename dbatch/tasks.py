@@ -27,6 +27,7 @@ from .compile.physical import PhysicalPlan
 from .context import QUARANTINE_SCHEMA, BatchContext
 from .core import Batch, BatchResult, QuarantinedFile
 from .errors import TooManyBadRows
+from .memory import PeakMemory
 from .protocols import RefusesRows, Scannable, StagesQueries
 from .redact import scrub_all
 from .workarea import QUARANTINE_FILE, QUARANTINE_STAMP, RESULT_FILE, read_result
@@ -72,7 +73,8 @@ def process_batch(
     if task.fault is not None:
         task.fault(batch, task.attempt)
     staging = Path(task.staging_root) / f"{batch.id}.{uuid.uuid4().hex[:12]}"
-    ctx, info, rows_out = _stage(plan, task, shared if shared is not None else {}, staging)
+    with PeakMemory() as memory:
+        ctx, info, rows_out = _stage(plan, task, shared if shared is not None else {}, staging)
     quarantined = ctx.quarantined_rows()
     if quarantined.num_rows:
         _write_quarantine(quarantined, staging / QUARANTINE_FILE, batch.id, task.run_id)
@@ -90,6 +92,7 @@ def process_batch(
         worker=f"{socket.gethostname()}:{os.getpid()}",
         extra=info,
         quarantine_kinds=_kinds(quarantined, ctx.files),
+        peak_memory=memory.grown,
     )
     (staging / RESULT_FILE).write_text(json.dumps(scrub_all(result.to_dict()), default=str))
     return result

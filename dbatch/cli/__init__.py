@@ -1,4 +1,4 @@
-"""The command line: dbatch init | validate | run | plan | resume | replay | backfill | watch | status | history | quarantine | unlock | schema | demo."""
+"""The command line: dbatch init | validate | run | plan | resume | replay | backfill | watch | export | status | history | quarantine | unlock | schema | demo."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .logs import log_options
 from .quarantine import quarantine
 from .running import backfill, replay, resume, run, watch
 from .scaffold import init
+from .scheduling import export
 from .validate import validate
 
 __all__ = ["main"]
@@ -35,6 +36,7 @@ for _command in (
     replay,
     backfill,
     watch,
+    export,
     plan,
     status,
     history,

@@ -59,17 +59,24 @@ def load(job_path: str) -> JobFile:
         fail(e)
 
 
-def client_for(job: JobFile, scheduler: str | None, insecure: bool, show_link: bool) -> Any:
-    """A client for ``--scheduler`` (or the job's ``cluster.scheduler``), else None.
+def client_for(
+    job: JobFile, scheduler: str | None, insecure: bool, show_link: bool, cluster: str | None = None
+) -> Any:
+    """A client for ``--scheduler``, ``--cluster`` or the job's ``cluster:``, else None.
 
     None lets the runner start a LocalCluster only when there is work, and close it.
+    A cluster started for a profile is closed by ``dbatch.cluster.close(client)``.
     """
     from ..cluster import connect
 
-    address = scheduler or job.cluster.get("scheduler")
+    address = scheduler or (None if cluster else job.cluster.get("scheduler"))
     if address:
         shown = show_link and log_settings().shows_progress
         return connect(address, insecure=insecure, show_link=shown)
+    profile = cluster or job.cluster.get("profile")
+    if profile is not None:
+        shown = show_link and log_settings().shows_progress
+        return connect(cluster=profile, insecure=insecure, show_link=shown)
     return None
 
 

@@ -48,6 +48,7 @@ def run_job(
     progress: bool | None = None,
     window: tuple[str, str, bool] | None = None,
     settings: dict[str, Any] | None = None,
+    cluster: str | None = None,
     **options: Any,
 ) -> None:
     """Run the job at ``job_path`` (or backfill ``window``), print the result and exit.
@@ -57,13 +58,15 @@ def run_job(
     """
     import dask.config
 
+    from ..cluster import close
+
     settings = settings or {}
     with dask.config.set(settings):
         job = load(job_path)
     client = None
     end = RunEnd()
     try:
-        client = client_for(job, scheduler, insecure, show_link=not as_json)
+        client = client_for(job, scheduler, insecure, show_link=not as_json, cluster=cluster)
         with (
             job.inputs_checked(),
             dask.config.set(local_workers(job, workers)),
@@ -89,29 +92,40 @@ def run_job(
         fail(e)
     finally:
         if client is not None:
-            client.close()
+            close(client)
     emit(result, as_json)
 
 
+cluster_option = click.option(
+    "--cluster",
+    "cluster",
+    default=None,
+    metavar="NAME",
+    help="A cluster profile under dbatch.clusters of the dask config (see docs/scaling.md).",
+)
+
+
 @click.command()
 @job_options
 @set_option
-def run(job_path, scheduler, workers, as_json, insecure, settings):
+@cluster_option
+def run(job_path, scheduler, workers, as_json, insecure, settings, cluster):
     """Run a job: every batch not yet committed with the same inputs."""
-    run_job(job_path, scheduler, workers, as_json, insecure, settings=settings)
+    run_job(job_path, scheduler, workers, as_json, insecure, settings=settings, cluster=cluster)
 
 
 @click.command()
 @job_options
 @set_option
-def resume(job_path, scheduler, workers, as_json, insecure, settings):
+@cluster_option
+def resume(job_path, scheduler, workers, as_json, insecure, settings, cluster):
     """Continue the last unfinished run of a job under the same run id."""
     job = load(job_path)
     with job_ledger(job) as ledger:
         last = ledger.last_run(job.pipeline.name)
     if last is None or last["status"] not in ("running", "failed", "abandoned"):
         click.echo("no unfinished run to resume; starting a new run", err=True)
-        run_job(job_path, scheduler, workers, as_json, insecure, settings=settings)
+        run_job(job_path, scheduler, workers, as_json, insecure, settings=settings, cluster=cluster)
     else:
         click.echo(f"resuming run {last['run_id']}", err=True)
         run_job(
@@ -121,6 +135,7 @@ def resume(job_path, scheduler, workers, as_json, insecure, settings):
             as_json,
             insecure,
             settings=settings,
+            cluster=cluster,
             run_id=last["run_id"],
         )
 
@@ -128,33 +143,65 @@ def resume(job_path, scheduler, workers, as_json, insecure, settings):
 @click.command()
 @job_options
 @set_option
-def replay(job_path, scheduler, workers, as_json, insecure, settings):
+@cluster_option
+def replay(job_path, scheduler, workers, as_json, insecure, settings, cluster):
     """Re-run batches that quarantined rows or files (after fixing data or the job)."""
-    run_job(job_path, scheduler, workers, as_json, insecure, settings=settings, replay=True)
+    run_job(
+        job_path,
+        scheduler,
+        workers,
+        as_json,
+        insecure,
+        settings=settings,
+        cluster=cluster,
+        replay=True,
+    )
 
 
 @click.command()
 @job_options
+@cluster_option
 @click.option(
     "--start", required=True, help="First time included: 2026-11-01 or 2026-11-01T06:00 (UTC)."
 )
 @click.option("--end", required=True, help="First time excluded (the range is [start, end)).")
 @click.option("--force", is_flag=True, help="Re-run windows already committed, as a replay does.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List the batches it would run, what is committed, and estimates; run nothing.",
+)
 @set_option
-def backfill(job_path, start, end, force, scheduler, workers, as_json, insecure, settings):
+def backfill(
+    job_path, start, end, force, dry_run, scheduler, workers, as_json, insecure, cluster, settings
+):
     """Run only the batches whose units' times fall in [--start, --end)."""
-    window = (start, end, force)
-    run_job(job_path, scheduler, workers, as_json, insecure, window=window, settings=settings)
+    if dry_run:
+        from .scheduling import show_backfill
+
+        show_backfill(job_path, start, end, force, workers, as_json)
+        return
+    run_job(
+        job_path,
+        scheduler,
+        workers,
+        as_json,
+        insecure,
+        cluster=cluster,
+        window=(start, end, force),
+        settings=settings,
+    )
 
 
 @click.command()
 @job_options
+@cluster_option
 @click.option("--once", is_flag=True, help="Wait for the trigger once, run, and exit.")
 @click.option(
     "--max-runs", type=click.IntRange(min=1), default=None, help="Stop after this many runs."
 )
 @set_option
-def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure, settings):
+def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure, cluster, settings):
     """Run a job each time its schedule fires (cron, every or arrival) until stopped.
 
     A failed run is reported (and alerted) and the watch goes on. Ctrl-C or
@@ -164,6 +211,8 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure, setti
     import threading
 
     import dask.config
+
+    from ..cluster import close as close_client
 
     with dask.config.set(settings):
         job = load(job_path)
@@ -191,7 +240,7 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure, setti
             dask.config.set(local_workers(job, workers)),
             dask.config.set(settings),
         ):
-            client = client_for(job, scheduler, insecure, show_link=not as_json)
+            client = client_for(job, scheduler, insecure, show_link=not as_json, cluster=cluster)
             outcome = _watch_job(
                 job, schedule, job_path, client, 1 if once else max_runs, stop, as_json
             )
@@ -199,7 +248,7 @@ def watch(job_path, once, max_runs, scheduler, workers, as_json, insecure, setti
         fail(e)
     finally:
         if client is not None:
-            client.close()
+            close_client(client)
     if not as_json:
         click.echo(
             f"watch of {job.pipeline.name!r} ended: {outcome.runs} run(s), "

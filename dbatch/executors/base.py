@@ -77,6 +77,15 @@ class Executor(abc.ABC):
     ) -> list[Any]:
         """Run ``reduce_bucket(plan, *a)`` for each ``a`` of ``args``; the results in order."""
 
+    @property
+    def memory_limit(self) -> int | None:
+        """The smallest memory limit of a worker in bytes, when there is one."""
+        return None
+
+    def demand(self, batches_left: int) -> None:
+        """How many batches the run has left, so an elastic cluster can grow or shrink to it."""
+        return None
+
     def span(self, name: str) -> AbstractContextManager[None]:
         """A context in which the run's tasks are grouped under ``name`` (where that exists)."""
         return nullcontext()

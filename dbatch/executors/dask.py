@@ -13,7 +13,7 @@ import logging
 import time
 import traceback
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
@@ -35,6 +35,9 @@ __all__ = ["DaskExecutor"]
 #: Shared objects this worker process holds, by token: (scattered key, object), newest last.
 _HELD: OrderedDict[str, tuple[str, Any]] = OrderedDict()
 _KEEP = 8
+
+#: Finished batch tasks a run keeps referenced (the newest), for the dashboard.
+KEEP_FINISHED = 1000
 
 
 class SharedOnWorkers(Mapping[str, Any]):
@@ -117,7 +120,11 @@ class DaskExecutor(Executor):
         self._plan_future: Future | None = None
         self._shared_objects: list[Any] = []
         self._shared: dict[str, Future] = {}
-        self._kept: list[Future] = []
+        # The newest finished tasks stay referenced until the run ends, so the dashboard's
+        # Progress panel counts them; older ones are let go, or a run of 10^4 batches
+        # would keep 10^4 results on the workers and as many tasks on the scheduler.
+        self._kept: deque[Future] = deque(maxlen=KEEP_FINISHED)
+        self._threads, self._threads_at = 1, -1e9
         from ..cluster import dashboard_link
 
         self.dashboard = dashboard_link(client)
@@ -128,9 +135,50 @@ class DaskExecutor(Executor):
 
     @property
     def threads(self) -> int:
-        return max(1, sum(self.client.nthreads().values()))
+        """Worker threads of the cluster, asked of the scheduler at most once a second.
+
+        The run asks it at every turn (the in-flight cap follows a cluster that grows).
+        """
+        now = time.monotonic()
+        if now - self._threads_at > 1.0:
+            self._threads = max(1, sum(self.client.nthreads().values()))
+            self._threads_at = now
+        return self._threads
+
+    @property
+    def memory_limit(self) -> int | None:
+        limits = [
+            int(w.get("memory_limit") or 0)
+            for w in self.client.scheduler_info()["workers"].values()
+        ]
+        limits = [m for m in limits if m > 0]
+        return min(limits) if limits else None
+
+    def demand(self, batches_left: int) -> None:
+        from ..cluster import scaler_of
+
+        scaler = scaler_of(self.client)
+        if scaler is not None:
+            scaler.demand(batches_left)
+
+    def _await_workers(self) -> None:
+        """Wait for a first worker (a cluster started at zero workers is getting some)."""
+        if self.client.nthreads():
+            return
+        from .. import config
+
+        limit = config.parse_timedelta(config.get("cluster.worker-wait"))
+        try:
+            self.client.wait_for_workers(1, timeout=limit)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no worker joined the cluster at {self.client.scheduler.address} in {limit:g}s; "
+                "look at the cluster's job queue or logs (a batch scheduler may hold the jobs), "
+                "or raise dbatch.cluster.worker-wait"
+            ) from None
 
     def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None:
+        self._await_workers()
         # Import the engines on every worker once, not in the first task; only a
         # speed-up: a worker that dies meanwhile imports them in its first task.
         self.client.run(warm_worker, on_error="ignore")
@@ -200,7 +248,7 @@ class DaskExecutor(Executor):
             pure=False,
             retries=0,
         )
-        self._kept.append(future)  # until the run ends: the Progress panel counts what is done
+        self._kept.append(future)
         return _Submitted(task, future)
 
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
@@ -249,6 +297,7 @@ class DaskExecutor(Executor):
     def reduce(
         self, plan: PhysicalPlan, args: Sequence[tuple[Any, ...]], keys: Sequence[Any]
     ) -> list[Any]:
+        self._await_workers()
         futures = [
             self.client.submit(reduce_bucket, plan, *a, key=key, pure=False)
             for a, key in zip(args, keys, strict=True)
@@ -259,7 +308,7 @@ class DaskExecutor(Executor):
     def finish(self) -> None:
         for kept in self._kept:
             kept.release()
-        self._kept = []
+        self._kept.clear()
         for token, f in self._shared.items():
             self._variable(token).delete()
             f.release()
@@ -271,9 +320,6 @@ class DaskExecutor(Executor):
     def close(self) -> None:
         if not self.owned:
             return
-        from ..cluster import owns_cluster
+        from ..cluster import close
 
-        cluster = self.client.cluster if owns_cluster(self.client) else None
-        self.client.close()
-        if cluster is not None:
-            cluster.close()
+        close(self.client)

@@ -1,4 +1,5 @@
-"""connect(): the active client, an address, a scheduler file, a Client, a cluster, or a new LocalCluster."""
+"""connect(): the active client, an address, a scheduler file, a Client, a cluster, a profile,
+or a new LocalCluster; ``close()`` ends what ``connect()`` started."""
 
 from __future__ import annotations
 
@@ -12,14 +13,21 @@ from urllib.parse import urlparse
 
 import dask.config
 
-from . import config
-from .display import in_notebook, show_link
-from .errors import InsecureConnectionError, JobSpecError, SchedulerError
-from .options import refuse_unknown
+from .. import config
+from ..display import in_notebook, show_link
+from ..errors import InsecureConnectionError, JobSpecError, SchedulerError
+from ..options import refuse_unknown
+from .profiles import PROFILE_KEYS, ClusterProfile, named_profile, parse_profile
+from .scaling import Scaler, scaler_of
 
 __all__ = [
+    "ClusterProfile",
+    "Scaler",
+    "close",
     "connect",
     "LocalStart",
+    "named_profile",
+    "scaler_of",
     "cluster_from_config",
     "cluster_schema",
     "dashboard_link",
@@ -97,18 +105,26 @@ def connect(
     security: Any = None,
     insecure: bool = False,
     show_link: bool = True,
+    cluster: str | ClusterProfile | None = None,
 ):
     """A ``distributed.Client`` for running dbatch work.
 
     ``target`` may be nothing (the active client, else ``DASK_SCHEDULER_ADDRESS`` or
-    the ``scheduler-address`` config, else a new LocalCluster listening on
-    127.0.0.1 only), an address string, the path of a scheduler file, a
-    ``Client``, or any cluster object with ``scheduler_address``.
+    the ``scheduler-address`` config, else the profile named by
+    ``dbatch.cluster.profile``, else a new LocalCluster listening on 127.0.0.1
+    only), an address string, the path of a scheduler file, a ``Client``, or any
+    cluster object with ``scheduler_address``.
+
+    ``cluster`` names a profile under ``dbatch.clusters`` of ``dask.config`` (or is a
+    ``ClusterProfile``): a scheduler address with TLS files, a LocalCluster, or any
+    cluster class with its kwargs and ``adapt`` bounds. A cluster started for it is
+    closed by ``dbatch.cluster.close(client)``.
 
     Examples
     --------
     >>> client = dbatch.connect()  # doctest: +SKIP
     >>> client = dbatch.connect("tls://scheduler.example.org:8786", security=sec)  # doctest: +SKIP
+    >>> client = dbatch.connect(cluster="hpc")  # doctest: +SKIP
     """
     if isinstance(target, LocalStart):
         client = target.client()
@@ -119,7 +135,7 @@ def connect(
 
     if isinstance(target, Client):
         return target
-    if target is None:
+    if target is None and cluster is None:
         try:
             from distributed import get_client
 
@@ -131,7 +147,14 @@ def connect(
             or dask.config.get("scheduler-address", default=None)
             or None  # an empty setting means: not set
         )
-    if target is None:
+    if target is None and cluster is None:
+        cluster = config.get("cluster.profile") or None
+    if cluster is not None and target is None:
+        from .starting import open_profile
+
+        profile = named_profile(cluster) if isinstance(cluster, str) else cluster
+        client = open_profile(profile, insecure=insecure)
+    elif target is None:
         client = _local_client(n_workers, threads_per_worker)
     elif isinstance(target, (str, os.PathLike)):
         text = str(target)
@@ -214,7 +237,15 @@ def check_workers(workers: Any, *, key: str, file: str | None = None) -> int:
     return workers
 
 
-def _local_client(n_workers: int | None, threads: int | None):
+def close(client: Any) -> None:
+    """Close ``client``, and the cluster ``connect()`` started for it (not someone else's)."""
+    cluster = client.cluster if owns_cluster(client) else None
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def _local_client(n_workers: int | None, threads: int | None, memory_limit: Any = None):
     from distributed import Client, LocalCluster
 
     n_workers = check_workers(
@@ -230,13 +261,14 @@ def _local_client(n_workers: int | None, threads: int | None):
         }
     ):
         cluster = LocalCluster(
-            n_workers=n_workers,
+            n_workers=int(config.get("cluster.n-workers") if n_workers is None else n_workers),
             threads_per_worker=int(threads or config.get("cluster.threads-per-worker")),
             processes=True,
             host=host,
             dashboard_address=config.get("cluster.dashboard-address"),
             worker_dashboard_address=None,
             scheduler_kwargs={"host": host},
+            **({} if memory_limit is None else {"memory_limit": memory_limit}),
         )
     client = Client(cluster)
     setattr(client, _OWNS_CLUSTER, True)  # Client has no slot for it; owns_cluster() reads it
@@ -313,7 +345,12 @@ def show_dashboard_link(client) -> None:
         show_link("Dask dashboard", link)
 
 
-CLUSTER_KEYS = {"scheduler": "an address or a scheduler file", "workers": "a whole number"}
+CLUSTER_KEYS = {
+    "scheduler": "an address or a scheduler file",
+    "workers": "a whole number",
+    "profile": "the name of a profile under dbatch.clusters",
+    **{k: "a key of an inline cluster profile" for k in PROFILE_KEYS},
+}
 _CLUSTER_TYPES: dict[str, dict[str, Any]] = {
     "scheduler": {
         "type": "string",
@@ -344,24 +381,58 @@ def cluster_schema() -> dict[str, Any]:
 def cluster_from_config(
     value: Any, *, file: str | None, base_dir: Path | None
 ) -> Mapping[str, Any]:
-    """A job file's ``cluster:`` (``scheduler``, ``workers``) -> the options ``dbatch run`` uses.
+    """A job file's ``cluster:`` -> the options ``dbatch run`` uses.
 
-    A scheduler file (``*.json``) is taken from ``base_dir``, the job file's folder.
+    ``scheduler`` (an address, or a scheduler file taken from ``base_dir``, the job
+    file's folder) and ``workers`` (of the LocalCluster); or ``profile: NAME`` (a
+    profile of ``dask.config``); or a profile written inline (``address``,
+    ``local`` or ``class``, with ``security``, ``kwargs``, ``adapt``), returned as a
+    ``ClusterProfile`` under ``profile``.
 
     Examples
     --------
     >>> cluster_from_config({"workers": 4}, file=None, base_dir=None)
     {'workers': 4}
+    >>> cluster_from_config({"profile": "hpc"}, file=None, base_dir=None)
+    {'profile': 'hpc'}
     """
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise JobSpecError(
-            "expected a mapping such as {scheduler: tls://host:8786} or {workers: 4}",
+            "expected a mapping such as {scheduler: tls://host:8786}, {workers: 4} or "
+            "{profile: hpc}",
             key="cluster",
             file=file,
         )
     refuse_unknown(value, CLUSTER_KEYS, key="cluster", file=file)
+    inline = {k: v for k, v in value.items() if k in PROFILE_KEYS}
+    chosen = [k for k in ("scheduler", "profile") if k in value] + (["inline"] if inline else [])
+    if len(chosen) > 1:
+        raise JobSpecError(
+            f"give one of scheduler, profile or an inline profile (address/local/class), not "
+            f"{' and '.join(chosen)}",
+            key="cluster",
+            file=file,
+        )
+    if inline:
+        if "workers" in value:
+            raise JobSpecError(
+                "workers goes with a LocalCluster; in a profile write local: {workers: N}",
+                key="cluster.workers",
+                file=file,
+            )
+        return {
+            "profile": parse_profile(
+                inline, name="job", key="cluster", file=file, base_dir=base_dir
+            )
+        }
+    if "profile" in value and not isinstance(value["profile"], str):
+        raise JobSpecError(
+            f"expected {CLUSTER_KEYS['profile']}, got {value['profile']!r}",
+            key="cluster.profile",
+            file=file,
+        )
     if "scheduler" in value and not isinstance(value["scheduler"], str):
         raise JobSpecError(
             f"expected {CLUSTER_KEYS['scheduler']}, got {value['scheduler']!r}",

@@ -1,0 +1,250 @@
+"""Many small inputs: planning time, per-batch overhead and memory of dbatch against client.map.
+
+Usage::
+
+    python benchmarks/scale.py                          # 10^3 and 10^4 files
+    python benchmarks/scale.py --files 1000,10000,100000 --batch-files 10
+
+For each size, N small CSV files (two rows each) are written below
+``benchmarks/data/scale/<N>/`` and grouped 10 to a batch. Measured in one process:
+
+* **planning**: ``Pipeline.plan()`` (list, stat, group, ids and fingerprints), per
+  file, against the floor of a bare ``glob.glob`` + ``os.stat`` of the same files;
+* **running**: the same batches written to Parquet (one file per batch) by a
+  hand-written ``client.map`` (pyarrow reads the batch's CSVs, writes one file, all
+  batches submitted at once) and by ``Pipeline.run`` (exactly-once commit, ledger,
+  quarantine checks, at most 2 x threads batches in flight), alternating, on the same
+  cluster: a scheduler and 2 workers x 1 thread, each its own process;
+* **memory**: a thread samples every 50 ms the resident memory of this process (the
+  driver) and of the scheduler process, and the scheduler's number of tasks; the
+  tables give peak minus idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data" / "scale"
+
+
+def make_files(n: int) -> Path:
+    folder = DATA / str(n)
+    marker = folder / ".complete"
+    if marker.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"part-{i:06d}.csv").write_text(f"id,v\n{i}-a,{i % 97}\n{i}-b,{i % 89}\n")
+    marker.write_text("")
+    return folder
+
+
+def plan_time(folder: Path, batch_files: int, repeat: int) -> tuple[float, float, int]:
+    """(seconds of Pipeline.plan(), seconds of glob + stat), medians; the number of batches."""
+    from dbatch import ByCount, Files, ParquetSink, Pipeline
+
+    pattern = str(folder / "*.csv")
+    pipeline = Pipeline(
+        Files(pattern), ParquetSink(tempfile.mkdtemp()), batching=ByCount(batch_files), name="plan"
+    )
+    planned, floor, batches = [], [], 0
+    for _ in range(repeat):
+        t = time.perf_counter()
+        batches = len(pipeline.plan())
+        planned.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        _ = [os.stat(p) for p in sorted(glob.glob(pattern))]
+        floor.append(time.perf_counter() - t)
+    return statistics.median(planned), statistics.median(floor), batches
+
+
+def bare_batch(paths: list[str], out: str) -> int:
+    """What a hand-written job does with one batch: read the CSVs, write one Parquet file."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pcsv.read_csv(p) for p in paths])
+    pq.write_table(table, out)
+    return table.num_rows
+
+
+class Sampler(threading.Thread):
+    """Peak RSS of this process and of the scheduler, and the scheduler's task count."""
+
+    def __init__(self, client, scheduler_pid: int):
+        super().__init__(daemon=True)
+        self.client, self.stop = client, threading.Event()
+        self.me, self.scheduler = psutil.Process(), psutil.Process(scheduler_pid)
+        self.idle = (self.me.memory_info().rss, self.scheduler.memory_info().rss)
+        self.peak = list(self.idle)
+        self.tasks = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            self.peak[0] = max(self.peak[0], self.me.memory_info().rss)
+            self.peak[1] = max(self.peak[1], self.scheduler.memory_info().rss)
+            try:
+                n = self.client.run_on_scheduler(_task_count)
+                self.tasks = max(self.tasks, n)
+            except Exception:  # noqa: BLE001 - the cluster is closing
+                return
+
+    def result(self) -> dict[str, float]:
+        self.stop.set()
+        self.join()
+        mib = 2**20
+        return {
+            "driver_mib": (self.peak[0] - self.idle[0]) / mib,
+            "scheduler_mib": (self.peak[1] - self.idle[1]) / mib,
+            "scheduler_tasks": self.tasks,
+        }
+
+
+def _warm() -> None:
+    """Import on every worker what both tools use, before anything is timed."""
+    import pyarrow.csv  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from dbatch.tasks import warm_worker
+
+    warm_worker()
+
+
+def _task_count(dask_scheduler=None) -> int:
+    return len(dask_scheduler.tasks)
+
+
+def run_map(client, folder: Path, batch_files: int, scheduler_pid: int) -> dict[str, float]:
+    out = Path(tempfile.mkdtemp(prefix="scale-map-"))
+    files = sorted(glob.glob(str(folder / "*.csv")))
+    groups = [files[i : i + batch_files] for i in range(0, len(files), batch_files)]
+    sampler = Sampler(client, scheduler_pid)
+    sampler.start()
+    t = time.perf_counter()
+    futures = client.map(
+        bare_batch, groups, [str(out / f"part-{i}.parquet") for i in range(len(groups))]
+    )
+    rows = sum(client.gather(futures))
+    wall = time.perf_counter() - t
+    del futures
+    stats = sampler.result()
+    shutil.rmtree(out, ignore_errors=True)
+    assert rows == 2 * len(files)
+    return {"wall": wall, "batches": len(groups), **stats}
+
+
+def run_dbatch(client, folder: Path, batch_files: int, scheduler_pid: int) -> dict[str, float]:
+    from dbatch import ByCount, Files, ParquetSink, Pipeline
+
+    root = Path(tempfile.mkdtemp(prefix="scale-dbatch-"))
+    pipeline = Pipeline(
+        Files(str(folder / "*.csv")),
+        ParquetSink(str(root / "out")),
+        batching=ByCount(batch_files),
+        name="scale",
+        workdir=str(root / "work"),
+    )
+    sampler = Sampler(client, scheduler_pid)
+    sampler.start()
+    t = time.perf_counter()
+    result = pipeline.run(client=client, progress=False)
+    wall = time.perf_counter() - t
+    stats = sampler.result()
+    shutil.rmtree(root, ignore_errors=True)
+    files = len(glob.glob(str(folder / "*.csv")))
+    assert result.status == "succeeded" and result.rows_out == result.rows_in == 2 * files, result
+    return {"wall": wall, "batches": result.committed, **stats}
+
+
+def start_cluster(workers: int):
+    """A scheduler and workers, each in its own process (so their memory is their own)."""
+    from distributed import Client
+
+    folder = Path(tempfile.mkdtemp(prefix="scale-cluster-"))
+    scheduler_file = folder / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    while not scheduler_file.exists():
+        time.sleep(0.1)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
+         "--nworkers", str(workers), "--nthreads", "1", "--no-dashboard"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = Client(scheduler_file=str(scheduler_file))
+    client.wait_for_workers(workers, timeout=120)
+    return client, scheduler, worker
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", default="1000,10000")
+    parser.add_argument("--batch-files", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of running each tool")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.files.split(",")]
+    client, scheduler, worker = start_cluster(args.workers)
+    try:
+        client.run(_warm)
+        rows = []
+        for n in sizes:
+            folder = make_files(n)
+            planned, floor, batches = plan_time(folder, args.batch_files, repeat=3)
+            runs: dict[str, list[dict[str, float]]] = {"client.map": [], "dbatch": []}
+            for _ in range(args.repeat):
+                runs["client.map"].append(run_map(client, folder, args.batch_files, scheduler.pid))
+                runs["dbatch"].append(run_dbatch(client, folder, args.batch_files, scheduler.pid))
+            rows.append((n, batches, planned, floor, runs))
+            report(rows[-1])
+    finally:
+        client.close()
+        for proc in (worker, scheduler):
+            proc.terminate()
+            proc.wait(30)
+
+
+def report(row) -> None:
+    n, batches, planned, floor, runs = row
+    print(
+        f"\n{n:,} files, {batches:,} batches: plan {planned:.2f} s = {planned / n * 1e6:.1f} us/file "
+        f"(glob + stat alone {floor / n * 1e6:.1f} us/file, x{planned / floor:.2f})"
+    )
+    print(
+        "| tool | wall (s) | ms per batch | x client.map | driver +MiB | scheduler +MiB | scheduler tasks, peak |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    base = statistics.median(r["wall"] for r in runs["client.map"])
+    for tool, results in runs.items():
+        wall = statistics.median(r["wall"] for r in results)
+        worst = {
+            k: max(r[k] for r in results)
+            for k in ("driver_mib", "scheduler_mib", "scheduler_tasks")
+        }
+        print(
+            f"| {tool} | {wall:.2f} | {wall / batches * 1e3:.1f} | {wall / base:.2f} | "
+            f"{worst['driver_mib']:.0f} | {worst['scheduler_mib']:.0f} | {worst['scheduler_tasks']:,.0f} |"
+        )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
