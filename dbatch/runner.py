@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import config
 from .attempts import Attempts
 from .core import BadInputMode, Batch, BatchResult, Event, EventKind, Part, Plan, RunStatus
 from .errors import RunFailedError, TooManyBadRows
@@ -139,6 +140,7 @@ class _Run:
         )
         self.bus = Bus([ledger, self.summary, *options.listeners])
         self._stack = ExitStack()
+        self.relay: Any = None  # sends the events to the scheduler's dbatch page
 
     # -- the run ------------------------------------------------------------------
 
@@ -154,6 +156,11 @@ class _Run:
         if bar is not None:
             self.bus.add(bar)
         self.bus.add(LogListener(self.plan))
+        if config.get("dashboard.enabled", True):
+            from .monitor.board.relay import Relay
+
+            self.relay = Relay(self.plan)
+            self.bus.add(self.relay)
         self.work.clean_stale_staging()
         self.emit(
             EventKind.RUN_STARTED,
@@ -197,14 +204,16 @@ class _Run:
         self.bus.emit(Event(kind, self.run_id, self.pipeline.name, batch_id, data))
 
     def _connect(self, show_link: bool) -> Executor:
+        from .executors.dask import DaskExecutor
+
         if self.executor is None:
             from .cluster import connect, has_active_client
-            from .executors.dask import DaskExecutor
-
             owned = self.client is None and not has_active_client()
             client = connect(self.client, show_link=show_link)
             self.executor = DaskExecutor(client, owned=owned)
             self._made_executor = True
+        if self.relay is not None and isinstance(self.executor, DaskExecutor):
+            self.relay.attach(self.executor.client)
         self.summary.dashboard = self.executor.dashboard
         self.bus.dashboard(self.executor.dashboard)
         self._stack.enter_context(self.executor.span(f"dbatch {self.pipeline.name} {self.run_id}"))
@@ -373,6 +382,7 @@ def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
         "rows_filtered": r.rows_filtered,
         "rows_quarantined": r.rows_quarantined,
         "files_quarantined": len(r.files_quarantined),
+        "rows_by_kind": dict(r.rows_by_kind),
         "quarantined_files": [f.__dict__ for f in r.files_quarantined],
         "duration": r.duration,
         "checksum": r.checksum,
