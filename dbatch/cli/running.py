@@ -41,6 +41,7 @@ def run_job(
     insecure: bool,
     progress: bool | None = None,
     window: tuple[str, str, bool] | None = None,
+    metrics_file: str | None = None,
     **options: Any,
 ) -> None:
     """Run the job at ``job_path`` (or backfill ``window``), print the result and exit."""
@@ -55,7 +56,7 @@ def run_job(
                 "client": client,
                 "progress": False if as_json else progress,
                 "params": run_params(job_path),
-                "listeners": list(job.alerts),
+                "listeners": list(job.alerts) + _metrics_file(metrics_file),
             }
             if window is None:
                 result = job.pipeline.run(**common, **options)
@@ -72,11 +73,25 @@ def run_job(
     emit(result, as_json)
 
 
+def _metrics_file(path: str | None) -> list[Any]:
+    if path is None:
+        return []
+    from ..monitor.board.metrics import MetricsFile
+
+    return [MetricsFile(path)]
+
+
 @click.command()
 @job_options
-def run(job_path, scheduler, workers, as_json, insecure):
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the run's Prometheus metrics here when it ends (node_exporter textfile format).",
+)
+def run(job_path, scheduler, workers, as_json, insecure, metrics_file):
     """Run a job: every batch not yet committed with the same inputs."""
-    run_job(job_path, scheduler, workers, as_json, insecure)
+    run_job(job_path, scheduler, workers, as_json, insecure, metrics_file=metrics_file)
 
 
 @click.command()
