@@ -20,7 +20,9 @@ def mixed(tmp_path):
     d.mkdir()
     pd.DataFrame({"id": [1, 2], "x": [0.5, 1.5]}).to_csv(d / "a.csv", index=False)
     pq.write_table(pa.table({"id": [3, 4], "x": [2.5, 3.5]}), d / "b.parquet")
-    (d / "c.jsonl").write_text("\n".join(json.dumps({"id": i, "x": i + 0.5}) for i in (5, 6)) + "\n")
+    (d / "c.jsonl").write_text(
+        "\n".join(json.dumps({"id": i, "x": i + 0.5}) for i in (5, 6)) + "\n"
+    )
     with gzip.open(d / "d.csv.gz", "wt") as f:
         f.write("id,x\n7,7.5\n8,8.5\n")
     return d
@@ -28,7 +30,15 @@ def mixed(tmp_path):
 
 def test_reads_csv_parquet_jsonl_and_gzip_with_one_schema(mixed, tmp_path, client):
     p = Pipeline(
-        Files([str(mixed / "*.csv"), str(mixed / "*.parquet"), str(mixed / "*.jsonl"), str(mixed / "*.csv.gz")], schema={"id": "int64", "x": "float64"}),
+        Files(
+            [
+                str(mixed / "*.csv"),
+                str(mixed / "*.parquet"),
+                str(mixed / "*.jsonl"),
+                str(mixed / "*.csv.gz"),
+            ],
+            schema={"id": "int64", "x": "float64"},
+        ),
         ParquetSink(str(tmp_path / "out")),
         batching=ByCount(2),
         workdir=str(tmp_path / "w"),
@@ -42,7 +52,9 @@ def test_reads_csv_parquet_jsonl_and_gzip_with_one_schema(mixed, tmp_path, clien
 
 
 def test_fsspec_file_urls_and_source_column(mixed, tmp_path):
-    src = Files(f"file://{mixed}/*.csv", schema={"id": "int64", "x": "float64"}, source_column="_file")
+    src = Files(
+        f"file://{mixed}/*.csv", schema={"id": "int64", "x": "float64"}, source_column="_file"
+    )
     p = Pipeline(src, ParquetSink(str(tmp_path / "out")), workdir=str(tmp_path / "w"))
     frame = p.preview()
     assert frame["_file"].str.endswith("a.csv").all()
@@ -54,9 +66,13 @@ def test_batching_by_size_and_count(tmp_path):
     for i in range(10):
         (d / f"{i:02d}.csv").write_text("a\n" + "1\n" * 100)
     size = (d / "00.csv").stat().st_size
-    by_size = Pipeline(Files(str(d / "*.csv")), ParquetSink(str(tmp_path / "o")), batching=BySize(size * 3)).plan()
+    by_size = Pipeline(
+        Files(str(d / "*.csv")), ParquetSink(str(tmp_path / "o")), batching=BySize(size * 3)
+    ).plan()
     assert [len(b.units) for b in by_size] == [3, 3, 3, 1]
-    by_count = Pipeline(Files(str(d / "*.csv")), ParquetSink(str(tmp_path / "o")), batching=ByCount(4)).plan()
+    by_count = Pipeline(
+        Files(str(d / "*.csv")), ParquetSink(str(tmp_path / "o")), batching=ByCount(4)
+    ).plan()
     assert [len(b.units) for b in by_count] == [4, 4, 2]
 
 
@@ -80,7 +96,9 @@ def test_quarantine_never_keeps_credentials():
     from dbatch.core import Batch
 
     ctx = BatchContext(batch=Batch("b", (), "f"))
-    ctx.quarantine_file("s3://AKIA:s3cret@bucket/x.csv", "corrupt", "cannot read s3://AKIA:s3cret@bucket/x.csv")
+    ctx.quarantine_file(
+        "s3://AKIA:s3cret@bucket/x.csv", "corrupt", "cannot read s3://AKIA:s3cret@bucket/x.csv"
+    )
     ctx.quarantine_rows("https://api.example.com/items?token=s3cret", "json", "bad", ["{"], [1])
     assert "s3cret" not in repr(ctx.files)
     assert "s3cret" not in str(ctx.quarantined_rows().to_pylist())

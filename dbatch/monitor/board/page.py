@@ -24,6 +24,7 @@ __all__ = ["run_doc", "batches_doc", "rows_doc", "RunPage"]
 
 _LATEST = "latest"
 _GRID_COLUMNS = 50
+_GRID_ROWS = 36  # rows shown at least: square cells up to 1800 batches
 _HISTORY_EVERY = 10.0
 #: The history table: its key -> (title, the ledger's column).
 _HISTORY = {
@@ -42,6 +43,12 @@ HISTORY_COLUMNS = {key: column for key, (_, column) in _HISTORY.items()}
 
 def _options(values: list[str]) -> list[Any]:
     return list(values)
+
+
+def _legend() -> str:
+    return " ".join(
+        f'<span style="color:{STATE_COLOURS[s]};font-size:14px">&#9632;</span> {s}' for s in STATES
+    )
 
 
 def _when(t: float | None) -> str:
@@ -122,7 +129,7 @@ class RunPage:
             self.header,
             self.select,
             self.runs,
-            row(self.grid, column(self.rates, self.kinds)),
+            row(column(self.grid, Div(text=_legend(), width=520)), column(self.rates, self.kinds)),
             Div(text="<b>Last errors</b>"),
             self.errors,
             self.history_title,
@@ -157,7 +164,7 @@ class RunPage:
             tools="",
             toolbar_location=None,
             x_range=Range1d(start=-0.5, end=_GRID_COLUMNS - 0.5),
-            y_range=Range1d(start=10, end=-0.5),
+            y_range=Range1d(start=_GRID_ROWS - 0.5, end=-0.5),
             name="dbatch-grid",
         )
         fig.rect(
@@ -171,12 +178,6 @@ class RunPage:
         )
         fig.axis.visible = False
         fig.grid.visible = False
-        for state in STATES:  # the legend: one invisible glyph per state
-            fig.scatter([], [], marker="square", color=STATE_COLOURS[state], legend_label=state)
-        fig.legend.orientation = "horizontal"
-        fig.legend.location = "bottom_left"
-        fig.legend.label_text_font_size = "8pt"
-        fig.add_layout(fig.legend[0], "below")
         fig.add_tools(
             HoverTool(
                 tooltips=[
@@ -277,7 +278,7 @@ class RunPage:
     def _update_view(self, v: RunView) -> None:
         self.grid_source.data = grid_data(v)
         n = max(len(v.cells), 1)
-        rows = max(math.ceil(n / _GRID_COLUMNS), 10)  # the first row on top
+        rows = max(math.ceil(n / _GRID_COLUMNS), _GRID_ROWS)  # the first row on top
         self.grid.y_range.start, self.grid.y_range.end = rows - 0.5, -0.5
         self.grid.title.text = f"Batches of {v.run_id}" + (
             f" (the first {len(v.cells):,} of {v.total:,})" if v.total > len(v.cells) else ""
