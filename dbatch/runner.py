@@ -208,6 +208,7 @@ class _Run:
 
         if self.executor is None:
             from .cluster import connect, has_active_client
+
             owned = self.client is None and not has_active_client()
             client = connect(self.client, show_link=show_link)
             self.executor = DaskExecutor(client, owned=owned)

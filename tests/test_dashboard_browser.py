@@ -87,7 +87,10 @@ def test_the_page_follows_a_slow_run_and_shows_its_counts(tmp_path, client, chro
         wait_for(lambda: "followed" in text(driver, "dbatch-header"))
         snapshots = []
 
+        tables = set()
+
         def progressed():
+            tables.add(text(driver, "dbatch-runs"))
             states = column(driver, "dbatch-grid-source", "state")
             if not snapshots or states != snapshots[-1]:
                 snapshots.append(states)
@@ -101,14 +104,15 @@ def test_the_page_follows_a_slow_run_and_shows_its_counts(tmp_path, client, chro
     assert len(snapshots) >= 3, snapshots  # the grid changed while the run went on
     assert any("running" in s for s in snapshots), snapshots
     assert any(0 < s.count("committed") < 6 for s in snapshots), snapshots
+    assert any(f"{n}/6" in t for t in tables for n in range(1, 6)), tables  # the runs table too
     assert_no_console_errors(driver)
 
     # The finished run: its counts, status and quarantined rows by kind.
     wait_for(lambda: "succeeded" in text(driver, "dbatch-header"))
     header = text(driver, "dbatch-header")
     assert "6/6 batches" in header and "rows in 60" in header and "quarantined 6" in header
-    assert column(driver, "dbatch-runs-source", "status")[0] == "succeeded"
-    assert column(driver, "dbatch-runs-source", "run_id")[0] == result.run_id
+    runs = text(driver, "dbatch-runs")  # the newest run first, with its status
+    assert runs.index(result.run_id) < runs.index("succeeded")
     assert column(driver, "dbatch-grid-source", "rows_in") == [10] * 6
     assert column(driver, "dbatch-kinds-source", "kind") == ["type"]
     assert column(driver, "dbatch-kinds-source", "rows") == [6]
@@ -187,8 +191,15 @@ def test_a_scheduler_started_with_the_preload(tmp_path, chromium_driver):
         wait_for(lambda: "succeeded" in text(chromium_driver, "dbatch-header"))
         assert "1/4 batches" not in text(chromium_driver, "dbatch-header")
         assert column(chromium_driver, "dbatch-grid-source", "state").count("skipped") == 3
-        runs = wait_for(lambda: column(chromium_driver, "dbatch-history-source", "run_id"))
-        assert runs == [second.run_id, first.run_id]  # from the ledger, newest first
+        history = wait_for(
+            lambda: (
+                first.run_id in (t := text(chromium_driver, "dbatch-history"))
+                and "running" not in t  # read again once the run ended
+                and t
+            )
+        )
+        assert history.index(second.run_id) < history.index(first.run_id)  # newest first
+        assert "preloaded" in text(chromium_driver, "dbatch-history-title")
         metrics = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
         assert 'dbatch_batches_total{job="preloaded",state="committed"} 1.0' in metrics
         assert_no_console_errors(chromium_driver)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
-from bokeh.models.widgets import DataTable, Div, Select, TableColumn
+from bokeh.models import ColumnDataSource, DatetimeTickFormatter, FactorRange, HoverTool, Range1d
+from bokeh.models.widgets import Div, Select
 from bokeh.plotting import figure
 
 from ..progress import STATE_COLOURS
@@ -64,19 +65,35 @@ def _seconds(s: float | None) -> str:
     )
 
 
-def _table(
-    name: str, columns: dict[str, str], height: int, width: int = 900
-) -> tuple[DataTable, ColumnDataSource]:
-    source = ColumnDataSource({k: [] for k in columns}, name=f"{name}-source")
-    table = DataTable(
-        source=source,
-        columns=[TableColumn(field=k, title=t) for k, t in columns.items()],
-        height=height,
-        width=width,
-        index_position=None,
-        name=name,
-    )
-    return table, source
+class _Table:
+    """Rows as an HTML table in a Div (redrawn whole: a few dozen rows at most)."""
+
+    _CELL = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top"
+
+    def __init__(self, name: str, columns: dict[str, str], width: int = 900):
+        self.columns = columns
+        self.div = Div(text=self.html({}), name=name, width=width)
+
+    def update(self, data: dict[str, list[Any]]) -> None:
+        text = self.html(data)
+        if text != self.div.text:
+            self.div.text = text
+
+    def html(self, data: dict[str, list[Any]]) -> str:
+        head = "".join(f'<th style="{self._CELL}">{escape(t)}</th>' for t in self.columns.values())
+        n = len(next(iter(data.values()), [])) if data else 0
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f'<td style="{self._CELL}">{escape(str(data[k][i]))}</td>' for k in self.columns
+            )
+            + "</tr>"
+            for i in range(n)
+        )
+        return (
+            '<table style="border-collapse:collapse;font-size:13px">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        )
 
 
 class RunPage:
@@ -86,7 +103,7 @@ class RunPage:
         self.scheduler = scheduler
         self.seen: tuple[int, str] = (-1, "")
         self.history_at = 0.0
-        self.history_job = ""
+        self.history_key: tuple[str, str] = ("", "")  # (job, status) when last read
         self.header = Div(
             text="No dbatch run on this scheduler yet.", name="dbatch-header", width=900
         )
@@ -98,7 +115,7 @@ class RunPage:
             width=420,
         )
         self.select.on_change("value", lambda attr, old, new: self.update())
-        self.runs, self.runs_source = _table(
+        self.runs = _Table(
             "dbatch-runs",
             {
                 "job": "job",
@@ -109,31 +126,28 @@ class RunPage:
                 "eta": "ETA",
                 "batches": "batches ended",
             },
-            170,
         )
         self.grid = self._grid_figure()
         self.rates = self._rates_figure()
         self.kinds = self._kinds_figure()
-        self.errors, self.errors_source = _table(
+        self.errors = _Table(
             "dbatch-errors",
             {"time": "time (UTC)", "batch_id": "batch", "state": "state", "message": "message"},
-            200,
         )
-        self.history, self.history_source = _table(
+        self.history = _Table(
             "dbatch-history",
             {key: title for key, (title, _) in _HISTORY.items()},
-            200,
         )
         self.history_title = Div(text="", name="dbatch-history-title", width=900)
         self.root = column(
             self.header,
             self.select,
-            self.runs,
+            self.runs.div,
             row(column(self.grid, Div(text=_legend(), width=520)), column(self.rates, self.kinds)),
             Div(text="<b>Last errors</b>"),
-            self.errors,
+            self.errors.div,
             self.history_title,
-            self.history,
+            self.history.div,
             name="dbatch-page",
         )
 
@@ -205,6 +219,10 @@ class RunPage:
             toolbar_location=None,
             name="dbatch-rates",
         )
+        fig.xaxis.formatter = DatetimeTickFormatter(
+            milliseconds="%H:%M:%S", seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M"
+        )
+        fig.xaxis[0].ticker.desired_num_ticks = 4
         fig.line("time", "rate", source=self.rates_source, line_width=2)
         fig.scatter("time", "rate", source=self.rates_source, size=4)
         return fig
@@ -253,15 +271,17 @@ class RunPage:
         options = [_LATEST] + [v.run_id for v in views]
         if options != self.select.options:
             self.select.options = _options(options)
-        self.runs_source.data = {
-            "job": [v.job for v in views],
-            "run_id": [v.run_id for v in views],
-            "status": [v.status for v in views],
-            "started": [_when(v.started) for v in views],
-            "elapsed": [_seconds(v.elapsed(now)) for v in views],
-            "eta": [_seconds(v.eta(now)) for v in views],
-            "batches": [f"{v.ended}/{v.total}" for v in views],
-        }
+        self.runs.update(
+            {
+                "job": [v.job for v in views],
+                "run_id": [v.run_id for v in views],
+                "status": [v.status for v in views],
+                "started": [_when(v.started) for v in views],
+                "elapsed": [_seconds(v.elapsed(now)) for v in views],
+                "eta": [_seconds(v.eta(now)) for v in views],
+                "batches": [f"{v.ended}/{v.total}" for v in views],
+            },
+        )
 
     def _header(self, v: RunView, now: float) -> str:
         c = v.counts()
@@ -289,23 +309,26 @@ class RunPage:
         self.kinds.y_range.factors = [k for k, _ in kinds]
         self.kinds_source.data = {"kind": [k for k, _ in kinds], "rows": [n for _, n in kinds]}
         errors = list(reversed(v.errors))
-        self.errors_source.data = {
-            "time": [_when(e[0]) for e in errors],
-            "batch_id": [e[1] for e in errors],
-            "state": [e[2] for e in errors],
-            "message": [e[3] for e in errors],
-        }
+        self.errors.update(
+            {
+                "time": [_when(e[0]) for e in errors],
+                "batch_id": [e[1] for e in errors],
+                "state": [e[2] for e in errors],
+                "message": [e[3] for e in errors],
+            },
+        )
 
     def _update_history(self, v: RunView, now: float) -> None:
         from .plugin import plugin_of
 
         plugin = plugin_of(self.scheduler)
         url = plugin.ledger_url if plugin is not None else None
-        if not url or (v.job == self.history_job and now - self.history_at < _HISTORY_EVERY):
+        key = (v.job, v.status)  # read again when the run ends, else every _HISTORY_EVERY s
+        if not url or (key == self.history_key and now - self.history_at < _HISTORY_EVERY):
             return
-        self.history_at, self.history_job = now, v.job
+        self.history_at, self.history_key = now, key
         self.history_title.text = f"<b>Earlier runs of {v.job}</b> (from the ledger)"
-        self.history_source.data = history_data(url, v.job)
+        self.history.update(history_data(url, v.job))
 
 
 def grid_data(v: RunView) -> dict[str, list[Any]]:
