@@ -14,7 +14,14 @@ from html import escape
 from typing import Any
 
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, DatetimeTickFormatter, FactorRange, HoverTool, Range1d
+from bokeh.models import (
+    ColumnDataSource,
+    DatetimeTicker,
+    DatetimeTickFormatter,
+    FactorRange,
+    HoverTool,
+    Range1d,
+)
 from bokeh.models.widgets import Div, Select
 from bokeh.plotting import figure
 
@@ -222,7 +229,7 @@ class RunPage:
         fig.xaxis.formatter = DatetimeTickFormatter(
             milliseconds="%H:%M:%S", seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M"
         )
-        fig.xaxis[0].ticker.desired_num_ticks = 4
+        fig.xaxis[0].ticker = DatetimeTicker(desired_num_ticks=4)
         fig.line("time", "rate", source=self.rates_source, line_width=2)
         fig.scatter("time", "rate", source=self.rates_source, size=4)
         return fig
