@@ -41,6 +41,7 @@ class BatchContext:
     rows_in: int = 0
     rows_filtered: int = 0
     rows_quarantined: int = 0
+    rows_by_kind: dict[str, int] = field(default_factory=dict)
     files: list[QuarantinedFile] = field(default_factory=list)
     _rows: list[pa.Table] = field(default_factory=list)
 
@@ -56,6 +57,7 @@ class BatchContext:
         if self.mode != "drop":
             raise RuntimeError("drop_rows is for bad_input='drop'; use quarantine_rows")
         self.rows_quarantined += int(n)
+        self.rows_by_kind["dropped"] = self.rows_by_kind.get("dropped", 0) + int(n)
 
     def quarantine_file(self, key: str, kind: str, message: str) -> None:
         """Set a whole unit aside. Its rows were never counted as read."""
@@ -85,6 +87,7 @@ class BatchContext:
             where = f"{source}, line {lines[0]}" if lines and lines[0] is not None else source
             raise BadInputError(reasons[0], kind=kind, where=where)
         self.rows_quarantined += n
+        self.rows_by_kind[kind] = self.rows_by_kind.get(kind, 0) + n
         if self.mode == "drop":
             return
         self._rows.append(

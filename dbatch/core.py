@@ -292,6 +292,8 @@ class BatchResult:
     rows_filtered: int = 0
     rows_quarantined: int = 0
     files_quarantined: list[QuarantinedFile] = field(default_factory=list)
+    #: Rows quarantined per kind (``parse``, ``cast``, a rule's name...).
+    rows_by_kind: dict[str, int] = field(default_factory=dict)
     checksum: str | None = None  # of the staged output's bytes; None when nothing was staged
     duration: float = 0.0
     worker: str = ""

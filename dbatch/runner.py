@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import config
 from .attempts import Attempts
 from .batching import ByWindow
 from .core import BadInputMode, Batch, BatchResult, Event, EventKind, Part, Plan, RunStatus
@@ -173,6 +174,7 @@ class _Run:
         self.bus = Bus([ledger, self.summary, *options.listeners])
         self._stack = ExitStack()
         self._started = self._finished = False
+        self.relay: Any = None  # sends the events to the scheduler's dbatch page
 
     @cached_property
     def physical(self) -> PhysicalPlan:
@@ -198,6 +200,11 @@ class _Run:
         if bar is not None:
             self.bus.add(bar)
         self.bus.add(LogListener(self.plan))
+        if config.get("dashboard.enabled", True):
+            from .monitor.board.relay import Relay
+
+            self.relay = Relay(self.plan)
+            self.bus.add(self.relay)
         self.work.clean_stale_staging()
         self.emit(
             EventKind.RUN_STARTED,
@@ -274,6 +281,8 @@ class _Run:
         self.bus.emit(Event(kind, self.run_id, self.pipeline.name, batch_id, data))
 
     def _connect(self, show_link: bool) -> Executor:
+        from .executors.dask import DaskExecutor
+
         if self.executor is None:
             from .cluster import LocalStart, connect, has_active_client
             from .executors.dask import DaskExecutor
@@ -283,6 +292,8 @@ class _Run:
             client = connect(self.client, show_link=show_link)
             self.executor = DaskExecutor(client, owned=owned)
             self._made_executor = True
+        if self.relay is not None and isinstance(self.executor, DaskExecutor):
+            self.relay.attach(self.executor.client)
         self.summary.dashboard = self.executor.dashboard
         self.bus.dashboard(self.executor.dashboard)
         self._stack.enter_context(self.executor.span(f"dbatch {self.pipeline.name} {self.run_id}"))
@@ -468,6 +479,7 @@ def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
         "rows_filtered": r.rows_filtered,
         "rows_quarantined": r.rows_quarantined,
         "files_quarantined": len(r.files_quarantined),
+        "rows_by_kind": dict(r.rows_by_kind),
         "quarantined_files": [f.__dict__ for f in r.files_quarantined],
         "duration": r.duration,
         "checksum": r.checksum,

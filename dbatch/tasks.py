@@ -87,6 +87,7 @@ def process_batch(
         rows_filtered=ctx.rows_filtered,
         rows_quarantined=ctx.rows_quarantined,
         files_quarantined=list(ctx.files),
+        rows_by_kind=dict(ctx.rows_by_kind),
         checksum=_checksum(info, staging),
         duration=time.perf_counter() - started,
         worker=f"{socket.gethostname()}:{os.getpid()}",
@@ -203,6 +204,7 @@ def _check_bad_fraction(plan: PhysicalPlan, task: BatchTask, ctx: BatchContext) 
         rows_filtered=ctx.rows_filtered,
         rows_quarantined=bad,
         files_quarantined=list(ctx.files),
+        rows_by_kind=dict(ctx.rows_by_kind),
     )
     (kept / RESULT_FILE).write_text(json.dumps(scrub_all(counted.to_dict()), default=str))
     reasons = top_reasons(rows)

@@ -222,6 +222,8 @@ def test_a_job_file_alert_with_shell_true(tmp_path):
     from dbatch.monitor.alerts import alerts_from_config
 
     [alert] = alerts_from_config(
-        [{"on": ["failed"], "command": "cat > out.json", "shell": True}], file=None, base_dir=tmp_path
+        [{"on": ["failed"], "command": "cat > out.json", "shell": True}],
+        file=None,
+        base_dir=tmp_path,
     )
     assert alert.shell and alert.command == "cat > out.json"

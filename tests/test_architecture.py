@@ -42,7 +42,9 @@ def test_the_package_type_checks():
 def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     body = node.body
     first = body[0]
-    docstring = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+    docstring = isinstance(first, ast.Expr) and isinstance(
+        getattr(first, "value", None), ast.Constant
+    )
     start = body[1].lineno if docstring and len(body) > 1 else first.lineno
     return (node.end_lineno or start) - start + 1
 

@@ -17,14 +17,21 @@ def inputs(tmp_path, n=4):
     d = tmp_path / "in"
     d.mkdir(exist_ok=True)
     for i in range(n):
-        pd.DataFrame({"id": [f"{i}-{j}" for j in range(10)], "region": ["eu", "us"] * 5, "v": range(10)}).to_csv(d / f"{i}.csv", index=False)
+        pd.DataFrame(
+            {"id": [f"{i}-{j}" for j in range(10)], "region": ["eu", "us"] * 5, "v": range(10)}
+        ).to_csv(d / f"{i}.csv", index=False)
     return d
 
 
 def test_manifest_lists_files_rows_and_checksums(tmp_path, client):
     d = inputs(tmp_path)
     out = tmp_path / "out"
-    Pipeline(Files(str(d / "*.csv")), ParquetSink(str(out)), batching=ByCount(2), workdir=str(tmp_path / "w")).run(client=client)
+    Pipeline(
+        Files(str(d / "*.csv")),
+        ParquetSink(str(out)),
+        batching=ByCount(2),
+        workdir=str(tmp_path / "w"),
+    ).run(client=client)
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["rows_out"] == 40 and len(manifest["files"]) == 2
     for f in manifest["files"]:
@@ -33,7 +40,9 @@ def test_manifest_lists_files_rows_and_checksums(tmp_path, client):
     assert (out / "_SUCCESS").read_text().strip() == manifest["run_id"]
 
 
-def test_publishing_reuses_the_checksums_taken_when_the_batch_was_staged(tmp_path, client, monkeypatch):
+def test_publishing_reuses_the_checksums_taken_when_the_batch_was_staged(
+    tmp_path, client, monkeypatch
+):
     """The driver does not read every output file again at the end of a run."""
     import dbatch.sinks.files as files_module
 
@@ -41,7 +50,12 @@ def test_publishing_reuses_the_checksums_taken_when_the_batch_was_staged(tmp_pat
     out = tmp_path / "out"
     read_again = []
     monkeypatch.setattr(files_module, "file_checksum", lambda path: read_again.append(path) or "x")
-    Pipeline(Files(str(d / "*.csv")), ParquetSink(str(out)), batching=ByCount(2), workdir=str(tmp_path / "w")).run(client=client)
+    Pipeline(
+        Files(str(d / "*.csv")),
+        ParquetSink(str(out)),
+        batching=ByCount(2),
+        workdir=str(tmp_path / "w"),
+    ).run(client=client)
     manifest = json.loads((out / "_manifest.json").read_text())
     assert read_again == []  # staged on the workers (their own processes), not here
     for f in manifest["files"]:
@@ -51,7 +65,12 @@ def test_publishing_reuses_the_checksums_taken_when_the_batch_was_staged(tmp_pat
 def test_new_version_replaces_old_only_when_complete(tmp_path, client):
     d = inputs(tmp_path)
     out = tmp_path / "out"
-    p = Pipeline(Files(str(d / "*.csv")), ParquetSink(str(out)), batching=ByCount(2), workdir=str(tmp_path / "w"))
+    p = Pipeline(
+        Files(str(d / "*.csv")),
+        ParquetSink(str(out)),
+        batching=ByCount(2),
+        workdir=str(tmp_path / "w"),
+    )
     p.run(client=client)
     first = out.resolve()
     inputs(tmp_path, n=6)
@@ -68,14 +87,21 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, client):
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     with pytest.raises(CommitError, match="was not written by dbatch"):
-        Pipeline(Files(str(d / "*.csv")), ParquetSink(str(out)), workdir=str(tmp_path / "w")).run(client=client)
+        Pipeline(Files(str(d / "*.csv")), ParquetSink(str(out)), workdir=str(tmp_path / "w")).run(
+            client=client
+        )
     assert (out / "precious.txt").read_text() == "keep me"
 
 
 def test_csv_export_with_partitions(tmp_path, client):
     d = inputs(tmp_path)
     out = tmp_path / "export"
-    Pipeline(Files(str(d / "*.csv")), CsvSink(str(out), partition_by=["region"]), batching=ByCount(2), workdir=str(tmp_path / "w")).run(client=client)
+    Pipeline(
+        Files(str(d / "*.csv")),
+        CsvSink(str(out), partition_by=["region"]),
+        batching=ByCount(2),
+        workdir=str(tmp_path / "w"),
+    ).run(client=client)
     eu = pd.concat(pd.read_csv(f) for f in sorted((out / "region=eu").glob("*.csv")))
     assert len(eu) == 20 and "region" not in eu.columns
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["region=eu", "region=us"]
@@ -112,11 +138,14 @@ def test_parquet_dictionary_only_where_values_repeat(tmp_path, client):
     )
     frame.to_parquet(d / "a.parquet", index=False)
     out = tmp_path / "out"
-    Pipeline(Files(str(d / "*.parquet")), ParquetSink(str(out)), workdir=str(tmp_path / "w")).run(client=client)
+    Pipeline(Files(str(d / "*.parquet")), ParquetSink(str(out)), workdir=str(tmp_path / "w")).run(
+        client=client
+    )
     [written] = sorted(out.glob("*.parquet"))
     meta = pq.ParquetFile(written).metadata
     encodings = {
-        meta.schema.column(i).name: meta.row_group(0).column(i).encodings for i in range(meta.num_columns)
+        meta.schema.column(i).name: meta.row_group(0).column(i).encodings
+        for i in range(meta.num_columns)
     }
     assert "RLE_DICTIONARY" not in encodings["score"]
     assert "RLE_DICTIONARY" in encodings["code"] and "RLE_DICTIONARY" in encodings["region"]

@@ -66,7 +66,19 @@ def check_quickstart(nb, workdir: Path) -> None:
     assert len(totals) > 0 and set(totals["currency"]) == {"USD", "EUR", "GBP", "JPY", "CHF"}
 
 
-CHECKS = {"01-quickstart.ipynb": check_quickstart}
+def check_monitoring(nb, workdir: Path) -> None:
+    """The monitoring notebook links the page, reads the metrics and names the failed step."""
+    text = text_of(nb)
+    assert "dbatch page: 200 http://127.0.0.1:" in text and "/dbatch" in text
+    assert "committed: 11.0 failed: 1.0 rows quarantined: 1.0" in text
+    assert "failed step: map" in text.lower() and "impossible temperature 9999.5" in text
+    assert "succeeded - 1 batch computed, 11 already done" in text
+    assert "last success: 20" in text
+    out = workdir / "monitoring-data" / "out" / "readings"
+    assert (out / "_SUCCESS").exists()
+
+
+CHECKS = {"01-quickstart.ipynb": check_quickstart, "06-monitoring.ipynb": check_monitoring}
 
 
 @pytest.mark.slow

@@ -23,7 +23,9 @@ def write_inputs(folder, n=4, bad=False):
 
 def pipeline(tmp_path, **kw):
     return Pipeline(
-        Files(str(tmp_path / "in" / "*.csv"), schema={"id": "string", "g": "int64", "x": "float64"}),
+        Files(
+            str(tmp_path / "in" / "*.csv"), schema={"id": "string", "g": "int64", "x": "float64"}
+        ),
         ParquetSink(str(tmp_path / "out")),
         batching=ByCount(1),
         name="observed",
@@ -149,7 +151,9 @@ def test_the_notebook_widget_shows_the_batch_grid_and_is_not_green_with_quaranti
     widget(ev("batch_skipped", batches[2].id))
     widget(ev("finished", status="succeeded"))
     cells = widget.grid.value.split("</div>")[0]
-    assert cells.count(STATE_COLOURS["committed"]) == 2 and cells.count(STATE_COLOURS["skipped"]) == 1
+    assert (
+        cells.count(STATE_COLOURS["committed"]) == 2 and cells.count(STATE_COLOURS["skipped"]) == 1
+    )
     assert widget.bar.bar_style == "warning"  # succeeded, but rows were set aside
     assert "2 rows quarantined" in widget.label.value
     many = batch_grid({f"b{i}": "committed" for i in range(10_000)} | {"b5000": "failed"})

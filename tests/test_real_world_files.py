@@ -45,7 +45,12 @@ def test_null_markers_mean_the_same_with_and_without_a_schema(tmp_path):
     typed, ctx = load(
         Files(
             str(tmp_path / "f.csv"),
-            schema={"flight": "int64", "dep_delay": "float64", "cancelled": "int8", "carrier": "string"},
+            schema={
+                "flight": "int64",
+                "dep_delay": "float64",
+                "cancelled": "int8",
+                "carrier": "string",
+            },
         )
     )
     assert ctx.rows_quarantined == 0  # a declared type plus a null marker is a null, not a bad row
@@ -173,7 +178,9 @@ def test_safe_parquet_widenings_are_not_drift_and_real_drift_names_both_types(tm
 def test_rules_are_checked_on_decimal_columns_in_both_read_paths(tmp_path):
     money = pa.array([decimal.Decimal(v) for v in ("1.25", "-3.10", "7.00")], pa.decimal128(12, 2))
     parquet(tmp_path / "a.parquet", amount=money)
-    source = Files(str(tmp_path / "a.parquet"), schema={"amount": {"type": "decimal128(12, 2)", "min": 0}})
+    source = Files(
+        str(tmp_path / "a.parquet"), schema={"amount": {"type": "decimal128(12, 2)", "min": 0}}
+    )
     table, ctx = load(source)
     assert table.num_rows == 2 and ctx.rows_quarantined == 1
     pipeline = Pipeline(source, ParquetSink("o"), steps=[__import__("dbatch").Filter("TRUE")])
@@ -194,8 +201,7 @@ def test_an_unclosed_quote_is_one_bad_row_and_the_lines_after_it_are_read(tmp_pa
 
 def test_line_numbers_hold_with_blank_lines_crlf_bom_and_no_final_newline(tmp_path):
     data = (
-        b'\xef\xbb\xbfid,memo\r\n1,"a,b"\r\n\r\n2,"say ""hi"""\r\n3,x,y\r\n4,O"Brien\r\n'
-        b"5\r\n6,last"
+        b'\xef\xbb\xbfid,memo\r\n1,"a,b"\r\n\r\n2,"say ""hi"""\r\n3,x,y\r\n4,O"Brien\r\n5\r\n6,last'
     )
     (tmp_path / "a.csv").write_bytes(data)
     (tmp_path / "b.csv.gz").write_bytes(gzip.compress(data))

@@ -56,7 +56,10 @@ def test_function_edits_change_the_token():
     assert Map(f).token() != Map(g).token()
 
 
-@pytest.mark.parametrize("unmatched,rows,filtered,quarantined", [("keep", 4, 0, 0), ("filter", 3, 1, 0), ("quarantine", 3, 0, 1)])
+@pytest.mark.parametrize(
+    "unmatched,rows,filtered,quarantined",
+    [("keep", 4, 0, 0), ("filter", 3, 1, 0), ("quarantine", 3, 0, 1)],
+)
 def test_enrich_unmatched_modes(unmatched, rows, filtered, quarantined):
     lookup = pd.DataFrame({"k": ["a", "b"], "label": ["A", "B"]})
     c = ctx()
@@ -85,7 +88,9 @@ def test_enrich_pickles_without_its_table():
 def test_enrich_lookup_is_sent_to_each_worker_once(tmp_path, client):
     (tmp_path / "in").mkdir()
     for f in range(12):
-        pd.DataFrame({"k": ["a", "b", "c"] * 10, "v": range(30)}).to_csv(tmp_path / "in" / f"{f}.csv", index=False)
+        pd.DataFrame({"k": ["a", "b", "c"] * 10, "v": range(30)}).to_csv(
+            tmp_path / "in" / f"{f}.csv", index=False
+        )
     lookup = pd.DataFrame({"k": ["a", "b", "c"], "label": ["A", "B", "C"]})
 
     def incoming(dask_worker):

@@ -49,6 +49,7 @@ def run_job(
     window: tuple[str, str, bool] | None = None,
     settings: dict[str, Any] | None = None,
     cluster: str | None = None,
+    metrics_file: str | None = None,
     **options: Any,
 ) -> None:
     """Run the job at ``job_path`` (or backfill ``window``), print the result and exit.
@@ -76,7 +77,7 @@ def run_job(
                 "client": client,
                 "progress": False if as_json or not log_settings().shows_progress else progress,
                 "params": run_params(job_path),
-                "listeners": [*job.alerts, end],
+                "listeners": [*job.alerts, end, *_metrics_file(metrics_file)],
             }
             if window is None:
                 result = job.pipeline.run(**common, **options)
@@ -105,13 +106,36 @@ cluster_option = click.option(
 )
 
 
+def _metrics_file(path: str | None) -> list[Any]:
+    if path is None:
+        return []
+    from ..monitor.board.metrics import MetricsFile
+
+    return [MetricsFile(path)]
+
+
 @click.command()
 @job_options
 @set_option
 @cluster_option
-def run(job_path, scheduler, workers, as_json, insecure, settings, cluster):
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the run's Prometheus metrics here when it ends (node_exporter textfile format).",
+)
+def run(job_path, scheduler, workers, as_json, insecure, settings, cluster, metrics_file):
     """Run a job: every batch not yet committed with the same inputs."""
-    run_job(job_path, scheduler, workers, as_json, insecure, settings=settings, cluster=cluster)
+    run_job(
+        job_path,
+        scheduler,
+        workers,
+        as_json,
+        insecure,
+        settings=settings,
+        cluster=cluster,
+        metrics_file=metrics_file,
+    )
 
 
 @click.command()
