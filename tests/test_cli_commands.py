@@ -245,7 +245,7 @@ def test_run_status_and_history_share_one_versioned_shape(tmp_path, client):
     for batch in status["batches"]:
         assert set(batch) == set(ran["batches"][0])
         assert re.match(ISO, batch["started"]) and batch["duration"] >= 0
-        assert batch["run_id"] == ran["run_id"] and batch["checksum"]
+        assert batch["run_id"] == ran["run_id"] and batch["worker"]
 
 
 def test_status_and_history_tables_read_well(tmp_path, client):
