@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask.config
-from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed import SchedulerPlugin
 
 from .state import Board, Limits
 

@@ -16,7 +16,6 @@ from typing import Any
 from ... import config
 from ...core import Event, EventKind, Plan
 from ...listeners import RunListener
-from .plugin import HANDLER, register
 from .state import to_message
 
 __all__ = ["Relay"]
@@ -50,6 +49,8 @@ class Relay(RunListener):
 
     def attach(self, client: Any) -> bool:
         """Start sending to ``client``'s scheduler (registering the plugin there first)."""
+        from .plugin import register  # distributed is loaded once there is a cluster
+
         if self.client is not None or not register(client):
             return False
         self.client = client
@@ -83,6 +84,8 @@ class Relay(RunListener):
                 self._send(events)
 
     def _send(self, events: list[dict[str, Any]]) -> None:
+        from .plugin import HANDLER
+
         client = self.client
         try:
             client.sync(getattr(client.scheduler, HANDLER), events=events)

@@ -131,6 +131,7 @@ class RunView:
     errors: deque[tuple[float, str, str, str]] = field(default_factory=deque)
     timeline: deque[tuple[float, int]] = field(default_factory=deque)
     version: int = 0
+    _counts: tuple[int, dict[str, int]] | None = None
 
     def __post_init__(self) -> None:
         self.errors = deque(maxlen=self.limits.max_errors)
@@ -139,15 +140,21 @@ class RunView:
     def plan(self, batch_ids: list[str]) -> None:
         for batch_id in batch_ids[: self.limits.max_batches]:
             self.cells.setdefault(batch_id, Cell())
+        self.version += 1
 
     def counts(self) -> dict[str, int]:
         """Batches per state (a batch past ``max_batches`` counts once it ends)."""
+        cached = self._counts
+        if cached is not None and cached[0] == self.version:
+            return dict(cached[1])
         found = Counter(c.state for c in self.cells.values())
         for state in _ENDED:
             found[state] += self.ended_counts[state]
         tracked = sum(found.values())
         found["planned"] += max(self.total - tracked, 0)
-        return {s: found[s] for s in STATES}
+        counts = {s: found[s] for s in STATES}
+        self._counts = (self.version, counts)
+        return dict(counts)
 
     @property
     def ended(self) -> int:
