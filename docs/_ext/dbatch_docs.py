@@ -118,7 +118,8 @@ def _section(key: str, schema: dict[str, Any], defs: dict[str, Any]) -> list[str
         for sub in schema["oneOf"]:
             (form,) = sub["required"]
             out += [f"### `{key}: {{{form}: ...}}`", "", _about(sub), ""]
-            out += _options(sub)
+            nested = sub["properties"][form]
+            out += _options(nested if nested.get("properties") else sub)
         return out
     if key == "alerts":
         return ["A list; each entry:", "", *_options(schema["items"])]
@@ -159,9 +160,12 @@ def _type(schema: dict[str, Any]) -> str:
         return f"`{schema['const']}`"
     if "enum" in schema:
         return " or ".join(f"`{v}`" for v in schema["enum"])
-    if "anyOf" in schema or "oneOf" in schema:
-        return " or ".join(_type(s) for s in schema.get("anyOf", schema.get("oneOf", [])))
     kinds = schema.get("type")
+    if kinds is None and "anyOf" in schema:
+        forms = schema["anyOf"]
+        if len(forms) == 2 and forms[1].get("items") == forms[0]:  # X, or a list of X
+            return f"{_type(forms[0])}, or a list of them"
+        return " or ".join(_type(s) for s in forms)
     if kinds is None:
         return "any"
     kinds = kinds if isinstance(kinds, list) else [kinds]
@@ -176,10 +180,10 @@ def _type(schema: dict[str, Any]) -> str:
                 {"integer": "whole number", "object": "mapping", "array": "list"}.get(kind, kind)
             )
     text = " or ".join(names)
+    if "minimum" in schema and "maximum" in schema:
+        return f"{text} from {schema['minimum']} to {schema['maximum']}"
     if "minimum" in schema:
         text += f" ≥ {schema['minimum']}"
-    if "maximum" in schema:
-        text += f" ≤ {schema['maximum']}"
     return text
 
 
