@@ -159,7 +159,8 @@ def _stage_once(
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return ctx, info, data.rows
-    if plan.aggregate is None and isinstance(plan.sink, RefusesRows):
+    tabular = not hasattr(data, "sizes")  # an xarray Dataset has no rows to refuse
+    if plan.aggregate is None and tabular and isinstance(plan.sink, RefusesRows):
         data = _set_aside_refused(plan.sink, plan.sink.describe(), data, ctx)
     rows_out = count_rows(data, plan.dim)
     _check_bad_fraction(plan, task, ctx)

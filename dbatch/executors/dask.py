@@ -19,7 +19,7 @@ from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed import WorkerPlugin
 
 from ..compile.physical import PhysicalPlan
 from ..retry import Failure
