@@ -225,8 +225,9 @@ class RefusesRows(Protocol):
     The batch quarantines them (kind ``path_escape``, with the reason) and stages the rest.
     """
 
-    def refused_rows(self, table: Any) -> list[tuple[int, str]]:
-        """(row index, reason) of each row of the Arrow ``table`` that cannot be written."""
+    def refused_rows(self, data: Any) -> list[tuple[int, str]]:
+        """(row index, reason) of each row of ``data`` (what the steps returned) that
+        cannot be written; ``[]`` at once when the sink refuses none by design."""
         ...
 
 

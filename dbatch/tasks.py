@@ -176,10 +176,10 @@ def _set_aside_refused(sink: RefusesRows, where: str, data: Any, ctx: BatchConte
     """Quarantine the rows the sink cannot write (kind ``path_escape``); the rest go on."""
     import pyarrow.compute as pc
 
-    table = as_arrow(data)
-    refused = sink.refused_rows(table)
+    refused = sink.refused_rows(data)
     if not refused:
         return data
+    table = as_arrow(data)
     rows = [i for i, _ in refused]
     raw = [json.dumps(r, default=str) for r in table.take(rows).to_pylist()]
     ctx.quarantine_rows(where, "path_escape", [why for _, why in refused], raw)

@@ -98,7 +98,7 @@ class _FileSink(Sink):
         for subdir, mask in folders.items():
             yield subdir, table.filter(mask).select(rest)
 
-    def refused_rows(self, table: pa.Table) -> list[tuple[int, str]]:
+    def refused_rows(self, data: Any) -> list[tuple[int, str]]:
         """(row, reason) of each row whose partition values cannot name a folder.
 
         Values are percent-encoded as Hive does, so nearly every value can; not
@@ -107,6 +107,7 @@ class _FileSink(Sink):
         """
         if not self.partition_by:
             return []
+        table = as_arrow(data)
         refused: list[tuple[int, str]] = []
         for combo in self._combos(table):
             why = next(filter(None, (_refusal(c, v) for c, v in combo.items())), None)
