@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     folders = generate(args.data, args.tiny)
     work = args.data / "work"
-    import dbatch.runner  # noqa: F401  (the driver's part of a run, as after a first run)
     from distributed import Client, LocalCluster
 
+    import dbatch.runner  # noqa: F401  (the driver's part of a run, as after a first run)
     from dbatch.executors import LocalExecutor
     from dbatch.tasks import warm_worker
 

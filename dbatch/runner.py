@@ -106,7 +106,8 @@ def run(
     options = options or RunOptions()
     plan = pipeline.plan()
     ledger = Ledger(pipeline.ledger_url())
-    start = _early_start(pipeline, plan, ledger, options) if client is executor is None else None
+    no_cluster = client is None and executor is None
+    start = _early_start(pipeline, plan, ledger, options) if no_cluster else None
     try:
         pipeline.check(plan)  # a SQL step that cannot compile fails here, before any batch runs
         run_id = options.run_id or new_run_id()

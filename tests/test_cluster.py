@@ -360,6 +360,7 @@ STARTED_WHILE_PLANNING = """
 import json
 import sys
 
+import dask
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -377,7 +378,13 @@ if __name__ == "__main__":
     result = p.run(client=start, progress=False)
     handed = start._client
     start.close()  # a no-op: the run owned the cluster and closed it
-    unused = LocalStart(n_workers=1, threads_per_worker=1)
+    # A second run would have nothing to do: no cluster is started for it; forced, one is.
+    from dbatch.ledger import Ledger
+    from dbatch.runner import RunOptions, _early_start
+
+    idle = _early_start(p, p.plan(), Ledger(p.ledger_url()), RunOptions())
+    with dask.config.set({"dbatch.cluster.n-workers": 1}):
+        unused = _early_start(p, p.plan(), Ledger(p.ledger_url()), RunOptions(force=True))
     unused._thread.join()
     unused_client = unused._client
     unused.close()
@@ -388,6 +395,8 @@ if __name__ == "__main__":
         "run_cluster": handed.cluster.status.name,
         "unused_cluster": unused_client.cluster.status.name,
         "active_client": has_active_client(),
+        "idle": idle is None,
+        "forced": type(unused).__name__,
     }))
 """
 
@@ -407,3 +416,5 @@ def test_a_cluster_started_while_planning_is_handed_to_the_run_and_closed(tmp_pa
     assert info["run_cluster"] == "closed"  # the run owned it
     assert info["unused_cluster"] == "closed"  # never handed over: close() shut it down
     assert info["active_client"] is False
+    assert info["idle"] is True  # nothing to do: no cluster started
+    assert info["forced"] == "LocalStart"
