@@ -26,6 +26,7 @@ import argparse
 import glob
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -202,6 +203,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     sizes = [int(n) for n in args.files.split(",")]
+    # SIGTERM ends the benchmark through the finally below, which stops the cluster.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     client, scheduler, worker = start_cluster(args.workers)
     try:
         client.run(_warm)
