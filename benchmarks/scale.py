@@ -13,7 +13,7 @@ For each size, N small CSV files (two rows each) are written below
 * **running**: the same batches written to Parquet (one file per batch) by a
   hand-written ``client.map`` (pyarrow reads the batch's CSVs, writes one file, all
   batches submitted at once) and by ``Pipeline.run`` (exactly-once commit, ledger,
-  quarantine checks, at most 2 x threads batches in flight), alternating, on the same
+  quarantine checks, a bounded number of batches in flight), alternating, on the same
   cluster: a scheduler and 2 workers x 1 thread, each its own process;
 * **memory**: a thread samples every 50 ms the resident memory of this process (the
   driver) and of the scheduler process, and the scheduler's number of tasks; the
@@ -26,6 +26,7 @@ import argparse
 import glob
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -202,6 +203,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     sizes = [int(n) for n in args.files.split(",")]
+    # SIGTERM ends the benchmark through the finally below, which stops the cluster.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     client, scheduler, worker = start_cluster(args.workers)
     try:
         client.run(_warm)

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from . import config
 from .core import Batch, BatchResult
-from .executors.base import Executor, Handle
+from .executors.base import Executor, Handle, Outcome
 from .retry import Failure, Next, RetryPolicy, Verdict, after_failure
 from .tasks import BatchTask
 
@@ -100,8 +100,8 @@ class Attempts:
             if time.time() - beat > self.heartbeat:
                 self.hooks.alive()
                 beat = time.time()
-            for handle in done:
-                self._ended(state, handle)
+            for handle, outcome in zip(done, self.executor.outcomes(done), strict=True):
+                self._ended(state, handle, outcome)
 
     def _submit_due(self, state: _State) -> None:
         now = time.time()
@@ -109,18 +109,26 @@ class Attempts:
             _, _, batch = heapq.heappop(state.waiting)
             self._submit(state, batch)
         cap = self.max_in_flight
-        while state.pending and len(state.running) < cap and not state.stopping:
-            self._submit(state, state.pending.pop())
+        fresh = []
+        while state.pending and len(state.running) + len(fresh) < cap and not state.stopping:
+            fresh.append(state.pending.pop())
+        self._submit_all(state, fresh)
 
     def _submit(self, state: _State, batch: Batch) -> None:
-        state.attempts[batch.id] = n = state.attempts.get(batch.id, 0) + 1
-        self.hooks.started(batch, n)
-        state.running[self.executor.submit(self.make_task(batch, n))] = batch
+        self._submit_all(state, [batch])
 
-    def _ended(self, state: _State, handle: Handle) -> None:
+    def _submit_all(self, state: _State, batches: Sequence[Batch]) -> None:
+        tasks = []
+        for batch in batches:
+            state.attempts[batch.id] = n = state.attempts.get(batch.id, 0) + 1
+            self.hooks.started(batch, n)
+            tasks.append(self.make_task(batch, n))
+        for batch, handle in zip(batches, self.executor.submit_many(tasks), strict=True):
+            state.running[handle] = batch
+
+    def _ended(self, state: _State, handle: Handle, outcome: Outcome) -> None:
         batch = state.running.pop(handle)
         n = state.attempts[batch.id]
-        outcome = self.executor.outcome(handle)
         if outcome.result is not None:
             self.hooks.succeeded(batch, outcome.result, n)
             return

@@ -262,3 +262,24 @@ def test_a_job_file_names_a_profile_or_writes_one_inline(tmp_path):
         cluster_from_config({"profile": "hpc", "scheduler": "tls://h:1"}, file=None, base_dir=None)
     with pytest.raises(JobSpecError, match="local: {workers: N}"):
         cluster_from_config({"local": {}, "workers": 2}, file=None, base_dir=None)
+
+
+# -- many batches: the scheduler holds a bounded number of tasks ----------------------------
+
+
+def test_a_long_run_keeps_a_bounded_number_of_tasks_on_the_scheduler(tmp_path, client, monkeypatch):
+    import dbatch.executors.dask as dask_executor
+
+    monkeypatch.setattr(dask_executor, "KEEP_FINISHED", 3)
+    seen: list[int] = []
+
+    def count(event) -> None:
+        if event.kind == "batch_committed":
+            seen.append(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+
+    before = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+    with dask.config.set({"dbatch.cluster.max-in-flight": 2}):
+        result = pipeline_over(tmp_path, 14, "bounded").run(client=client, listeners=[count])
+    assert result.status == "succeeded" and len(seen) == 14
+    # The plan, 2 in flight, 3 finished kept (and what other tests left): never all 14.
+    assert max(seen) - before <= 1 + 2 + 3, seen

@@ -48,8 +48,13 @@ class Executor(abc.ABC):
 
     @property
     def in_flight(self) -> int:
-        """How many tasks to keep submitted at once: enough that no thread waits for work."""
-        return 2 * self.threads
+        """How many tasks to keep submitted at once: enough that no thread waits for work.
+
+        Four per thread, and at least eight: while the driver commits one batch, the
+        scheduler holds the next ones (it hands a worker one task per thread), and
+        several batches ending together are collected in one round trip.
+        """
+        return max(8, 4 * self.threads)
 
     @abc.abstractmethod
     def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None: ...
@@ -63,6 +68,14 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def outcome(self, handle: Handle) -> Outcome: ...
+
+    def submit_many(self, tasks: Sequence[BatchTask]) -> list[Handle]:
+        """Submit ``tasks`` at once (an executor may send them in one message)."""
+        return [self.submit(t) for t in tasks]
+
+    def outcomes(self, handles: Sequence[Handle]) -> list[Outcome]:
+        """The outcomes of ended ``handles``, in order (an executor may fetch them at once)."""
+        return [self.outcome(h) for h in handles]
 
     @abc.abstractmethod
     def cancel(self, handles: Sequence[Handle]) -> None: ...

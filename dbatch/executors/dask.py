@@ -135,12 +135,12 @@ class DaskExecutor(Executor):
 
     @property
     def threads(self) -> int:
-        """Worker threads of the cluster, asked of the scheduler at most once a second.
+        """Worker threads of the cluster, asked of the scheduler at most every 5 seconds.
 
         The run asks it at every turn (the in-flight cap follows a cluster that grows).
         """
         now = time.monotonic()
-        if now - self._threads_at > 1.0:
+        if now - self._threads_at > 5.0:
             self._threads = max(1, sum(self.client.nthreads().values()))
             self._threads_at = now
         return self._threads
@@ -236,20 +236,45 @@ class DaskExecutor(Executor):
                 self._variable(obj.token).set(self._shared[obj.token])
 
     def submit(self, task: BatchTask) -> Handle:
+        return self.submit_many([task])[0]
+
+    def submit_many(self, tasks: Sequence[BatchTask]) -> list[Handle]:
+        """All ``tasks`` in one message to the scheduler (``client.map``)."""
+        if not tasks:
+            return []
         self._rescatter_lost()
-        future = self.client.submit(
+        shared = SharedOnWorkers(
+            {t: (str(f.key), self._variable(t).name) for t, f in self._shared.items()}
+        )
+        futures = self.client.map(
             process_batch,
-            self._plan_future,
-            task,
-            SharedOnWorkers(
-                {t: (str(f.key), self._variable(t).name) for t, f in self._shared.items()}
-            ),
-            key=(f"dbatch-{self._job}-batch", task.run_id, task.batch.index, task.attempt),
+            [self._plan_future] * len(tasks),
+            tasks,
+            [shared] * len(tasks),
+            key=[self._key(task) for task in tasks],
             pure=False,
             retries=0,
         )
-        self._kept.append(future)
-        return _Submitted(task, future)
+        self._kept.extend(futures)
+        return [_Submitted(task, future) for task, future in zip(tasks, futures, strict=True)]
+
+    def _key(self, task: BatchTask) -> tuple[str, str, int, int]:
+        return (f"dbatch-{self._job}-batch", task.run_id, task.batch.index, task.attempt)
+
+    def outcomes(self, handles: Sequence[Handle]) -> list[Outcome]:
+        """Results of the finished ones fetched in one round trip; failures one by one."""
+        finished = [
+            h for h in handles if isinstance(h, _Submitted) and h.future.status == "finished"
+        ]
+        fetched: dict[int, Outcome] = {}
+        if len(finished) > 1:
+            try:
+                results = self.client.gather([h.future for h in finished])
+            except Exception:  # noqa: BLE001 - lost meanwhile: each is asked on its own below
+                results = None
+            if results is not None:
+                fetched = {id(h): Outcome(result=r) for h, r in zip(finished, results, strict=True)}
+        return [fetched.get(id(h)) or self.outcome(h) for h in handles]
 
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
         from distributed import wait
