@@ -441,7 +441,7 @@ class _Run:
         source = self.physical.source
         if not isinstance(source, Positioned):
             return
-        units = []
+        units: list[Any] = []
         for b in self.plan:  # the done prefix: never past a batch that is not committed yet
             if self.summary.state.get(b.id) not in ("committed", "quarantined"):
                 break

@@ -219,11 +219,19 @@ class DaskExecutor(Executor):
             try:
                 scattered = self.client.scatter({key: obj}, broadcast=True, direct=True)
                 return scattered[key]
-            except OSError:
+            except OSError:  # TimeoutError("No valid workers found") too: all died at once
                 if attempt == 3:
                     raise
                 time.sleep(0.2 * attempt)
+                self._await_a_worker()
         raise AssertionError("unreachable")
+
+    def _await_a_worker(self, timeout: float = 60.0) -> None:
+        """Wait until a worker is there again (nannies restart killed workers)."""
+        try:
+            self.client.wait_for_workers(1, timeout=timeout)
+        except (OSError, TimeoutError):
+            pass  # the next attempt reports it
 
     def _rescatter_lost(self) -> None:
         """Scattered data dies with the workers holding it, and Dask cannot recompute it."""

@@ -125,10 +125,17 @@ class StreamSource:
         return f"{self.kind} {self._where()}"
 
     def token(self) -> list[Any]:
-        return [self.kind, self._where(), self.format, self.schema.token() if self.schema else None]
+        declared = self.declared
+        return [self.kind, self._where(), self.format, declared.token() if declared else None]
+
+    @property
+    def declared(self) -> Schema | None:
+        """The schema, as ``__post_init__`` made it."""
+        return self.schema if isinstance(self.schema, Schema) else None
 
     def batch_schema(self, unit: Unit) -> pa.Schema | None:
-        return self.schema.arrow() if self.schema is not None else None
+        declared = self.declared
+        return declared.arrow() if declared is not None else None
 
     def list_units(self) -> list[Unit]:
         """The units from the broker's position (or ``start``) to its end now."""
@@ -156,10 +163,12 @@ class StreamSource:
                 ctx.quarantine_file(unit.key, "gap", f"{self.describe()}: {lost}")
             messages.extend(got)
         where = f"{self.describe()} {batch.units[0].key}" if batch.units else self.describe()
-        return decode(messages, self.format, self.schema, ctx, where)  # type: ignore[arg-type]
+        return decode(messages, self.format, self.declared, ctx, where)
 
     def _unit(self, r: Range) -> Unit:
-        extra = (("counter", r.counter),) if r.counter is not None else ()
+        extra: tuple[tuple[str, Any], ...] = ()
+        if r.counter is not None:
+            extra += (("counter", r.counter),)
         extra += (("since", r.since),) if r.since is not None else ()
         return Unit(
             key=f"{self._name()}:({r.lo},{r.hi}]",

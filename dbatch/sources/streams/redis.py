@@ -213,7 +213,7 @@ def _first_id(info: dict[str, Any]) -> str | None:
 def _average(info: dict[str, Any], source: RedisStream) -> int:
     """Bytes per entry: the stream's memory over its length (200 when it cannot tell)."""
     try:
-        used = source._client().memory_usage(source.key) or 0
+        used = source._client().memory_usage(source.stream) or 0
     except Exception:  # noqa: BLE001 - only an estimate for size-based batching
         used = 0
     length = int(info.get("length") or 0)
