@@ -336,36 +336,22 @@ def _write_arrow(found: tuple[str, dict[str, Any]] | None, path: Path) -> int:
 
 
 def _checksum(info: Mapping[str, Any], staging: Path) -> str | None:
-    """A digest of the bytes the batch staged; None when it staged no output file.
+    """A digest of the checksums of the files the sink staged; None when it listed none.
 
-    A sink lists its files with their checksums; an aggregate's bucket files are
-    read here. dbatch's own files (``_result.json``, ``_quarantine.parquet``) are not
-    output and never counted.
+    An aggregate's batch stages bucket files that never leave the work area: it has
+    no checksum (reading every bucket file again would cost the job its speed), and
+    the published output's files carry theirs in the manifest. dbatch's own files
+    (``_result.json``, ``_quarantine.parquet``) are not output.
     """
     import hashlib
 
-    listed = info.get("files")
-    if listed is None:
-        found = sorted(p for p in staging.rglob("*") if p.is_file() and not p.name.startswith("_"))
-        digests = [_file_digest(p) for p in found]
-    else:
-        digests = [str(f["sha256"]) for f in listed if f.get("sha256")]
+    digests = [str(f["sha256"]) for f in info.get("files") or () if f.get("sha256")]
     if not digests:
         return None
     h = hashlib.sha256()
     for d in digests:
         h.update(d.encode())
     return h.hexdigest()[:32]
-
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def gather_quarantine(
