@@ -22,7 +22,7 @@ name: logged
 source: {type: files, path: in/*.csv, schema: {id: string, amount: int64}}
 batching: {count: 1}
 steps:
-  - map: {function: checks:strict}
+  - map: {function: MODULE:strict}
 sink: {type: parquet, path: out/result}
 """
 
@@ -41,9 +41,11 @@ def write_job(root: Path, strict: bool = False) -> Path:
     (root / "in").mkdir(parents=True, exist_ok=True)
     for f in range(3):
         (root / "in" / f"day-{f}.csv").write_text(f"id,amount\n{f}-1,1\n{f}-2,2\n")
-    (root / "checks.py").write_text(CHECKS.replace("STRICT = False", f"STRICT = {strict}"))
+    # A module name of its own per variant: the session's workers keep what they imported.
+    module = f"logged_checks_{'strict' if strict else 'lenient'}"
+    (root / f"{module}.py").write_text(CHECKS.replace("STRICT = False", f"STRICT = {strict}"))
     job = root / "job.yaml"
-    job.write_text(JOB)
+    job.write_text(JOB.replace("MODULE", module))
     return job
 
 
