@@ -109,7 +109,7 @@ class Attempts:
             _, _, batch = heapq.heappop(state.waiting)
             self._submit(state, batch)
         cap = self.max_in_flight
-        fresh = []
+        fresh: list[Batch] = []
         while state.pending and len(state.running) + len(fresh) < cap and not state.stopping:
             fresh.append(state.pending.pop())
         self._submit_all(state, fresh)

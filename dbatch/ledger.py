@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import socket
@@ -15,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .core import ROW_COUNTS, Batch, BatchRecord, Event, RunStatus, Unit
-from .database import database_error, redact_url
+from .database import add_missing_columns, database_error, redact_url, upsert
 from .errors import LedgerError, RunLockedError
 from .listeners import RunListener
 from .redact import remember
@@ -335,10 +334,10 @@ class Ledger(RunListener):
             ended=None,
             batches_planned=e.data.get("batches", 0),
         )
-        _upsert(con, runs, {"run_id": e.run_id}, values)
+        upsert(con, runs, {"run_id": e.run_id}, values)
 
     def _upsert_batch(self, con, e: Event, **values) -> None:
-        _upsert(con, batches, {"job": e.job, "batch_id": e.batch_id}, values)
+        upsert(con, batches, {"job": e.job, "batch_id": e.batch_id}, values)
 
     def _batch_started(self, con, e: Event) -> None:
         self._upsert_batch(
@@ -434,37 +433,6 @@ def _unit(spec: list[Any]) -> Unit:
     return Unit(key, size, when, tuple((k, v) for k, v in identity))
 
 
-#: Prepared upserts by (dialect, table, columns): built once, so that SQLAlchemy's
-#: compiled cache serves every batch of a run (10^4 batches, two writes each).
-_UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
-
-
-def _upsert(con, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:
-    """Update the row of ``table`` with this primary ``key``, or insert it.
-
-    One ``INSERT ... ON CONFLICT DO UPDATE`` on SQLite and PostgreSQL; a select then an
-    update or insert elsewhere.
-    """
-    dialect = con.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        ident = (dialect, table.name, tuple(sorted(values)))
-        statement = _UPSERTS.get(ident)
-        if statement is None:
-            module = importlib.import_module(f"sqlalchemy.dialects.{dialect}")
-            insert = module.insert(table)
-            statement = insert.on_conflict_do_update(
-                index_elements=list(key), set_={c: insert.excluded[c] for c in ident[2]}
-            )
-            _UPSERTS[ident] = statement
-        con.execute(statement, {**key, **values})
-        return
-    where = sa.and_(*(table.c[k] == v for k, v in key.items()))
-    if con.execute(sa.select(*(table.c[k] for k in key)).where(where)).first():
-        con.execute(sa.update(table).where(where).values(**values))
-    else:
-        con.execute(sa.insert(table).values(**key, **values))
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -493,24 +461,12 @@ def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
-            _add_columns(engine)
+            add_missing_columns(engine, _ADDED)
             return
         except sa.exc.DatabaseError:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
-
-
-def _add_columns(engine: sa.Engine) -> None:
-    """Give a ledger made by an earlier dbatch the columns added since (all nullable)."""
-    for table, name in _ADDED:
-        present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
-        if name in present:
-            continue
-        column = table.c[name]
-        kind = column.type.compile(dialect=engine.dialect)
-        with engine.begin() as con:
-            con.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
 
 
 def _sqlite_pragmas(dbapi_con, _record) -> None:
