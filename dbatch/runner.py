@@ -9,14 +9,10 @@ and tells every listener what happened.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from . import config
 from .attempts import Attempts
@@ -26,13 +22,14 @@ from .errors import RunFailedError, TooManyBadRows
 from .executors.base import Executor
 from .faults import crash_point
 from .ledger import Ledger
-from .listeners import Bus, Listener
+from .listeners import Bus
 from .monitor.result import RunResult, RunSummary
-from .protocols import CommitsBatches, Positioned, Sink
+from .protocols import CommitsBatches, Positioned
 from .publish import Publication, refuse_foreign_output
 from .reconcile import Action, Decision, reconcile, select
-from .redact import redact, scrub
+from .redact import redact
 from .retry import Failure, Next, RetryPolicy, Verdict
+from .runspec import Runnable, RunOptions, batch_counts, new_run_id, short_error
 from .tasks import BatchTask
 from .workarea import WorkArea
 
@@ -42,52 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["run", "RunOptions", "RetryPolicy", "new_run_id"]
 
 log = logging.getLogger(__name__)
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-
-
-class Runnable(Protocol):
-    """What the runner needs of a pipeline (``dbatch.Pipeline`` is one)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def sink(self) -> Sink: ...
-
-    @property
-    def aggregate(self) -> Any: ...
-
-    @property
-    def batching(self) -> Any: ...
-
-    def plan(self) -> Plan: ...
-
-    def physical(self, *, plan: Plan | None = None) -> PhysicalPlan: ...
-
-    def check(self, plan: Plan | None = None) -> list[str]: ...
-
-    def ledger_url(self) -> str: ...
-
-    def work_area(self) -> Path: ...
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run a pipeline, beyond the pipeline itself (see ``Pipeline.run``)."""
-
-    run_id: str | None = None
-    replay: bool = False
-    select: Callable[[Batch], bool] | None = None
-    force: bool = False
-    retry: RetryPolicy | None = None
-    fault: Callable[[Batch, int], None] | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    progress: bool | str | None = None
-    listeners: Sequence[Listener] = ()
-    raise_on_failure: bool = False
 
 
 def run(
@@ -162,9 +113,7 @@ class _Run:
         self.policy = options.retry or RetryPolicy()
         self.work = WorkArea(pipeline.work_area())
         self._sample = False  # whether the physical plan may sample the first batch
-        self.client = client
-        self.executor = executor
-        self._made_executor = False
+        self.client, self.executor, self._made_executor = client, executor, False
         self.summary = RunSummary(
             plan,
             run_id,
@@ -256,7 +205,7 @@ class _Run:
         if not self._started or self._finished:
             return
         self._finished = True
-        message = f"{type(error).__name__}: {_short(error)}"
+        message = f"{type(error).__name__}: {short_error(error)}"
         data = {**self.summary.finish_data(RunStatus.FAILED), "message": message}
         try:
             self.emit(EventKind.FINISHED, **data, dashboard=self.summary.dashboard)
@@ -322,12 +271,12 @@ class _Run:
             elif d.action is Action.SKIP:
                 result = self._ensure_sink_commit(d.batch)
                 self.emit(
-                    EventKind.BATCH_SKIPPED, d.batch.id, **_counts(d.batch, result, d.attempts)
+                    EventKind.BATCH_SKIPPED, d.batch.id, **batch_counts(d.batch, result, d.attempts)
                 )
             elif d.action is Action.ADOPT:
                 # Promoted by an earlier driver that died before recording it: adopt, don't redo.
                 result = self._ensure_sink_commit(d.batch)
-                data = _counts(d.batch, result, d.attempts or 1)
+                data = batch_counts(d.batch, result, d.attempts or 1)
                 self.emit(EventKind.BATCH_COMMITTED, d.batch.id, **data, recovered=True)
             else:
                 self.emit(
@@ -388,7 +337,7 @@ class _Run:
         self._commit(batch, result, attempt)
 
     def retrying(self, batch: Batch, attempt: int, failure: Failure, verdict: Verdict) -> None:
-        message = verdict.reason if failure.cancelled else _short(failure.error)
+        message = verdict.reason if failure.cancelled else short_error(failure.error)
         self.emit(
             EventKind.BATCH_RETRY,
             batch.id,
@@ -407,7 +356,7 @@ class _Run:
             "attempt": attempt,
             "units": len(batch.units),
             "error_class": type(error).__name__ if error is not None else "Cancelled",
-            "error_message": f"{verdict.reason}: {_short(error)}" if error else verdict.reason,
+            "error_message": f"{verdict.reason}: {short_error(error)}" if error else verdict.reason,
         }
         if isinstance(error, TooManyBadRows):
             kept = self.work.reject(batch, error.staged)
@@ -431,7 +380,7 @@ class _Run:
         sink = self.pipeline.sink
         if isinstance(sink, CommitsBatches):
             sink.commit_batch(batch.id, batch.fingerprint, Part(batch.id, target, result.rows_out))
-        self.emit(EventKind.BATCH_COMMITTED, batch.id, **_counts(batch, result, attempt))
+        self.emit(EventKind.BATCH_COMMITTED, batch.id, **batch_counts(batch, result, attempt))
         crash_point("recorded")
         self._acknowledge()
         crash_point("acknowledged")
@@ -468,30 +417,3 @@ class _Run:
             self.executor,
             self._buckets,
         )
-
-
-def _counts(batch: Batch, r: BatchResult, attempt: int) -> dict[str, Any]:
-    return {
-        "fingerprint": batch.fingerprint,
-        "attempt": attempt,
-        "units": len(batch.units),
-        "rows_in": r.rows_in,
-        "rows_out": r.rows_out,
-        "rows_filtered": r.rows_filtered,
-        "rows_quarantined": r.rows_quarantined,
-        "files_quarantined": len(r.files_quarantined),
-        "rows_by_kind": dict(r.rows_by_kind),
-        "quarantined_files": [f.__dict__ for f in r.files_quarantined],
-        "duration": r.duration,
-        "checksum": r.checksum,
-        "worker": r.worker,
-        "quarantine_kinds": dict(r.quarantine_kinds),
-        "peak_memory": r.peak_memory,
-    }
-
-
-def _short(exc: BaseException | None) -> str:
-    if exc is None:
-        return ""
-    text = scrub(f"{exc}")  # the values of secrets, wherever they appear
-    return redact(text)[:2000] if "://" in text else text[:2000]
