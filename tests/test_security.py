@@ -22,7 +22,8 @@ import sqlalchemy as sa
 
 import dbatch
 from dbatch import ByCount, Files, ParquetSink, Pipeline, SqlSink, SqlSource
-from dbatch.cluster import _check_security, _local_client, is_loopback_address
+from dbatch.cluster import _local_client, is_loopback_address
+from dbatch.cluster.remote import check_security
 from dbatch.errors import InsecureConnectionError, LedgerError, PathEscapeError
 from dbatch.ledger import batches, locks, runs
 from dbatch.sinks.base import safe_join
@@ -91,16 +92,16 @@ def test_a_remote_scheduler_without_tls_is_refused(tmp_path):
     scheduler_file.write_text('{"address": "tcp://192.0.2.10:8786"}')
     with pytest.raises(InsecureConnectionError):
         dbatch.connect(str(scheduler_file))
-    _check_security("tls://192.0.2.10:8786", None, insecure=False)  # TLS: allowed
+    check_security("tls://192.0.2.10:8786", None, insecure=False)  # TLS: allowed
 
 
 def test_insecure_flag_allows_it_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="dbatch"):
-        _check_security("tcp://192.0.2.10:8786", None, insecure=True)
+        check_security("tcp://192.0.2.10:8786", None, insecure=True)
     assert "without TLS" in caplog.text and "192.0.2.10" in caplog.text
     caplog.clear()
     with dask.config.set({"dbatch.cluster.allow-insecure": True}), caplog.at_level(logging.WARNING):
-        _check_security("tcp://192.0.2.10:8786", None, insecure=False)
+        check_security("tcp://192.0.2.10:8786", None, insecure=False)
     assert "without TLS" in caplog.text
 
 

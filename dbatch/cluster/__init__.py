@@ -3,21 +3,20 @@ or a new LocalCluster; ``close()`` ends what ``connect()`` started."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import dask.config
 
 from .. import config
 from ..display import in_notebook, show_link
-from ..errors import InsecureConnectionError, JobSpecError, SchedulerError
+from ..errors import JobSpecError
 from ..options import refuse_unknown
 from .profiles import PROFILE_KEYS, ClusterProfile, named_profile, parse_profile
+from .remote import address_in, check_security, is_loopback_address, remote_client
 from .scaling import Scaler, scaler_of
 
 __all__ = [
@@ -65,36 +64,6 @@ def has_active_client() -> bool:
         return True
     except (ValueError, ImportError):
         return False
-
-
-def is_loopback_address(address: str) -> bool:
-    """``tcp://127.0.0.1:8786`` and ``localhost`` are loopback; anything else is not."""
-    text = address if "://" in address else f"tcp://{address}"
-    host = urlparse(text).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_security(address: str, security: Any, insecure: bool) -> None:
-    if address.startswith(("tls://", "inproc://")) or is_loopback_address(address):
-        return  # inproc: a cluster inside this process, no network at all
-    if insecure or config.get("cluster.allow-insecure"):
-        log.warning(
-            "dbatch: connecting to %s without TLS; anyone on the network can run code on "
-            "this cluster. Use tls:// with a Security configuration.",
-            address,
-        )
-        return
-    raise InsecureConnectionError(
-        f"refusing to connect to {address} without TLS: a Dask scheduler runs any code it is "
-        "sent. Use a tls:// address with security=distributed.Security(...) (or the "
-        "distributed.comm.tls.* config), or pass insecure=True / --insecure if this network "
-        "is trusted."
-    )
 
 
 def connect(
@@ -159,15 +128,15 @@ def connect(
     elif isinstance(target, (str, os.PathLike)):
         text = str(target)
         if text.endswith(".json") and Path(text).exists():
-            address = _address_in(Path(text))
-            _check_security(address, security, insecure)
-            client = _remote_client(address, security, scheduler_file=text)
+            address = address_in(Path(text))
+            check_security(address, security, insecure)
+            client = remote_client(address, security, scheduler_file=text)
         else:
-            _check_security(text, security, insecure)
-            client = _remote_client(text, security)
+            check_security(text, security, insecure)
+            client = remote_client(text, security)
     elif hasattr(target, "scheduler_address"):
-        _check_security(target.scheduler_address, security, insecure)
-        client = _remote_client(target.scheduler_address, security, cluster=target)
+        check_security(target.scheduler_address, security, insecure)
+        client = remote_client(target.scheduler_address, security, cluster=target)
     else:
         raise TypeError(
             f"connect() takes an address, a scheduler file, a Client or a cluster, not {type(target).__name__}"
@@ -175,45 +144,6 @@ def connect(
     if show_link:
         show_dashboard_link(client)
     return client
-
-
-def _address_in(scheduler_file: Path) -> str:
-    """The scheduler address a scheduler file names; a broken file is a ``SchedulerError``."""
-    import json
-
-    try:
-        return str(json.loads(scheduler_file.read_text())["address"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SchedulerError(
-            f"scheduler file {str(scheduler_file)!r} holds no scheduler address "
-            f"({type(e).__name__}: {e}); point to the file the scheduler wrote "
-            "(dask scheduler --scheduler-file), or give its tcp:// or tls:// address"
-        ) from None
-
-
-def _remote_client(
-    address: str, security: Any, *, scheduler_file: str | None = None, cluster: Any = None
-):
-    """A client of the scheduler at ``address``, or a ``SchedulerError`` that says what to check.
-
-    The wait is ``dbatch.cluster.connect-timeout``: an address that does not answer
-    fails within seconds rather than distributed's default half minute.
-    """
-    from dask.utils import parse_timedelta
-    from distributed import Client
-
-    timeout = parse_timedelta(config.get("cluster.connect-timeout", "5s"))
-    target = cluster if cluster is not None else (None if scheduler_file else address)
-    try:
-        return Client(target, scheduler_file=scheduler_file, security=security, timeout=timeout)
-    except Exception as e:  # noqa: BLE001 - whatever answered (or nothing did), it is not usable
-        reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-        raise SchedulerError(
-            f"cannot connect to the Dask scheduler at {address} ({reason}); check that the "
-            "scheduler runs there, that the host and port are right (tls:// needs its "
-            "certificates) and that this machine can reach it. The wait is "
-            f"dbatch.cluster.connect-timeout ({timeout:g} s)."
-        ) from None
 
 
 def check_workers(workers: Any, *, key: str, file: str | None = None) -> int:

@@ -48,11 +48,12 @@ def open_profile(profile: ClusterProfile, *, insecure: bool = False) -> Any:
     """
     from distributed import Client
 
-    from . import _OWNS_CLUSTER, _check_security, _local_client
+    from . import _OWNS_CLUSTER, _local_client
+    from .remote import check_security
 
     if profile.kind == "address":
         assert profile.address is not None
-        _check_security(profile.address, None, insecure)
+        check_security(profile.address, None, insecure)
         return Client(profile.address, security=security_of(profile))
     if profile.kind == "local":
         local = dict(profile.local or {})
