@@ -84,7 +84,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def history(job: Path) -> list[dict]:
     proc = cli("history", str(job), "--json", cwd=job.parent)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return json.loads(proc.stdout)["runs"]
 
 
 def test_a_killed_driver_leaves_its_run_abandoned_once_another_takes_over(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,90 +12,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .core import ROW_COUNTS, Batch, BatchRecord, Event, RunStatus, Unit
-from .database import add_missing_columns, database_error, redact_url, upsert
-from .errors import LedgerError, RunLockedError
-from .listeners import RunListener
-from .redact import remember
+from ..core import ROW_COUNTS, Batch, BatchRecord, Event, RunStatus, Unit
+from ..database import database_error, redact_url, upsert
+from ..errors import LedgerError, RunLockedError
+from ..listeners import RunListener
+from ..redact import remember
+from .tables import batches, create_tables, cuts, locks, open_engine, runs
 
 __all__ = ["Ledger", "BatchRecord"]
-
-metadata = sa.MetaData()
-
-runs = sa.Table(
-    "dbatch_runs",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("job", sa.String(200), nullable=False, index=True),
-    sa.Column("params", sa.Text, nullable=False, default="{}"),
-    sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("started", sa.Float, nullable=False),
-    sa.Column("ended", sa.Float),
-    sa.Column("batches_planned", sa.Integer, default=0),
-    sa.Column("batches_committed", sa.Integer, default=0),
-    sa.Column("batches_skipped", sa.Integer, default=0),
-    sa.Column("batches_quarantined", sa.Integer, default=0),
-    sa.Column("batches_failed", sa.Integer, default=0),
-    sa.Column("rows_in", sa.BigInteger, default=0),
-    sa.Column("rows_out", sa.BigInteger, default=0),
-    sa.Column("rows_filtered", sa.BigInteger, default=0),
-    sa.Column("rows_quarantined", sa.BigInteger, default=0),
-    sa.Column("output", sa.Text, default=""),
-    sa.Column("message", sa.Text, default=""),
-)
-
-batches = sa.Table(
-    "dbatch_batches",
-    metadata,
-    sa.Column("job", sa.String(200), primary_key=True),
-    sa.Column("batch_id", sa.String(64), primary_key=True),
-    sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("attempts", sa.Integer, default=0),
-    sa.Column("units", sa.Integer, default=0),
-    sa.Column("rows_in", sa.BigInteger, default=0),
-    sa.Column("rows_out", sa.BigInteger, default=0),
-    sa.Column("rows_filtered", sa.BigInteger, default=0),
-    sa.Column("rows_quarantined", sa.BigInteger, default=0),
-    sa.Column("files_quarantined", sa.Integer, default=0),
-    sa.Column("started", sa.Float),
-    sa.Column("ended", sa.Float),
-    sa.Column("duration", sa.Float),
-    sa.Column("error_class", sa.String(200)),
-    sa.Column("error_message", sa.Text),
-    sa.Column("checksum", sa.String(64)),
-    sa.Column("worker", sa.String(200)),
-    # Added after the first release: a ledger made before gets them on opening.
-    sa.Column("bytes", sa.BigInteger),
-    sa.Column("peak_memory", sa.BigInteger),
-)
-
-#: The units of each batch a run planned over a positioned source (offset ranges of a
-#: stream), written before the batch runs: the next plan repeats them as they were.
-cuts = sa.Table(
-    "dbatch_cuts",
-    metadata,
-    sa.Column("job", sa.String(200), primary_key=True),
-    sa.Column("batch_id", sa.String(64), primary_key=True),
-    sa.Column("seq", sa.Integer, nullable=False),
-    sa.Column("units", sa.Text, nullable=False),
-    sa.Column("planned", sa.Float, nullable=False),
-)
-
-#: Columns added to a table after it first shipped: (table, column).
-_ADDED = [(batches, "bytes"), (batches, "peak_memory")]
-
-locks = sa.Table(
-    "dbatch_locks",
-    metadata,
-    sa.Column("job", sa.String(200), primary_key=True),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("host", sa.String(200), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("heartbeat", sa.Float, nullable=False),
-)
-
 
 #: Locks this process holds, as (ledger URL, job) -> run id: a lock row with our own
 #: pid is live while it is listed here (another thread's run), stale otherwise.
@@ -128,14 +51,13 @@ class Ledger(RunListener):
                     "give a writable place (the job file's ledger: or workdir: key)"
                 ) from None
         self.url = url
-        self.engine = _engine(url)
+        self.engine = open_engine(url)
         if self.engine.url.password:
             remember(str(self.engine.url.password))  # hidden from what dbatch writes
         try:
             with self.engine.connect():
                 pass  # a wrong login or a server that is down: said once, not retried
-            with _CREATING:  # threads of this process, one at a time
-                _create_tables(self.engine)
+            create_tables(self.engine)
         except sa.exc.DBAPIError as e:
             self.engine.dispose()
             raise database_error(e, url, "open the ledger", cls=LedgerError) from None
@@ -394,22 +316,6 @@ class Ledger(RunListener):
         )
 
 
-def _engine(url: str) -> sa.Engine:
-    """The ledger's engine; a URL SQLAlchemy cannot use is a ``LedgerError`` naming it."""
-    try:
-        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
-    except (sa.exc.ArgumentError, ImportError) as e:
-        raise LedgerError(
-            f"cannot open the ledger {redact_url(url)!r}: {e}; the ledger (the job file's "
-            "ledger: key, or dbatch.ledger.url) is a SQLAlchemy URL such as "
-            "sqlite:///.dbatch/ledger.sqlite or postgresql+psycopg://user@host:5432/db, "
-            "with its driver installed"
-        ) from None
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
 def _abandon(con, job: str, run_id: str) -> None:
     """Under the job's lock no other run is live: a ``running`` one lost its driver."""
     con.execute(
@@ -446,32 +352,3 @@ def _pid_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except Exception:  # noqa: BLE001
         return True
-
-
-_CREATING = threading.Lock()
-
-
-def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
-    """Create the ledger's tables that do not exist yet.
-
-    Another process may be creating them at the same moment (two runs starting
-    together on a new ledger); its CREATE TABLE wins and ours fails with "already
-    exists". Each attempt gets further, since it skips the tables that exist by then.
-    """
-    for attempt in range(attempts):
-        try:
-            metadata.create_all(engine)
-            add_missing_columns(engine, _ADDED)
-            return
-        except sa.exc.DatabaseError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-
-
-def _sqlite_pragmas(dbapi_con, _record) -> None:
-    cur = dbapi_con.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may wait for a lock
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
