@@ -265,14 +265,18 @@ class ByThreshold(Batcher):
 
     @classmethod
     def job_schema(cls) -> dict[str, Any]:
-        """``threshold:`` takes ``{count: N}`` or ``{bytes: SIZE}``."""
+        """``threshold:`` takes ``count``, ``bytes`` or both, and an optional ``max_wait``."""
+        wait = {
+            "type": ["string", "number"],
+            "description": "Take a partial batch too once its oldest unit is this old (30s).",
+        }
         return {
             "type": "object",
-            "description": "Full batches only; a partial last batch waits for a later run.",
-            "properties": {"count": _WHOLE, "bytes": SIZE_SCHEMA},
+            "description": "Full batches only; a partial last batch waits for a later run "
+            "(or for max_wait).",
+            "properties": {"count": _WHOLE, "bytes": SIZE_SCHEMA, "max_wait": wait},
             "additionalProperties": False,
-            "minProperties": 1,
-            "maxProperties": 1,
+            "anyOf": [{"required": ["count"]}, {"required": ["bytes"]}],
         }
 
     def groups(self, units):

@@ -92,6 +92,26 @@ def read_output(root, sql: bool) -> pd.DataFrame:
     return pd.read_parquet(root / "out")
 
 
+@pytest.fixture
+def client():
+    """A cluster of this test's own: its workers are killed many times over, and nothing
+    that other tests share should live through that."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            worker_dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
 def forget_dead_driver(client, timeout: float = 30) -> None:
     def tasks_of_job(dask_scheduler):
         return [str(k) for k in dask_scheduler.tasks if "readings" in str(k)]

@@ -166,6 +166,17 @@ class Poll(Trigger):
         refuse_unknown(value, {"poll"}, key=key, file=file)
         return cls(value["poll"])
 
+    @classmethod
+    def job_schema(cls) -> dict[str, Any]:
+        """``{poll: 1s}``."""
+        return {
+            "type": "object",
+            "description": summary(cls),
+            "properties": {"poll": DURATION_SCHEMA},
+            "required": ["poll"],
+            "additionalProperties": False,
+        }
+
     def next_fire(self, now: datetime, last: datetime | None = None) -> datetime:
         return now if last is None else last + timedelta(seconds=float(self.every))
 
