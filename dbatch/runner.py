@@ -134,7 +134,8 @@ class _Run:
 
     def execute(self) -> None:
         refuse_foreign_output(self.plan.job, self.pipeline.sink)
-        if isinstance(self.physical.source, Positioned):
+        # The pipeline's source: the physical plan is made once it is known what runs.
+        if isinstance(self.pipeline.source, Positioned):
             # Planned again under the lock, then kept: a later plan repeats these batches.
             self.plan = self.summary.plan = self.pipeline.plan()
             self.ledger.record_cut(self.plan.job, list(self.plan.batches))
@@ -387,7 +388,7 @@ class _Run:
 
     def _acknowledge(self) -> None:
         """Move the broker's position over what the ledger holds as done (a stream source)."""
-        source = self.physical.source
+        source = self.pipeline.source
         if not isinstance(source, Positioned):
             return
         units: list[Any] = []

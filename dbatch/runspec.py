@@ -34,6 +34,9 @@ class Runnable(Protocol):
     def name(self) -> str: ...
 
     @property
+    def source(self) -> Any: ...
+
+    @property
     def sink(self) -> Sink: ...
 
     @property

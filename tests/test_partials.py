@@ -16,7 +16,7 @@ from dbatch.compile import Partials
 from dbatch.compile import partials as partials_pass
 from dbatch.compile.partials import extrapolate
 from dbatch.executors import LocalExecutor
-from dbatch.tasks import BatchTask, process_batch, reduce_bucket
+from dbatch.tasks import BatchTask, process_batch, reduce_bucket, write_sorted
 
 SCHEMA = {"g": "int64", "day": "string", "x": "float64", "status": "string"}
 METRICS = {
@@ -95,6 +95,8 @@ def run_by_hand(p: Pipeline, partials: Partials, tmp: Path) -> tuple[pa.Table, l
         staged.append(result.staging)
         kinds.append(result.extra["preaggregated"])
     parts = [reduce_bucket(physical, k, staged, str(tmp / "reduce")) for k in range(BUCKETS)]
+    if physical.aggregate.sort:  # the buckets' rows, then one output in key order
+        parts = [write_sorted(physical, [part["staging"] for part in parts], str(tmp / "sorted"))]
     files = [
         f for part in parts for f in glob.glob(f"{part['staging']}/**/*.parquet", recursive=True)
     ]
