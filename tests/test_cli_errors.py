@@ -188,7 +188,7 @@ def test_a_commit_error_is_a_failed_run(tmp_path):
     assert "error: run " in proc.stderr and "failed" in proc.stderr
 
     history = dbatch_cli("history", str(job), "--json", cwd=tmp_path)
-    [run] = json.loads(history.stdout)
+    [run] = json.loads(history.stdout)["runs"]
     assert run["run_id"] == summary["run_id"]
     assert run["status"] == "failed" and "CommitError" in run["message"]
 

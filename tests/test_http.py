@@ -397,6 +397,7 @@ def test_a_token_echoed_by_the_server_is_hidden_from_everything_dbatch_writes(
     # A step whose error quotes the value: the batch fails, its message names the row.
     failing = pipeline.replace(
         name="echo-fails",
+        sink=ParquetSink(str(tmp_path / "out-fails")),  # one output path, one job
         steps=[Derive({"n": "CASE WHEN name LIKE 'Bearer%' THEN CAST(name AS INTEGER) END"})],
     )
     with caplog.at_level(logging.INFO, logger="dbatch"):
