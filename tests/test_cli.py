@@ -265,4 +265,4 @@ def test_terminal_progress_counts_each_event_kind(capfd):
     assert (bar.failed, bar.quarantined, bar.rows) == (1, 1, 10)
     bar(ev("finished", status="failed"))
     err = capfd.readouterr().err
-    assert "4/4" in err and "failed=1" in err and "quarantined=1" in err
+    assert "4/4" in err and "failed=1" in err and "batches_quarantined=1" in err

@@ -83,8 +83,10 @@ def test_a_job_runs_on_slurm_workers_like_on_a_local_cluster(tmp_path, client):
         result = pipeline(tmp_path / "slurm", "on-slurm").run(client=started)
         assert result.status == "succeeded" and result.committed == 4
         # Read on each worker (a lambda travels by value; os.environ.get would carry ours).
-        jobs = started.run(lambda: __import__("os").environ.get("SLURM_JOB_ID"))
-        assert jobs and all(jobs.values()), jobs  # every worker was a SLURM job
+        # The scaler retires idle workers once the run is done: a worker leaving while
+        # this asks is no answer, not a failure.
+        jobs = started.run(lambda: __import__("os").environ.get("SLURM_JOB_ID"), on_error="ignore")
+        assert jobs and all(jobs.values()), jobs  # every worker left was a SLURM job
         assert max(scaler_of(started).history) == 2
     finally:
         close(started)

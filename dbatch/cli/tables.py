@@ -14,12 +14,17 @@ BLANK = "-"
 
 
 def console() -> Any:
-    """A rich Console on standard output; 120 columns when it is not a terminal."""
+    """A rich Console on standard output.
+
+    Not a terminal (a pipe, a file, a cron mail): at least 200 columns, so that ids,
+    checksums and messages are not cut short.
+    """
     from rich.console import Console
 
     out = Console(highlight=False, soft_wrap=False)
     if not out.is_terminal:
-        out = Console(highlight=False, width=int(os.environ.get("COLUMNS", 120)))
+        width = max(200, int(os.environ.get("COLUMNS") or 0))
+        out = Console(highlight=False, width=width)
     return out
 
 

@@ -108,7 +108,8 @@ class TerminalProgress(_Progress):
         self.bar.update(self.ended - self.bar.n)
         self.bar.set_postfix(
             failed=self.failed,
-            quarantined=self.quarantined,
+            batches_quarantined=self.quarantined,
+            rows_quarantined=f"{self.rows_quarantined:,}",
             rows_s=f"{self.rows_per_second:,.0f}",
             refresh=False,
         )
