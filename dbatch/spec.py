@@ -25,7 +25,15 @@ from .registry import resolve_class
 from .steps.aggregate import Aggregate
 from .triggers import trigger_from_config
 
-__all__ = ["load_job", "JobFile", "pipeline_from_dict", "safe_load", "TOP_KEYS", "BAD_INPUT_SCHEMA"]
+__all__ = [
+    "load_job",
+    "JobFile",
+    "pipeline_from_dict",
+    "safe_load",
+    "TOP_KEYS",
+    "TOP_ORDER",
+    "BAD_INPUT_SCHEMA",
+]
 
 
 class _Loader(yaml.SafeLoader):
@@ -65,7 +73,8 @@ def safe_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
 
 
-TOP_KEYS = {
+#: The top-level keys of a job file, in the order the docs present them.
+TOP_ORDER = (
     "name",
     "description",
     "source",
@@ -79,7 +88,8 @@ TOP_KEYS = {
     "cluster",
     "schedule",
     "alerts",
-}
+)
+TOP_KEYS = frozenset(TOP_ORDER)
 
 
 _MODE = {"enum": list(BAD_INPUT_MODES), "description": "What a bad row or file does."}

@@ -7,6 +7,7 @@ always runs every test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -43,9 +44,9 @@ def _quiet_config(tmp_path, monkeypatch):
         yield
 
 
-@pytest.fixture(scope="session")
-def client():
-    """A session-wide LocalCluster: 2 worker processes x 1 thread, loopback only."""
+@contextlib.contextmanager
+def local_client():
+    """A LocalCluster of 2 worker processes x 1 thread, loopback only, and its client."""
     from distributed import Client, LocalCluster
 
     with (
@@ -59,6 +60,13 @@ def client():
         ) as cluster,
         Client(cluster) as c,
     ):
+        yield c
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A session-wide cluster (``local_client``)."""
+    with local_client() as c:
         yield c
 
 

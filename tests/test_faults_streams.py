@@ -17,6 +17,7 @@ import time
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import local_client
 from streams_brokers import NatsBroker, RedisBroker, records
 from test_faults_driver import _kill_group, dbatch_in_subprocess
 
@@ -96,19 +97,7 @@ def read_output(root, sql: bool) -> pd.DataFrame:
 def client():
     """A cluster of this test's own: its workers are killed many times over, and nothing
     that other tests share should live through that."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            worker_dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with local_client() as c:
         yield c
 
 

@@ -147,21 +147,22 @@ def resume(job_path, scheduler, workers, as_json, insecure, settings, cluster):
     job = load(job_path)
     with job_ledger(job) as ledger:
         last = ledger.last_run(job.pipeline.name)
+    run_id = None
     if last is None or last["status"] not in ("running", "failed", "abandoned"):
         click.echo("no unfinished run to resume; starting a new run", err=True)
-        run_job(job_path, scheduler, workers, as_json, insecure, settings=settings, cluster=cluster)
     else:
-        click.echo(f"resuming run {last['run_id']}", err=True)
-        run_job(
-            job_path,
-            scheduler,
-            workers,
-            as_json,
-            insecure,
-            settings=settings,
-            cluster=cluster,
-            run_id=last["run_id"],
-        )
+        run_id = last["run_id"]
+        click.echo(f"resuming run {run_id}", err=True)
+    run_job(
+        job_path,
+        scheduler,
+        workers,
+        as_json,
+        insecure,
+        settings=settings,
+        cluster=cluster,
+        run_id=run_id,
+    )
 
 
 @click.command()

@@ -18,21 +18,7 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-TOP_ORDER = [
-    "name",
-    "description",
-    "source",
-    "batching",
-    "steps",
-    "aggregate",
-    "sink",
-    "bad_input",
-    "ledger",
-    "workdir",
-    "cluster",
-    "schedule",
-    "alerts",
-]
+from dbatch.spec import TOP_ORDER
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
