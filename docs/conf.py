@@ -1,8 +1,10 @@
 """Sphinx configuration of the dbatch documentation.
 
 Build it with ``sphinx-build -W -b html docs docs/_build/html`` (``pip install
-'dbatch[docs]'``). Notebooks are shown with the outputs stored in them; nothing
-is executed while the site is built.
+'dbatch[docs]'``). Every notebook of notebooks/ is executed while the site is
+built (``dbatch_notebooks``: each in an empty folder of its own, a failing cell
+fails the build); a rebuild runs again only the notebooks that changed, or all
+of them when dbatch changed.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ myst_heading_anchors = 4
 myst_enable_extensions = ["colon_fence", "deflist"]
 suppress_warnings = ["myst.header"]  # pages that start at ## under a ### are fine
 
-# Notebooks: the outputs they hold, never executed here (tests/test_notebooks.py runs them).
+# Notebooks: dbatch_notebooks executes them (in a folder of their own, with the machine's
+# paths taken out of the outputs) before myst-nb reads them; myst-nb itself runs nothing.
 nb_execution_mode = "off"
+dbatch_notebook_execution = "cache"  # or "force", or "off": shown as stored
+dbatch_notebook_timeout = 600  # seconds a cell may take
 
 # API reference: numpydoc docstrings, one page per object.
 autosummary_generate = True

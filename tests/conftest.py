@@ -8,14 +8,19 @@ always runs every test.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import dask
 import distributed  # noqa: F401  (load distributed's config defaults before any dask.config.set)
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 STRICT = os.environ.get("DBATCH_STRICT_SERVICES") == "1"
 PG_URL = os.environ.get("DBATCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -165,3 +170,46 @@ def mqtt_host():
     except Exception as e:  # noqa: BLE001
         unavailable(f"needs an MQTT broker (Mosquitto) at {MQTT_HOST}: {type(e).__name__}: {e}")
     return host, int(port or 1883)
+
+
+@dataclasses.dataclass(frozen=True)
+class DocsSite:
+    """The documentation site built once for the session, and the runs of its notebooks."""
+
+    html: Path
+    runs: Path  # <runs>/NAME.ipynb executed, <runs>/NAME/ the folder it ran in
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def docs_site(tmp_path_factory) -> DocsSite:
+    """The site built from copies of docs/ and notebooks/, executing every notebook once.
+
+    tests/test_docs.py checks the pages and tests/test_notebooks.py the executed
+    notebooks of this one build; both modules are in one xdist group, so that the
+    notebooks run once per test session.
+    """
+    pytest.importorskip(
+        "sphinx", reason="the docs extra is not installed: pip install -e '.[docs]'"
+    )
+    pytest.importorskip(
+        "nbclient", reason="the docs extra is not installed: pip install -e '.[docs]'"
+    )
+    work = tmp_path_factory.mktemp("site")
+    ignore = shutil.ignore_patterns("_build", "generated", ".ipynb_checkpoints", "__pycache__")
+    shutil.copytree(ROOT / "docs", work / "docs", ignore=ignore)
+    shutil.copytree(ROOT / "notebooks", work / "notebooks", ignore=ignore)
+    out, runs = work / "html", work / "notebook-runs"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    command = [sys.executable, "-m", "sphinx", "-W", "-n", "--keep-going", "-q", "-b", "html"]
+    command += ["-D", "dbatch_notebook_execution=force", "-D", f"dbatch_notebook_runs={runs}"]
+    done = subprocess.run(
+        [*command, str(work / "docs"), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1500,
+    )
+    assert done.returncode == 0, done.stderr[-8000:]
+    assert "WARNING" not in done.stderr, done.stderr[-8000:]
+    return DocsSite(out, runs, done.stderr)

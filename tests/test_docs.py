@@ -8,12 +8,10 @@ followed offline, to its file and its anchor.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import subprocess
 import sys
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -28,38 +26,14 @@ from dbatch.triggers import SCHEDULES  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """The site built from copies of docs/ and notebooks/ (nothing is written in the tree)."""
-    work = tmp_path_factory.mktemp("site")
-    ignore = shutil.ignore_patterns("_build", "generated", ".ipynb_checkpoints", "__pycache__")
-    shutil.copytree(ROOT / "docs", work / "docs", ignore=ignore)
-    shutil.copytree(ROOT / "notebooks", work / "notebooks", ignore=ignore)
-    _store_an_output(work / "notebooks" / "01-quickstart.ipynb")
-    out = work / "html"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
-    command = [sys.executable, "-m", "sphinx", "-W", "-n", "--keep-going", "-q", "-b", "html"]
-    done = subprocess.run(
-        [*command, str(work / "docs"), str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-5000:]
-    assert "WARNING" not in done.stderr, done.stderr[-5000:]
-    return out
+# One build for this module and tests/test_notebooks.py (conftest.docs_site): the notebooks
+# run once. The first test waits for the build, notebooks included.
+pytestmark = [pytest.mark.xdist_group("docs-site"), pytest.mark.timeout(1800)]
 
 
-STORED = "an output stored in the notebook"
-
-
-def _store_an_output(path: Path) -> None:
-    """Give the first code cell a stored output, as an executed notebook has."""
-    nb = json.loads(path.read_text())
-    cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
-    cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": [STORED + "\n"]}]
-    path.write_text(json.dumps(nb))
+@pytest.fixture
+def site(docs_site) -> Path:
+    return docs_site.html
 
 
 def text_of(page: Path) -> str:
@@ -136,14 +110,30 @@ def test_the_job_file_reference_is_made_from_the_schema(site):
     assert "glob pattern or fsspec URL" in text  # descriptions from the docstrings
 
 
-def test_the_notebooks_are_rendered_without_being_run(site):
-    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+def test_the_notebooks_are_rendered_with_their_executed_outputs(site):
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):  # notebooks added later too
         page = site / "notebooks" / f"{nb.stem}.html"
         assert page.exists(), nb.name
-    quickstart = text_of(site / "notebooks" / "01-quickstart.html")
-    assert "connect(" in quickstart  # the code cells
-    assert STORED in quickstart  # what the notebook holds is shown ...
-    assert "nothing_to_do" not in quickstart  # ... and nothing comes from running it
+        assert "cell_output" in page.read_text(), f"{nb.name} is shown without outputs"
+    page = site / "notebooks" / "01-quickstart.html"
+    quickstart = text_of(page)
+    assert "connect(" in quickstart  # the code cells ...
+    assert "Dask dashboard" in quickstart  # ... the client's repr ...
+    assert "dbatch plan" in quickstart and "nothing_to_do" in quickstart  # ... the runs ...
+    assert "7/7 batches" in quickstart  # ... the progress bar, as it ended ...
+    assert "<progress" in page.read_text() and "jupyter-widgets" not in page.read_text()
+    images = re.findall(r'<img[^>]+src="([^"]+\.png)"', page.read_text())
+    assert images and all((page.parent / src).exists() for src in images)  # ... and the plot
+
+
+def test_the_notebook_pages_hold_no_path_of_the_build_machine(site):
+    here = [str(ROOT), os.path.realpath(ROOT), str(Path.home()), sys.prefix, str(site.parent)]
+    here.append(tempfile.gettempdir() + os.sep)
+    found = []
+    for page in sorted((site / "notebooks").glob("*.html")):
+        text = page.read_text()
+        found += [f"{page.name}: {path}" for path in set(here) if path in text]
+    assert not found, found
 
 
 def test_the_api_reference_renders_the_numpydoc_docstrings(site):

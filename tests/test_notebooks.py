@@ -1,8 +1,16 @@
-"""Every notebook in notebooks/ runs top to bottom in a real Jupyter kernel."""
+"""Every notebook in notebooks/ runs top to bottom in a real Jupyter kernel.
+
+They run once, while the documentation site is built (conftest.docs_site, which
+tests/test_docs.py checks too): each in an empty folder of its own, kept with
+the executed notebook, whose outputs are what the site shows.
+"""
 
 from __future__ import annotations
 
-import shutil
+import json
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,28 +18,12 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-
-def execute(path: Path, workdir: Path):
-    """Run a copy of the notebooks folder with the kernel's cwd in ``workdir``."""
-    shutil.copytree(
-        path.parent,
-        workdir,
-        ignore=shutil.ignore_patterns(".ipynb_checkpoints", ".dbatch", "__pycache__"),
-    )
-    nb = nbformat.read(workdir / path.name, as_version=4)
-    client = nbclient.NotebookClient(
-        nb,
-        kernel_name="python3",
-        timeout=600,
-        startup_timeout=120,
-        resources={"metadata": {"path": str(workdir)}},
-    )
-    client.execute()
-    return nb
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+pytestmark = [pytest.mark.xdist_group("docs-site"), pytest.mark.timeout(1800)]
 
 
 def outputs(nb) -> list[dict]:
@@ -51,9 +43,11 @@ def text_of(nb) -> str:
 def check_quickstart(nb, workdir: Path) -> None:
     """The quickstart shows the link, the plan, a widget and a plot, and writes real output."""
     mimes = {mime for out in outputs(nb) for mime in out.get("data", {})}
-    assert WIDGET_MIME in mimes, "the run did not display the progress widget"
     assert "image/png" in mimes, "no plot was drawn"
     text = text_of(nb)
+    # The progress widget, drawn as it ended: a bar per run, the counts beside it.
+    assert text.count('<progress value="7" max="7">') >= 2, "no progress widget was displayed"
+    assert "7/7 batches" in text and WIDGET_MIME not in mimes
     assert "Dask dashboard" in text and "http://127.0.0.1:" in text
     assert "dbatch plan" in text  # the plan's HTML repr
     assert "dbatch run" in text and "succeeded" in text  # the RunResult's repr
@@ -82,17 +76,120 @@ CHECKS = {"01-quickstart.ipynb": check_quickstart, "06-monitoring.ipynb": check_
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, tmp_path: Path) -> None:
-    workdir = tmp_path / "notebooks"
-    nb = execute(path, workdir)
+def test_notebook_runs(path: Path, docs_site) -> None:
+    executed = docs_site.runs / path.name
+    assert executed.exists(), f"the docs build did not execute {path.name}"
+    nb = nbformat.read(executed, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "a code cell did not run"
     errors = [out for out in outputs(nb) if out.get("output_type") == "error"]
     assert not errors, errors
+    assert outputs(nb), "the notebook shows nothing"
     check = CHECKS.get(path.name)
     if check is not None:
-        check(nb, workdir)
+        check(nb, docs_site.runs / path.stem)
+
+
+@pytest.mark.slow
+def test_the_outputs_hold_no_path_of_the_build_machine(docs_site) -> None:
+    """Files the notebooks printed read as the relative paths they wrote."""
+    here = {str(ROOT), str(docs_site.runs), str(Path.home()), sys.prefix}
+    here |= {os.path.realpath(p) for p in here} | {tempfile.gettempdir() + os.sep}
+    found = []
+    for path in NOTEBOOKS:
+        nb = nbformat.read(docs_site.runs / path.name, as_version=4)
+        shown = json.dumps([outputs(nb), nb.metadata])
+        found += [f"{path.name}: {p}" for p in sorted(here) if p in shown]
+    assert not found, found
+    quickstart = nbformat.read(docs_site.runs / "01-quickstart.ipynb", as_version=4)
+    assert "quickstart-data/landing/transactions-2026-11-01-east.csv" in text_of(quickstart)
 
 
 def test_there_are_notebooks() -> None:
     assert NOTEBOOK_DIR.joinpath("01-quickstart.ipynb") in NOTEBOOKS
+
+
+def _tiny_notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, path)
+    return path
+
+
+def _app(runs: Path, mode: str = "cache"):
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(
+        dbatch_notebook_execution=mode, dbatch_notebook_timeout=60, dbatch_notebook_runs=str(runs)
+    )
+    return SimpleNamespace(config=config, outdir=str(runs / "html"))
+
+
+@pytest.mark.slow
+def test_the_build_runs_a_notebook_again_only_when_it_changed(tmp_path) -> None:
+    import dbatch_notebooks
+
+    source = _tiny_notebook(
+        tmp_path / "tiny.ipynb",
+        "from pathlib import Path\nimport time\nprint(Path('data.csv').resolve(), time.time_ns())",
+    )
+    app = _app(tmp_path / "runs")
+    first = nbformat.reads(dbatch_notebooks.prepared(app, source).decode(), as_version=4)
+    printed = first.cells[0].outputs[0]["text"]
+    assert printed.startswith("data.csv "), printed  # the run folder is taken out
+    assert (tmp_path / "runs" / "tiny").is_dir()  # the folder it ran in is kept
+    again = nbformat.reads(dbatch_notebooks.prepared(app, source).decode(), as_version=4)
+    assert again.cells[0].outputs[0]["text"] == printed  # not run again
+    forced = dbatch_notebooks.prepared(_app(tmp_path / "runs", "force"), source).decode()
+    assert printed not in forced  # run again: another time
+    stored = dbatch_notebooks.prepared(_app(tmp_path / "runs", "off"), source)
+    assert stored == source.read_bytes()
+    with pytest.raises(Exception, match="use one of cache, force, off"):
+        dbatch_notebooks.prepared(_app(tmp_path / "runs", "always"), source)
+
+
+@pytest.mark.slow
+def test_a_failing_cell_fails_the_build_naming_the_notebook_and_the_cell(tmp_path) -> None:
+    import dbatch_notebooks
+    from sphinx.errors import ExtensionError
+
+    source = _tiny_notebook(tmp_path / "broken.ipynb", "x = 1", "raise ValueError('no such file')")
+    with pytest.raises(ExtensionError) as failed:
+        dbatch_notebooks.prepared(_app(tmp_path / "runs"), source)
+    message = str(failed.value)
+    assert "notebook broken.ipynb failed in code cell 2" in message
+    assert "ValueError" in message and "no such file" in message
+    assert not (tmp_path / "runs" / "broken.ipynb").exists()  # nothing half-done is shown
+
+
+def test_a_widget_is_shown_as_its_last_state() -> None:
+    import dbatch_notebooks
+
+    state = {
+        "box": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_bar", "IPY_MODEL_t"]}},
+        "bar": {
+            "model_name": "IntProgressModel",
+            "state": {"value": 3, "max": 4, "description": "job"},
+        },
+        "t": {"model_name": "HTMLModel", "state": {"value": "3/4 batches · <b>1</b> failed"}},
+    }
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("show()")])
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output(
+            "display_data", data={WIDGET_MIME: {"model_id": "box"}, "text/plain": "HBox(...)"}
+        )
+    ]
+    nb.metadata["widgets"] = {dbatch_notebooks.WIDGET_STATE: {"state": state}}
+    dbatch_notebooks.freeze_widgets(nb)
+    data = nb.cells[0].outputs[0]["data"]
+    assert WIDGET_MIME not in data and "widgets" not in nb.metadata
+    assert (
+        '<progress value="3" max="4">' in data["text/html"]
+        and "<b>1</b> failed" in data["text/html"]
+    )
+    assert data["text/plain"] == "job 3/4 3/4 batches · 1 failed"

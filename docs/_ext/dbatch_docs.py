@@ -3,8 +3,8 @@
 - ``reference/job-file.md``: the job-file reference, written from the JSON Schema
   of job files (``dbatch.jobschema.job_schema``), so it lists exactly the keys,
   types, options and defaults the loader accepts;
-- ``notebooks/*.ipynb``: the repository's notebooks, copied as they are stored
-  (with their outputs; they are not executed).
+- ``notebooks/*.ipynb``: the repository's notebooks, each executed in a kernel of
+  its own (``dbatch_notebooks``), with their outputs.
 
 Both are made when the builder starts and are not kept in version control.
 """
@@ -12,23 +12,24 @@ Both are made when the builder starts and are not kept in version control.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
+import dbatch_notebooks
 from sphinx.application import Sphinx
 
 from dbatch.spec import TOP_ORDER
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
+    app.setup_extension("dbatch_notebooks")
     app.connect("builder-inited", _make_pages)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
 
 
 def _make_pages(app: Sphinx) -> None:
     docs = Path(app.srcdir)
-    _copy_notebooks(docs.parent / "notebooks", docs / "notebooks")
+    _copy_notebooks(app, docs.parent / "notebooks", docs / "notebooks")
     from dbatch.jobschema import job_schema
 
     page = docs / "reference" / "job-file.md"
@@ -38,7 +39,7 @@ def _make_pages(app: Sphinx) -> None:
         page.write_text(text)
 
 
-def _copy_notebooks(source: Path, target: Path) -> None:
+def _copy_notebooks(app: Sphinx, source: Path, target: Path) -> None:
     target.mkdir(exist_ok=True)
     wanted = {p.name for p in source.glob("*.ipynb")}
     for old in target.glob("*.ipynb"):
@@ -46,8 +47,9 @@ def _copy_notebooks(source: Path, target: Path) -> None:
             old.unlink()
     for nb in sorted(source.glob("*.ipynb")):
         copy = target / nb.name
-        if not copy.exists() or copy.read_bytes() != nb.read_bytes():
-            shutil.copyfile(nb, copy)
+        shown = dbatch_notebooks.prepared(app, nb)
+        if not copy.exists() or copy.read_bytes() != shown:  # unchanged: not read again
+            copy.write_bytes(shown)
 
 
 # -- the job-file reference --------------------------------------------------------------
