@@ -1,7 +1,7 @@
 """The JSON Schema of job files: derived from the loader's definitions, shipped, and true.
 
-Every job file of the repository (the demo's, the tests' full job, the YAML blocks
-of README.md and docs/, any in the notebooks) validates; wrong files are refused
+Every job file of the repository (the demo's, the ``dbatch init`` templates, the
+tests' full job, the YAML blocks of README.md and docs/, any in the notebooks) validates; wrong files are refused
 by the schema where the loader refuses them, at the same key.
 """
 
@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from dbatch.cli import main
+from dbatch.cli.templates import TEMPLATES
 from dbatch.demo import JOB_YAML
 from dbatch.errors import JobSpecError
 from dbatch.jobschema import SCHEMA_FILE, job_schema, shipped_schema
@@ -74,6 +75,9 @@ def notebook_blocks(path: Path) -> list[tuple[int, str]]:
 
 def corpus() -> list[tuple[str, Any]]:
     found = [("dbatch/demo.py JOB_YAML", safe_load(JOB_YAML.format(batch_files=4)))]
+    for name, template in sorted(TEMPLATES.items()):
+        text = template.job_text(Path("job-folder"))
+        found.append((f"dbatch init --template {name}", safe_load(text)))
     spec_tests = (ROOT / "tests" / "test_spec.py").read_text()
     full = re.search(r'FULL_JOB = """\\\n(.*?)"""', spec_tests, re.S)
     assert full, "tests/test_spec.py lost its FULL_JOB"
@@ -123,6 +127,7 @@ def test_every_job_file_of_the_repository_validates(where, doc):
 def test_the_corpus_holds_the_documented_full_jobs():
     full = [w for w, d in CORPUS if isinstance(d, dict) and {"source", "sink"} <= set(d)]
     assert any(w.startswith("README.md") for w in full)
+    assert {f"dbatch init --template {name}" for name in TEMPLATES} <= set(full)
     assert any(w.startswith("docs/job-files.md") for w in full)
     assert any(w.startswith("docs/how-to/") for w in full)
     assert len(CORPUS) >= 25
