@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..compile.physical import PhysicalPlan
-from ..core import BatchResult
+from ..core import Batch, BatchResult
 from ..retry import Failure
 from ..tasks import BatchTask
 
@@ -83,6 +83,19 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def call(self, key: Any, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
         """Run ``fn(*args)`` there; returns a function that waits for its result."""
+
+    def preflight(self, key: Any, plan: PhysicalPlan, sample: Batch | None) -> PhysicalPlan:
+        """``plan`` after the checks of ``sample`` (``compile.check.preflight``), made there.
+
+        On a cluster a worker does it: DuckDB is loaded there already. A SQL step that
+        cannot compile raises ``JobSpecError`` here, before any batch is sent.
+        """
+        from ..compile.check import preflight
+
+        checked = self.call(key, preflight, plan, sample)()
+        if isinstance(checked, Exception):
+            raise checked
+        return checked
 
     @abc.abstractmethod
     def reduce(
