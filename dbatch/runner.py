@@ -305,10 +305,10 @@ class _Run:
         buckets = self._buckets()
         staging = str(self.work.staging(self.run_id))
         self.work.staging(self.run_id).mkdir(parents=True, exist_ok=True)
+        executor.start(self.physical, self.physical.shared_objects())
         # Steps checked, partials decided on the plan's first batch (a resume decides alike).
         first, key = self.plan.batches[0], (f"dbatch-{self.plan.job}-preflight", self.run_id)
         self.physical = executor.preflight(key, self.physical, first)
-        executor.start(self.physical, self.physical.shared_objects())
 
         def make_task(batch: Batch, attempt: int) -> BatchTask:
             return BatchTask(batch, self.run_id, staging, attempt, buckets, self.options.fault)

@@ -14,6 +14,7 @@ compile a few statements. ``Pipeline.check`` and ``dbatch validate`` do it here.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -30,24 +31,29 @@ from .sql import SqlChain
 __all__ = ["check_batch", "check_steps", "preflight"]
 
 
-def preflight(plan: PhysicalPlan, sample: Batch | None) -> PhysicalPlan | JobSpecError:
+def preflight(
+    plan: PhysicalPlan, sample: Batch | None, shared: Mapping[str, Any] | None = None
+) -> PhysicalPlan | JobSpecError:
     """The run's checks of its first batch, on a worker: ``plan`` with its partials decided.
 
     Every SQL step is compiled over ``sample``'s columns and, with an aggregate,
     ``sample``'s first unit decides what batches write into the buckets. A step
     that cannot compile is returned, not raised, so the worker logs no failed task
-    for what is the job file's mistake; the driver raises it.
+    for what is the job file's mistake; the driver raises it. ``shared``: the shared
+    objects by token (a lookup), as the batches get them.
     """
     if sample is not None:
         try:
-            check_batch(plan, sample)
+            check_batch(plan, sample, shared)
         except JobSpecError as e:
             return e
-    partials, note = decide_partials(plan, sample)
+    partials, note = decide_partials(plan, sample, shared)
     return dataclasses.replace(plan, partials=partials, partials_note=note)
 
 
-def check_batch(plan: PhysicalPlan, batch: Batch | None) -> list[str]:
+def check_batch(
+    plan: PhysicalPlan, batch: Batch | None, shared: Mapping[str, Any] | None = None
+) -> list[str]:
     """Compile every SQL step over the columns of ``batch``'s first unit (see ``check_steps``).
 
     The columns are the source's declared schema, or those the unit says of itself
@@ -61,10 +67,12 @@ def check_batch(plan: PhysicalPlan, batch: Batch | None) -> list[str]:
     schema = source.batch_schema(batch.units[0])
     if schema is None:
         return ["the batches' columns are not known before they load (declare a schema)"]
-    return check_steps(plan, schema)
+    return check_steps(plan, schema, shared)
 
 
-def check_steps(plan: PhysicalPlan, schema: pa.Schema) -> list[str]:
+def check_steps(
+    plan: PhysicalPlan, schema: pa.Schema, shared: Mapping[str, Any] | None = None
+) -> list[str]:
     """Compile every SQL step over an empty table of ``schema``; raise on the first that fails.
 
     Returns notes on what could not be checked (the columns after a Python
@@ -72,7 +80,7 @@ def check_steps(plan: PhysicalPlan, schema: pa.Schema) -> list[str]:
     """
     import duckdb
 
-    ctx = BatchContext(batch=Batch("check", (), ""), run_id="check")
+    ctx = BatchContext(batch=Batch("check", (), ""), run_id="check", shared=shared or {})
     data: pa.Table = empty_table(schema)
     position = 0
     for stage in plan.stages:

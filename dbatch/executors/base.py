@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -87,15 +87,26 @@ class Executor(abc.ABC):
     def preflight(self, key: Any, plan: PhysicalPlan, sample: Batch | None) -> PhysicalPlan:
         """``plan`` after the checks of ``sample`` (``compile.check.preflight``), made there.
 
-        On a cluster a worker does it: DuckDB is loaded there already. A SQL step that
-        cannot compile raises ``JobSpecError`` here, before any batch is sent.
+        Called after ``start``, so the checks see the shared objects; the tasks
+        submitted afterwards run the plan returned. On a cluster a worker does it:
+        DuckDB is loaded there already. A SQL step that cannot compile raises
+        ``JobSpecError`` here, before any batch is sent.
         """
         from ..compile.check import preflight
 
-        checked = self.call(key, preflight, plan, sample)()
+        checked = self.call(key, preflight, plan, sample, self.shared())()
         if isinstance(checked, Exception):
             raise checked
+        self.replan(checked)
         return checked
+
+    @abc.abstractmethod
+    def shared(self) -> Mapping[str, Any]:
+        """The shared objects by token, as a task here finds them."""
+
+    @abc.abstractmethod
+    def replan(self, plan: PhysicalPlan) -> None:
+        """Tasks submitted from now on run ``plan`` (the one ``start`` was given, decided)."""
 
     @abc.abstractmethod
     def reduce(
