@@ -346,7 +346,9 @@ class TestHybridSourceContract(SourceContract):
             for day in range(3, 7)
             for i in range(5)
         ]
-        stream.publish([r.encode() for r in rows[:7]] + [b"{not json"] + [r.encode() for r in rows[7:]])
+        stream.publish(
+            [r.encode() for r in rows[:7]] + [b"{not json"] + [r.encode() for r in rows[7:]]
+        )
         return Hybrid(
             Files(str(landing / "*.csv"), schema=HYBRID_SCHEMA),
             RedisStream(url=stream.url, stream=stream.name, schema=HYBRID_SCHEMA, chunk=4),

@@ -95,7 +95,9 @@ class Hybrid:
                 key="source.live",
             )
         if not isinstance(self.time_column, str) or not self.time_column:
-            raise JobSpecError("name the event-time column both sides carry", key="source.time_column")
+            raise JobSpecError(
+                "name the event-time column both sides carry", key="source.time_column"
+            )
         object.__setattr__(self, "at", _instant(self.handover))
         for side in _SIDES:
             declared = _declared(getattr(self, side))
@@ -127,7 +129,9 @@ class Hybrid:
             raise JobSpecError(f"missing required key(s) {missing}", key=key, file=file)
         options = {k: v for k, v in value.items() if k not in _SIDES}
         for side in _SIDES:
-            options[side] = _component(value[side], key=f"{key}.{side}", file=file, base_dir=base_dir)
+            options[side] = _component(
+                value[side], key=f"{key}.{side}", file=file, base_dir=base_dir
+            )
         try:
             return cls(**options)
         except JobSpecError as e:
