@@ -190,6 +190,12 @@ def test_backfill_then_live_equals_all_the_data_at_once(broker, tmp_path, client
     assert_same(job_output(tmp_path), everything.aggregate())
     assert broker.position() == broker.end()
 
+    for f in landing.iterdir():  # the landing area cleared after the backfill
+        f.unlink()
+    cleared = pipeline.run(client=client)
+    assert cleared.status == "nothing_to_do", cleared
+    assert_same(job_output(tmp_path), everything.aggregate())
+
     moved = load_job(write_job(tmp_path, broker, handover="2026-11-29T00:00:00Z")).pipeline
     with pytest.raises(JobSpecError, match="2026-11-28T00:00:00Z.*2026-11-29T00:00:00Z"):
         moved.plan()
