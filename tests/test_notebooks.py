@@ -111,7 +111,9 @@ def check_streams(nb, workdir: Path) -> None:
     assert "hourly output: 900 rows, 900 distinct; live aggregate: 900 readings" in text
     assert "exactly once: True" in text and "live: nothing_to_do" in text
     assert "spool: 900 messages (offsets 1 to 900)" in text
-    grew = [int(n) for n in re.findall(r"run \d+: succeeded, \d+ new batches, (\d+) readings", text)]
+    grew = [
+        int(n) for n in re.findall(r"run \d+: succeeded, \d+ new batches, (\d+) readings", text)
+    ]
     assert len(grew) >= 2 and grew == sorted(grew) and grew[-1] == 900, grew
     data = workdir / "streams-data" / "out"
     hours = sorted(p.name for p in (data / "hourly").iterdir() if p.is_dir())

@@ -88,7 +88,9 @@ def test_the_redis_example_runs(redis_url, tmp_path, client):
         job["source"].update(url=redis_url, stream=broker.name)
         broker.publish(json.dumps(m).encode() for m in messages)
         run(job, tmp_path, client)
-        same_rows(pd.read_parquet(tmp_path / job["sink"]["path"]), messages, job["source"]["schema"])
+        same_rows(
+            pd.read_parquet(tmp_path / job["sink"]["path"]), messages, job["source"]["schema"]
+        )
         assert broker.position(job["source"]["group"]) == broker.end()
     finally:
         broker.close()
@@ -151,9 +153,10 @@ def test_the_mqtt_example_runs(mqtt_host, tmp_path, client):
         time.sleep(MAX_WAIT + 0.2)
         result = pipeline.run(client=client, progress=False)
         assert result.ok and result.rows_out == len(messages), result
-        same_rows(pd.read_parquet(tmp_path / job["sink"]["path"]), messages, job["source"]["schema"])
+        same_rows(
+            pd.read_parquet(tmp_path / job["sink"]["path"]), messages, job["source"]["schema"]
+        )
     finally:  # a clean connect with the session's id ends it on the broker
         ending = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=mine, clean_session=True)
         ending.connect(host, port)
         ending.disconnect()
-
