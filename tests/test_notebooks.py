@@ -1,7 +1,14 @@
-"""Every notebook in notebooks/ runs top to bottom in a real Jupyter kernel."""
+"""Every notebook in notebooks/ runs top to bottom in a real Jupyter kernel.
+
+A notebook that needs a service names it in its metadata (``"dbatch": {"services":
+["mqtt"]}``); the test then asks for the suite's fixture of that service, which
+skips with the reason when it is absent (fails under DBATCH_STRICT_SERVICES=1),
+and tells the kernel where the service is by an environment variable.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -32,6 +39,20 @@ def execute(path: Path, workdir: Path):
     )
     client.execute()
     return nb
+
+
+def needs(path: Path) -> list[str]:
+    """The services a notebook names in its metadata."""
+    return list(nbformat.read(path, as_version=4).metadata.get("dbatch", {}).get("services", []))
+
+
+def _mqtt_env(found) -> dict[str, str]:
+    host, port = found
+    return {"MQTT_BROKER": f"{host}:{port}"}
+
+
+# A service a notebook may need: the fixture that finds it, and how the kernel is told.
+SERVICES = {"mqtt": ("mqtt_host", _mqtt_env)}
 
 
 def outputs(nb) -> list[dict]:
@@ -78,13 +99,47 @@ def check_monitoring(nb, workdir: Path) -> None:
     assert (out / "_SUCCESS").exists()
 
 
-CHECKS = {"01-quickstart.ipynb": check_quickstart, "06-monitoring.ipynb": check_monitoring}
+def check_streams(nb, workdir: Path) -> None:
+    """Hourly partitions, a live aggregate that grew run by run, each reading once."""
+    import pandas as pd
+
+    mimes = {mime for out in outputs(nb) for mime in out.get("data", {})}
+    assert "image/png" in mimes, "no plot was drawn"
+    text = text_of(nb)
+    assert "batches planned: 0 0" in text  # the sessions exist before the sensors publish
+    assert "published 910 messages, 900 distinct readings" in text
+    assert "hourly output: 900 rows, 900 distinct; live aggregate: 900 readings" in text
+    assert "exactly once: True" in text and "live: nothing_to_do" in text
+    assert "spool: 900 messages (offsets 1 to 900)" in text
+    grew = [
+        int(n) for n in re.findall(r"run \d+: succeeded, \d+ new batches, (\d+) readings", text)
+    ]
+    assert len(grew) >= 2 and grew == sorted(grew) and grew[-1] == 900, grew
+    data = workdir / "streams-data" / "out"
+    hours = sorted(p.name for p in (data / "hourly").iterdir() if p.is_dir())
+    assert hours == [f"hour=2026-06-01T{h:02d}" for h in range(6, 12)], hours
+    frame = pd.read_parquet(data / "hourly")
+    assert len(frame) == frame["reading_id"].nunique() == 900
+    live = pd.read_parquet(data / "live")
+    assert len(live) == 30 and set(live["readings"]) == {30}  # 5 sensors x 6 hours
+
+
+CHECKS = {
+    "01-quickstart.ipynb": check_quickstart,
+    "06-monitoring.ipynb": check_monitoring,
+    "08-streams.ipynb": check_streams,
+}
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, tmp_path: Path) -> None:
+def test_notebook_runs(path: Path, tmp_path: Path, request, monkeypatch) -> None:
+    for service in needs(path):
+        assert service in SERVICES, f"{path.name} needs {service!r}; known: {sorted(SERVICES)}"
+        fixture, env = SERVICES[service]
+        for name, value in env(request.getfixturevalue(fixture)).items():
+            monkeypatch.setenv(name, value)  # the kernel inherits it
     workdir = tmp_path / "notebooks"
     nb = execute(path, workdir)
     errors = [out for out in outputs(nb) if out.get("output_type") == "error"]
