@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .arrow import empty_table
 from .core import Batch, QuarantinedFile
 from .errors import BadInputError
 from .redact import any_known, redact, scrub_all
@@ -105,5 +106,5 @@ class BatchContext:
 
     def quarantined_rows(self) -> pa.Table:
         if not self._rows:
-            return QUARANTINE_SCHEMA.empty_table()
+            return empty_table(QUARANTINE_SCHEMA)
         return pa.concat_tables(self._rows)

@@ -27,7 +27,7 @@ from .batching import batching_schema
 from .cluster import cluster_schema
 from .errors import JobSpecError
 from .monitor.alerts import Alert
-from .options import options_schema, schema_of, summary
+from .options import DeclaresJobSchema, options_schema, schema_of, summary
 from .registry import Entry, entries
 from .spec import BAD_INPUT_SCHEMA, NAME_SCHEMA, TOP_KEYS
 from .steps.aggregate import Aggregate
@@ -166,7 +166,8 @@ def _component(kind: str, name: str, entry: Entry, *, build_options: bool) -> di
     except JobSpecError as e:
         missing: dict[str, Any] = {"description": e.message}
         return {"type": "object", **missing} if build_options else missing
-    schema = options_schema(cls) if build_options else schema_of(cls)
+    own = isinstance(cls, DeclaresJobSchema)  # a source that reads its own options (hybrid)
+    schema = options_schema(cls) if build_options and not own else schema_of(cls)
     if "description" not in schema and (text := summary(cls)):
         schema["description"] = text
     return schema

@@ -234,17 +234,12 @@ class Pipeline:
         Traceback (most recent call last):
         JobSpecError: key 'steps[0]': Filter(where="stat = 'settled'") cannot run on ...
         """
-        from .compile.check import check_steps
+        from .compile.check import check_batch
 
-        if not isinstance(self.source, Described):
-            return [f"{type(self.source).__name__} cannot tell its columns before it loads a batch"]
-        plan = plan if plan is not None else self.plan()
-        if not plan.batches or not plan.batches[0].units:
-            return []
-        schema = self.source.batch_schema(plan.batches[0].units[0])
-        if schema is None:
-            return ["the batches' columns are not known before they load (declare a schema)"]
-        return check_steps(self.physical(), schema)
+        if plan is None and isinstance(self.source, Described):
+            plan = self.plan()
+        first = plan.batches[0] if plan is not None and plan.batches else None
+        return check_batch(self.physical(), first)
 
     # -- running it --------------------------------------------------------------------
 

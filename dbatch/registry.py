@@ -98,6 +98,7 @@ SOURCES: dict[str, Entry] = {
     "redis_stream": Entry("dbatch.sources.streams.redis:RedisStream", extra="streams"),
     "nats": Entry("dbatch.sources.streams.nats:NatsStream", extra="streams"),
     "mqtt": Entry("dbatch.sources.streams.mqtt:MqttTopic", extra="streams"),
+    "hybrid": Entry("dbatch.sources.hybrid:Hybrid"),
 }
 SINKS: dict[str, Entry] = {
     "parquet": Entry("dbatch.sinks.files:ParquetSink"),

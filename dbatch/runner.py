@@ -60,7 +60,6 @@ def run(
     no_cluster = client is None and executor is None
     start = _early_start(pipeline, plan, ledger, options) if no_cluster else None
     try:
-        pipeline.check(plan)  # a SQL step that cannot compile fails here, before any batch runs
         run_id = options.run_id or new_run_id()
         ledger.acquire(pipeline.name, run_id)
     except BaseException:
@@ -112,7 +111,6 @@ class _Run:
         self.run_id, self.options = run_id, options
         self.policy = options.retry or RetryPolicy()
         self.work = WorkArea(pipeline.work_area())
-        self._sample = False  # whether the physical plan may sample the first batch
         self.client, self.executor, self._made_executor = client, executor, False
         self.summary = RunSummary(
             plan,
@@ -128,7 +126,8 @@ class _Run:
 
     @cached_property
     def physical(self) -> PhysicalPlan:
-        return self.pipeline.physical(plan=self.plan if self._sample else None)
+        """The physical plan; ``_drive`` replaces it with one whose partials are decided."""
+        return self.pipeline.physical()
 
     # -- the run ------------------------------------------------------------------
 
@@ -165,7 +164,6 @@ class _Run:
         )
         self._started = True
         todo = self._settle(records)
-        self._sample = bool(todo)  # batches will run: worth sampling for partial aggregates
         self._acknowledge()  # what an earlier driver committed but did not live to acknowledge
         up_to_date = not todo and self._publication().up_to_date()
         needs_cluster = bool(todo) or (
@@ -236,7 +234,6 @@ class _Run:
 
         if self.executor is None:
             from .cluster import LocalStart, connect, has_active_client
-            from .executors.dask import DaskExecutor
 
             started = isinstance(self.client, LocalStart)  # a cluster started for this run
             owned = started or (self.client is None and not has_active_client())
@@ -309,6 +306,9 @@ class _Run:
         staging = str(self.work.staging(self.run_id))
         self.work.staging(self.run_id).mkdir(parents=True, exist_ok=True)
         executor.start(self.physical, self.physical.shared_objects())
+        # Steps checked, partials decided on the plan's first batch (a resume decides alike).
+        first, key = self.plan.batches[0], (f"dbatch-{self.plan.job}-preflight", self.run_id)
+        self.physical = executor.preflight(key, self.physical, first)
 
         def make_task(batch: Batch, attempt: int) -> BatchTask:
             return BatchTask(batch, self.run_id, staging, attempt, buckets, self.options.fault)

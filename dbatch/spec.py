@@ -372,7 +372,7 @@ def _component(kind: str, spec: Any, file: str | None, base_dir: Path | None) ->
         )
     options = {k: v for k, v in spec.items() if k != "type"}
     cls = resolve_class(kind, str(spec["type"]), key=f"{kind}.type", file=file)
-    return build(cls, options, key=kind, file=file, base_dir=base_dir)
+    return configure(cls, options, key=kind, file=file, base_dir=base_dir)
 
 
 def _step(i: int, spec: Any, file: str | None, base_dir: Path | None) -> Any:

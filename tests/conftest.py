@@ -160,16 +160,56 @@ def nats_url():
     return NATS_URL
 
 
-@pytest.fixture
-def mqtt_host():
+def find_mqtt() -> tuple[str, int]:
+    """The MQTT broker's (host, port); raises with the reason when none answers."""
     host, _, port = MQTT_HOST.partition(":")
     try:
         with socket.create_connection((host, int(port or 1883)), timeout=2):
             pass
         import paho.mqtt  # noqa: F401
     except Exception as e:  # noqa: BLE001
-        unavailable(f"needs an MQTT broker (Mosquitto) at {MQTT_HOST}: {type(e).__name__}: {e}")
+        raise LookupError(
+            f"needs an MQTT broker (Mosquitto) at {MQTT_HOST}: {type(e).__name__}: {e}"
+        ) from None
     return host, int(port or 1883)
+
+
+@pytest.fixture
+def mqtt_host():
+    try:
+        return find_mqtt()
+    except LookupError as e:
+        unavailable(str(e))
+
+
+def _mqtt_env() -> dict[str, str]:
+    host, port = find_mqtt()
+    return {"MQTT_BROKER": f"{host}:{port}"}
+
+
+# A service a notebook may name in its metadata ("dbatch": {"services": [...]}): the
+# environment that tells its kernel where the service is (LookupError: it is absent).
+NOTEBOOK_SERVICES = {"mqtt": _mqtt_env}
+
+
+def notebook_environment(paths: list[Path]) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of the notebooks' services, and the notebooks that cannot run (why)."""
+    import nbformat
+
+    env: dict[str, str] = {}
+    not_run: dict[str, str] = {}
+    for path in paths:
+        services = nbformat.read(path, as_version=4).metadata.get("dbatch", {}).get("services", [])
+        for service in services:
+            if service not in NOTEBOOK_SERVICES:
+                raise AssertionError(
+                    f"{path.name} needs {service!r}; known: {sorted(NOTEBOOK_SERVICES)}"
+                )
+            try:
+                env.update(NOTEBOOK_SERVICES[service]())
+            except LookupError as e:
+                not_run[path.name] = str(e)
+    return env, not_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +219,7 @@ class DocsSite:
     html: Path
     runs: Path  # <runs>/NAME.ipynb executed, <runs>/NAME/ the folder it ran in
     stderr: str
+    not_run: dict[str, str]  # notebooks shown as stored: a service they need is absent
 
 
 @pytest.fixture(scope="session")
@@ -200,9 +241,12 @@ def docs_site(tmp_path_factory) -> DocsSite:
     shutil.copytree(ROOT / "docs", work / "docs", ignore=ignore)
     shutil.copytree(ROOT / "notebooks", work / "notebooks", ignore=ignore)
     out, runs = work / "html", work / "notebook-runs"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    services, not_run = notebook_environment(sorted((ROOT / "notebooks").glob("*.ipynb")))
+    env = {**os.environ, **services, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     command = [sys.executable, "-m", "sphinx", "-W", "-n", "--keep-going", "-q", "-b", "html"]
     command += ["-D", "dbatch_notebook_execution=force", "-D", f"dbatch_notebook_runs={runs}"]
+    if not_run:
+        command += ["-D", f"dbatch_notebook_exclude={','.join(sorted(not_run))}"]
     done = subprocess.run(
         [*command, str(work / "docs"), str(out)],
         capture_output=True,
@@ -212,4 +256,4 @@ def docs_site(tmp_path_factory) -> DocsSite:
     )
     assert done.returncode == 0, done.stderr[-8000:]
     assert "WARNING" not in done.stderr, done.stderr[-8000:]
-    return DocsSite(out, runs, done.stderr)
+    return DocsSite(out, runs, done.stderr, not_run)

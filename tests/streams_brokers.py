@@ -85,10 +85,10 @@ class NatsBroker:
     def yaml(self) -> str:
         return f"  type: nats\n  servers: {self.url}\n  stream: {self.name}\n"
 
-    def publish(self, payloads: Iterable[bytes]) -> None:
+    def publish(self, payloads: Iterable[bytes], subject: str = "data") -> None:
         async def work(js):
             for p in payloads:
-                await js.publish(f"{self.name}.data", p)
+                await js.publish(f"{self.name}.{subject}", p)
 
         self._do(work)
 

@@ -333,3 +333,52 @@ def test_status_shows_output_checksums_only_where_there_are_output_files(tmp_pat
     # Bucket files are not checksummed: no checksum rather than the digest of nothing.
     assert sums["agg"] == [None, None]
     assert all(len(c) == 32 for c in sums["plain"]) and len(set(sums["plain"])) == 2
+
+
+def test_run_stops_at_a_typo_in_a_sql_step_before_any_batch(tmp_path):
+    """The steps are checked on a worker before a batch is sent: one line, exit 2, no output."""
+    job = init_job(tmp_path / "etl")
+    job.write_text(job.read_text().replace("status = 'paid'", "stat = 'paid'"))
+    result = python_m_dbatch("run", str(job), "--json", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "steps[0]" in errors[0] and '"stat"' in errors[0], result.stderr
+    assert "Compute Failed" not in result.stderr  # the job file's mistake, not a failed task
+    assert not (tmp_path / "etl" / "out" / "daily_revenue").exists()
+    history = python_m_dbatch("history", str(job), "--json", cwd=tmp_path)
+    runs = json.loads(history.stdout)["runs"]
+    assert [r["status"] for r in runs] == ["failed"] and "steps[0]" in runs[0]["message"]
+
+
+DRIVER_RUN = """
+import sys
+from distributed import Client, LocalCluster
+from dbatch.spec import load_job
+
+if __name__ == "__main__":
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        result = load_job(sys.argv[1]).pipeline.run(client=client, progress=False)
+        print(result.status, *(m for m in ("duckdb", "pandas") if m in sys.modules))
+"""
+
+
+def test_a_run_on_a_cluster_leaves_duckdb_and_pandas_out_of_the_driver(tmp_path):
+    """Checks and estimates run where DuckDB is loaded already; the driver stays small."""
+    job = init_job(tmp_path / "etl")
+    script = tmp_path / "drive.py"
+    script.write_text(DRIVER_RUN)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script), str(job)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["succeeded"], done.stdout

@@ -110,11 +110,12 @@ def test_the_job_file_reference_is_made_from_the_schema(site):
     assert "glob pattern or fsspec URL" in text  # descriptions from the docstrings
 
 
-def test_the_notebooks_are_rendered_with_their_executed_outputs(site):
+def test_the_notebooks_are_rendered_with_their_executed_outputs(site, docs_site):
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):  # notebooks added later too
         page = site / "notebooks" / f"{nb.stem}.html"
         assert page.exists(), nb.name
-        assert "cell_output" in page.read_text(), f"{nb.name} is shown without outputs"
+        if nb.name not in docs_site.not_run:  # (tests/test_notebooks.py names those)
+            assert "cell_output" in page.read_text(), f"{nb.name} is shown without outputs"
     page = site / "notebooks" / "01-quickstart.html"
     quickstart = text_of(page)
     assert "connect(" in quickstart  # the code cells ...

@@ -196,9 +196,9 @@ def test_a_run_samples_only_when_batches_run(tmp_path, monkeypatch):
     calls = []
     real = partials_pass.estimate_groups
 
-    def counted(plan, batch):
+    def counted(plan, batch, *shared):
         calls.append(batch.id)
-        return real(plan, batch)
+        return real(plan, batch, *shared)
 
     monkeypatch.setattr(partials_pass, "estimate_groups", counted)
     assert p.run(executor=LocalExecutor(), progress=False).status == "succeeded"

@@ -128,7 +128,10 @@ def _ca(name: str):
     return key, cert
 
 
-def _leaf(ca_key, ca_cert, name: str, folder: Path) -> tuple[str, str]:
+def _leaf(
+    ca_key, ca_cert, name: str, folder: Path, addresses: tuple[str, ...] = ("127.0.0.1",)
+) -> tuple[str, str]:
+    """A certificate and key for ``name`` (valid for localhost and ``addresses``), signed by the CA."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -146,7 +149,8 @@ def _leaf(ca_key, ca_cert, name: str, folder: Path) -> tuple[str, str]:
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [x509.DNSName("localhost")]
+                + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
             ),
             critical=False,
         )

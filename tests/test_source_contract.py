@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from dbatch import Files, HttpSource, SqlSource
+from dbatch.batching import ByCount
 from dbatch.core import Unit
 from dbatch.registry import SOURCES, register
 from dbatch.spec import pipeline_from_dict
@@ -306,3 +307,93 @@ class TestRegisteredExampleSourceContract(SourceContract):
 
     def test_the_job_file_name_builds_the_users_class(self, source):
         assert isinstance(source, LinesSource)
+
+
+# -- history from files, then a Redis stream ---------------------------------------------------
+
+HYBRID_SCHEMA = {"id": "int64", "ts": "timestamp", "amount": "float64"}
+
+
+class TestHybridSourceContract(SourceContract):
+    """Four CSV files (days 1 to 4) and a Redis stream (days 3 to 6), handed over at day 4.
+
+    The rows each side leaves to the other are read and counted as filtered; one
+    file row without a time and one message that is no JSON are quarantined.
+    Stream sources on their own are covered by tests/test_streams.py against the
+    brokers: their units are offset ranges that do not change, where this contract
+    changes a unit's content.
+    """
+
+    @pytest.fixture
+    def stream(self, redis_url):
+        from streams_brokers import RedisBroker
+
+        broker = RedisBroker(redis_url)
+        yield broker
+        broker.close()
+
+    @pytest.fixture
+    def source(self, tmp_path, stream):
+        from dbatch.sources.hybrid import Hybrid
+        from dbatch.sources.streams.redis import RedisStream
+
+        landing = tmp_path / "landing"
+        landing.mkdir()
+        for day in range(1, 5):
+            self.write_day(landing, day)
+        rows = [
+            json.dumps({"id": 100 * day + i, "ts": f"2026-11-0{day}T0{i}:00:00", "amount": i})
+            for day in range(3, 7)
+            for i in range(5)
+        ]
+        stream.publish(
+            [r.encode() for r in rows[:7]] + [b"{not json"] + [r.encode() for r in rows[7:]]
+        )
+        return Hybrid(
+            Files(str(landing / "*.csv"), schema=HYBRID_SCHEMA),
+            RedisStream(url=stream.url, stream=stream.name, schema=HYBRID_SCHEMA, chunk=4),
+            time_column="ts",
+            handover="2026-11-04T00:00:00",
+        )
+
+    @staticmethod
+    def write_day(landing: Path, day: int, extra: int = 0) -> None:
+        lines = [f"{100 * day + i},2026-11-0{day}T0{i}:00:00,{i}.5" for i in range(5 + extra)]
+        no_time = f"{100 * day + 9},,1.0"
+        (landing / f"day-{day}.csv").write_text("\n".join(["id,ts,amount", *lines, no_time]) + "\n")
+
+    @pytest.fixture
+    def change_unit(self, tmp_path):
+        def change(units: list[Unit]) -> str:
+            path = tmp_path / "landing" / "day-2.csv"
+            before = path.stat().st_mtime_ns
+            self.write_day(path.parent, 2, extra=2)
+            os.utime(path, ns=(before, before + 10**10))
+            return str(path)
+
+        return change
+
+    @pytest.fixture
+    def batching(self):
+        return ByCount(3)  # the second batch holds a file and the stream's range
+
+    @pytest.fixture
+    def expected_rows(self):
+        return 4 * 6 + 4 * 5 + 1  # the files' rows, the stream's messages (one no JSON)
+
+    @pytest.fixture
+    def expected_quarantined(self):
+        return 4 + 1  # a row without a time in each file, the message that is no JSON
+
+    @pytest.fixture
+    def secret_source(self, tmp_path):
+        from dbatch.sources.hybrid import Hybrid
+        from dbatch.sources.streams.redis import RedisStream
+
+        source = Hybrid(
+            Files("s3://AKIAEXAMPLE:hybrid-s3cr3t@bucket/landing/*.csv"),
+            RedisStream(url="redis://:redis-s3cr3t@cache.example.com:6379/0", stream="orders"),
+            time_column="ts",
+            handover="2026-11-04",
+        )
+        return source, ("hybrid-s3cr3t", "redis-s3cr3t")

@@ -14,7 +14,7 @@ import click
 
 from ..cluster import MAX_LOCAL_WORKERS
 from ..core import Event
-from ..errors import DBatchError
+from ..errors import DBatchError, JobSpecError
 from ..listeners import RunListener
 from .logs import log_settings
 
@@ -113,7 +113,11 @@ class RunEnd(RunListener):
 
 
 def run_failed(error: Exception, end: RunEnd, as_json: bool) -> None:
-    """Exit 1 with one line when ``error`` ended a started run; return when it never started."""
+    """Exit with one line when ``error`` ended a started run; return when it never started.
+
+    The status is 1, or 2 when the job file is wrong (a SQL step that does not
+    compile is found after the run has taken its lock, before any batch is sent).
+    """
     if end.event is None:
         return
     e = end.event
@@ -121,7 +125,7 @@ def run_failed(error: Exception, end: RunEnd, as_json: bool) -> None:
     if as_json:
         echo_json({"job": e.job, "run_id": e.run_id, "status": "failed", "message": str(error)})
     click.echo(f"error: run {e.run_id} of {e.job!r} failed: {error}", err=True)
-    sys.exit(1)
+    sys.exit(2 if isinstance(error, JobSpecError) else 1)
 
 
 def run_params(job_path: str) -> dict[str, str]:

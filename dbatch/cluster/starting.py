@@ -49,12 +49,12 @@ def open_profile(profile: ClusterProfile, *, insecure: bool = False) -> Any:
     from distributed import Client
 
     from . import _OWNS_CLUSTER, _local_client
-    from .remote import check_security
+    from .remote import check_security, remote_client
 
     if profile.kind == "address":
         assert profile.address is not None
         check_security(profile.address, None, insecure)
-        return Client(profile.address, security=security_of(profile))
+        return remote_client(profile.address, security_of(profile))
     if profile.kind == "local":
         local = dict(profile.local or {})
         workers = profile.minimum if profile.adaptive else local.get("workers")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +95,9 @@ def extrapolate(rows: int, groups: int, batch_rows: float) -> float:
     return float(round(found, 6))
 
 
-def estimate_groups(plan: PhysicalPlan, batch: Batch) -> GroupEstimate | str:
+def estimate_groups(
+    plan: PhysicalPlan, batch: Batch, shared: Mapping[str, Any] | None = None
+) -> GroupEstimate | str:
     """Run the plan's SQL stages over ``batch``'s first unit, keep the keys, count their groups.
 
     A text saying why not when the stages include a step that is not SQL or the
@@ -108,7 +111,7 @@ def estimate_groups(plan: PhysicalPlan, batch: Batch) -> GroupEstimate | str:
         return "the source is not read inside a query"
     by = tuple(plan.aggregate.by)
     first = dataclasses.replace(batch, units=batch.units[:1])
-    ctx = BatchContext(batch=first, run_id="estimate", mode=BadInputMode.DROP)
+    ctx = BatchContext(batch=first, run_id="estimate", mode=BadInputMode.DROP, shared=shared or {})
     data: Any = plan.source.scan(first, ctx)
     if data is None:
         return "the first unit would have to be loaded, not read inside a query"
@@ -138,14 +141,19 @@ def _batch_scale(batch: Batch) -> float:
     return total / first if first > 0 and total > 0 else float(len(batch.units))
 
 
-def decide_partials(plan: PhysicalPlan, sample: Batch | None) -> tuple[Partials, str]:
-    """What a batch writes into the buckets, and why, for an explain line."""
+def decide_partials(
+    plan: PhysicalPlan, sample: Batch | None, shared: Mapping[str, Any] | None = None
+) -> tuple[Partials, str]:
+    """What a batch writes into the buckets, and why, for an explain line.
+
+    ``shared``: the shared objects by token, where the plan's steps hold only their tokens.
+    """
     if plan.aggregate is None:
         return Partials.NONE, ""
     if sample is None:
         return Partials.PER_BATCH, "no batch to sample before the run: decided per batch"
     try:
-        found = estimate_groups(plan, sample)
+        found = estimate_groups(plan, sample, shared)
     except Exception as e:  # noqa: BLE001 - the estimate is an optimisation, never a failure
         return Partials.PER_BATCH, f"not estimated ({type(e).__name__}): decided per batch"
     if isinstance(found, str):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from ..compile.physical import PhysicalPlan
-from ..core import BatchResult
+from ..core import Batch, BatchResult
 from ..retry import Failure
 from ..tasks import BatchTask
 
@@ -83,6 +83,30 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def call(self, key: Any, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
         """Run ``fn(*args)`` there; returns a function that waits for its result."""
+
+    def preflight(self, key: Any, plan: PhysicalPlan, sample: Batch | None) -> PhysicalPlan:
+        """``plan`` after the checks of ``sample`` (``compile.check.preflight``), made there.
+
+        Called after ``start``, so the checks see the shared objects; the tasks
+        submitted afterwards run the plan returned. On a cluster a worker does it:
+        DuckDB is loaded there already. A SQL step that cannot compile raises
+        ``JobSpecError`` here, before any batch is sent.
+        """
+        from ..compile.check import preflight
+
+        checked = self.call(key, preflight, plan, sample, self.shared())()
+        if isinstance(checked, Exception):
+            raise checked
+        self.replan(checked)
+        return checked
+
+    @abc.abstractmethod
+    def shared(self) -> Mapping[str, Any]:
+        """The shared objects by token, as a task here finds them."""
+
+    @abc.abstractmethod
+    def replan(self, plan: PhysicalPlan) -> None:
+        """Tasks submitted from now on run ``plan`` (the one ``start`` was given, decided)."""
 
     @abc.abstractmethod
     def reduce(

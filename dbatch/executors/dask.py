@@ -171,8 +171,9 @@ class DaskExecutor(Executor):
         try:
             self.client.wait_for_workers(1, timeout=limit)
         except TimeoutError:
+            where = getattr(self.client.scheduler, "address", "?")
             raise TimeoutError(
-                f"no worker joined the cluster at {self.client.scheduler.address} in {limit:g}s; "
+                f"no worker joined the cluster at {where} in {limit:g}s; "
                 "look at the cluster's job queue or logs (a batch scheduler may hold the jobs), "
                 "or raise dbatch.cluster.worker-wait"
             ) from None
@@ -190,7 +191,17 @@ class DaskExecutor(Executor):
         }
         for token, future in self._shared.items():
             self._variable(token).set(future)
-        self._plan_future = self._scatter(plan, "plan")
+        self._plan_future = None  # broadcast with the first tasks, once preflight decided it
+
+    def shared(self) -> SharedOnWorkers:
+        return SharedOnWorkers(
+            {t: (str(f.key), self._variable(t).name) for t, f in self._shared.items()}
+        )
+
+    def replan(self, plan: PhysicalPlan) -> None:
+        if self._plan_future is not None:
+            self._plan_future.release()
+        self._plan, self._plan_future = plan, None
 
     @contextmanager
     def span(self, name: str) -> Iterator[None]:
@@ -235,8 +246,8 @@ class DaskExecutor(Executor):
 
     def _rescatter_lost(self) -> None:
         """Scattered data dies with the workers holding it, and Dask cannot recompute it."""
-        assert self._plan is not None and self._plan_future is not None
-        if self._plan_future.status != "finished":
+        assert self._plan is not None
+        if self._plan_future is None or self._plan_future.status != "finished":
             self._plan_future = self._scatter(self._plan, "plan")
         for obj in self._shared_objects:
             if self._shared[obj.token].status != "finished":
@@ -251,9 +262,7 @@ class DaskExecutor(Executor):
         if not tasks:
             return []
         self._rescatter_lost()
-        shared = SharedOnWorkers(
-            {t: (str(f.key), self._variable(t).name) for t, f in self._shared.items()}
-        )
+        shared = self.shared()
         futures = self.client.map(
             process_batch,
             [self._plan_future] * len(tasks),

@@ -7,7 +7,7 @@ works the same as on a cluster, only serially.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..compile.physical import PhysicalPlan
@@ -42,6 +42,12 @@ class LocalExecutor(Executor):
     def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None:
         self._plan = plan
         self._shared = {obj.token: obj.obj for obj in shared}
+
+    def shared(self) -> Mapping[str, Any]:
+        return self._shared
+
+    def replan(self, plan: PhysicalPlan) -> None:
+        self._plan = plan
 
     def submit(self, task: BatchTask) -> Handle:
         assert self._plan is not None, "start() first"

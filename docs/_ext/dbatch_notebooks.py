@@ -23,6 +23,12 @@ options (``conf.py`` or ``sphinx-build -D name=value``):
     Seconds one cell may take (600).
 ``dbatch_notebook_runs``
     The folder of the runs; empty: ``notebook-runs`` beside the HTML output.
+``dbatch_notebook_exclude``
+    Names of notebooks shown as stored, not run (``-D dbatch_notebook_exclude=a.ipynb,b.ipynb``):
+    for a build without a service that one of them needs.
+
+A notebook that needs a service names it in its metadata (``"dbatch": {"services":
+["mqtt"]}``); a failure of that notebook says so.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("dbatch_notebook_execution", "cache", "env", types=[str])
     app.add_config_value("dbatch_notebook_timeout", 600, "env", types=[int])
     app.add_config_value("dbatch_notebook_runs", "", "env", types=[str])
+    app.add_config_value("dbatch_notebook_exclude", [], "env", types=[list])
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
 
 
@@ -62,7 +69,7 @@ def prepared(app: Sphinx, source: Path) -> bytes:
         raise ExtensionError(
             f"dbatch_notebook_execution = {mode!r} in conf.py: use one of {', '.join(MODES)}"
         )
-    if mode == "off":
+    if mode == "off" or source.name in app.config.dbatch_notebook_exclude:
         return source.read_bytes()
     runs = Path(app.config.dbatch_notebook_runs or Path(app.outdir).parent / "notebook-runs")
     runs = runs.resolve()
@@ -102,9 +109,12 @@ def execute(source: Path, workdir: Path, timeout: int = 600) -> nbformat.Noteboo
             client.execute(stdout=kernel_err, stderr=kernel_err)
     except (CellExecutionError, CellTimeoutError) as e:
         cell = _failed_cell(nb)
+        services = nb.metadata.get("dbatch", {}).get("services", [])
+        needs = f"; it needs {', '.join(services)} to answer" if services else ""
         raise ExtensionError(
             f"notebook {source.name} failed in code cell {cell} (its files are in {workdir}, "
-            f"the kernel's log in {log}); run it in Jupyter to fix it:\n{e}"
+            f"the kernel's log in {log}{needs}); run it in Jupyter to fix it, or leave it "
+            f"out with -D dbatch_notebook_exclude={source.name}:\n{e}"
         ) from None
     freeze_widgets(nb)
     scrub(nb, machine_paths(workdir))

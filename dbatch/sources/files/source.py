@@ -9,6 +9,7 @@ from typing import Any, cast
 import fsspec
 import pyarrow as pa
 
+from ...arrow import empty_table
 from ...context import BatchContext
 from ...core import BadInputMode, Batch, Unit
 from ...engine import Relation
@@ -200,7 +201,7 @@ class Files:
             schema = self.declared.arrow()
             if self.source_column:
                 schema = schema.append(pa.field(self.source_column, pa.string()))
-            return schema.empty_table()
+            return empty_table(schema)
         return pa.table({})
 
     def format_of(self, key: str) -> str:

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import pyarrow as pa
 
+from ...arrow import empty_table
 from ...context import BatchContext
 from ...core import Batch, Unit
 from ...errors import JobSpecError, SourceError
@@ -243,7 +244,7 @@ class HttpSource:
                 tables.append(records_table(records, self.declared, ctx, where, self.describe()))
         tables = [t for t in tables if t.num_columns or t.num_rows]
         if not tables:
-            return self.declared.arrow().empty_table() if self.declared else pa.table({})
+            return empty_table(self.declared.arrow()) if self.declared else pa.table({})
         try:
             return pa.concat_tables(tables, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
+from ...arrow import empty_table
 from ...context import BatchContext
 from ...core import Batch, Unit, digest
 from ...database import (
@@ -256,9 +257,9 @@ class SqlSource:
         except sa.exc.SQLAlchemyError as e:
             raise database_error(e, self.url, f"read {self._what} from") from e
         if not pieces:
-            return pa.schema(
-                [(n, types.get(n) or pa.null()) for n in names or list(types)]
-            ).empty_table()
+            return empty_table(
+                pa.schema([(n, types.get(n) or pa.null()) for n in names or list(types)])
+            )
         try:
             table = pa.concat_tables(pieces, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:

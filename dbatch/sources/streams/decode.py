@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ...arrow import empty_table
 from ...context import BatchContext
 from ...errors import JobSpecError
 from ...schema import Schema
@@ -87,7 +88,7 @@ def _json(messages, schema: Schema | None, ctx: BatchContext, where: str) -> pa.
     import pyarrow.json as pj
 
     if not messages:
-        return schema.arrow().empty_table() if schema is not None else pa.table({})
+        return empty_table(schema.arrow()) if schema is not None else pa.table({})
     payload = b"\n".join(m[1] for m in messages)
     if payload.count(b"\n") == len(messages) - 1:  # one line per message: parse them all at once
         try:
@@ -185,7 +186,7 @@ def _arrow(messages, schema: Schema | None, ctx: BatchContext, where: str) -> pa
         ctx.read_rows(table.num_rows)
         tables.append(table)
     if not tables:
-        return target.empty_table() if target is not None else pa.table({})
+        return empty_table(target) if target is not None else pa.table({})
     table = pa.concat_tables(tables)
     if schema is None:
         return table

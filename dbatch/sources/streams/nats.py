@@ -108,7 +108,9 @@ class NatsStream(StreamSource):
                 return _acked(await js.consumer_info(self.stream, self.durable))
             except nats.js.errors.NotFoundError:
                 state = (await js.stream_info(self.stream)).state
-                return int(state.last_seq) if self.start == "latest" else int(state.first_seq) - 1
+                if self.start == "latest":
+                    return int(state.last_seq)
+                return max(int(state.first_seq) - 1, 0)  # an empty stream says first_seq 0
 
         return self._session("read the consumer's position", work)
 

@@ -46,9 +46,11 @@ class SourceContract:
     second call; unit keys are unique; a batch's fingerprint changes when its
     unit's content changes and not otherwise; loading every batch of a plan
     counts the rows it read (``ctx.rows_in``) and returns as many rows as were
-    read minus those quarantined; loading a batch twice gives the same data;
-    ``describe()`` and ``repr()`` show no credentials; the source pickles, and
-    the copy lists and loads what the original does.
+    read minus those quarantined and those a rule of the source leaves out
+    (counted with ``ctx.filtered``: a hybrid's rows the other side covers);
+    loading a batch twice gives the same data; ``describe()`` and ``repr()``
+    show no credentials; the source pickles, and the copy lists and loads what
+    the original does.
 
     Examples
     --------
@@ -154,9 +156,9 @@ class SourceContract:
         for batch in plan:
             data, ctx = self.load(source, batch)
             rows = self.rows_of(source, data)
-            assert ctx.rows_in == rows + ctx.rows_quarantined, (
+            assert ctx.rows_in == rows + ctx.rows_quarantined + ctx.rows_filtered, (
                 f"batch {batch.id}: {ctx.rows_in} rows read, {rows} returned, "
-                f"{ctx.rows_quarantined} quarantined"
+                f"{ctx.rows_quarantined} quarantined, {ctx.rows_filtered} left out by rule"
             )
             read += ctx.rows_in
             quarantined += ctx.rows_quarantined
