@@ -87,6 +87,22 @@ def test_an_unreachable_scheduler_fails_fast_naming_the_address(tmp_path):
     assert waited < 25, waited  # distributed alone waits 30 s, then prints a traceback
 
 
+def test_set_gives_the_connect_timeout_too(tmp_path):
+    job = write_job(tmp_path)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = dbatch_cli(
+        "run",
+        str(job),
+        "--scheduler",
+        address,
+        "--set",
+        "dbatch.cluster.connect-timeout=2s",
+        cwd=tmp_path,
+    )
+    line = one_line_error(proc)
+    assert "dbatch.cluster.connect-timeout (2 s)" in line, line
+
+
 def test_a_server_that_is_not_a_scheduler(tmp_path):
     """Whatever answers on the port (here: random bytes) is one line, not a MemoryError."""
     job = write_job(tmp_path)

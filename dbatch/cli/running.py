@@ -67,7 +67,8 @@ def run_job(
     client = None
     end = RunEnd()
     try:
-        client = client_for(job, scheduler, insecure, show_link=not as_json, cluster=cluster)
+        with dask.config.set(settings):  # --set dbatch.cluster.connect-timeout=... counts here
+            client = client_for(job, scheduler, insecure, show_link=not as_json, cluster=cluster)
         with (
             job.inputs_checked(),
             dask.config.set(local_workers(job, workers)),
