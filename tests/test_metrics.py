@@ -54,6 +54,20 @@ def test_the_scheduler_exports_dbatch_metrics_next_to_dasks(tmp_path, client):
     assert abs(got[("dbatch_last_success_timestamp_seconds", ())] - time.time()) < 120
 
 
+def test_a_second_cluster_in_the_process_does_not_hide_the_first(tmp_path, client):
+    """The metrics registry is one per process: after another cluster closes, ours is back."""
+    from conftest import local_client
+
+    with local_client() as other:
+        assert make_pipeline(tmp_path / "other", name="elsewhere", n=2).run(client=other).ok
+        assert ("dbatch_runs_total", (("status", "succeeded"),)) in samples(
+            scrape(other), "elsewhere"
+        )
+    assert make_pipeline(tmp_path / "here", name="at-home", n=3).run(client=client).ok
+    got = samples(scrape(client), "at-home")
+    assert got[("dbatch_batches_total", (("state", "committed"),))] == 3
+
+
 def test_retries_are_counted(tmp_path, client):
     p = make_pipeline(tmp_path, name="retried", n=2)
     assert p.run(

@@ -97,30 +97,40 @@ class _Collector:
             yield from families(board)
 
 
-_served: weakref.ref[Any] | None = None
+_served: list[weakref.ref[Any]] = []  # the plugins of this process's open schedulers, in order
 _registered = False
 
 
 def _served_board() -> Board | None:
-    plugin = _served() if _served is not None else None
-    return None if plugin is None else plugin.board
+    for ref in reversed(_served):
+        plugin = ref()
+        if plugin is not None:
+            return plugin.board
+    return None
 
 
 def serve(plugin: Any) -> None:
     """Export ``plugin``'s board on the ``/metrics`` of its scheduler (prometheus_client's registry).
 
-    The registry is one per process, as Dask's own collectors are: the plugin
-    started last is the one exported. Without ``prometheus_client`` nothing is.
+    The registry is one per process, as Dask's own collectors are: of the
+    schedulers open in this process (a notebook may start two LocalClusters), the
+    one started last is exported; when it closes, the one before it again.
+    Without ``prometheus_client`` nothing is.
     """
-    global _served, _registered
+    global _registered
     try:
         import prometheus_client
     except ImportError:
         return
-    _served = weakref.ref(plugin)
+    _served.append(weakref.ref(plugin))
     if not _registered:
         prometheus_client.REGISTRY.register(_Collector(_served_board))
         _registered = True
+
+
+def unserve(plugin: Any) -> None:
+    """``plugin``'s scheduler is closing: export the one started before it again."""
+    _served[:] = [ref for ref in _served if ref() is not None and ref() is not plugin]
 
 
 def write_textfile(board: Board, path: str | os.PathLike[str]) -> None:

@@ -87,6 +87,9 @@ class DashboardPlugin(SchedulerPlugin):
         add_pages(scheduler)
 
     async def close(self) -> None:
+        from . import metrics
+
+        metrics.unserve(self)
         if self.scheduler is not None and self.scheduler.handlers.get(HANDLER) == self.receive:
             del self.scheduler.handlers[HANDLER]
 
