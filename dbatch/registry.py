@@ -36,6 +36,7 @@ __all__ = [
     "refuse_unknown",
     "register",
     "configure",
+    "component",
     "Configurable",
     "function_from_config",
     "FUNCTION_SCHEMA",
@@ -203,6 +204,15 @@ def resolve_class(kind: str, name: str, *, key: str, file: str | None) -> type:
             file=file,
         )
     return table[name].load(kind, name, key=key, file=file)
+
+
+def component(kind: str, spec: Any, *, key: str, file: str | None, base_dir: Path | None) -> Any:
+    """A source, sink or step from its job-file value ``{type: NAME, ...options}``."""
+    if not isinstance(spec, Mapping) or "type" not in spec:
+        raise JobSpecError("expected a mapping with a 'type' (and its options)", key=key, file=file)
+    cls = resolve_class(kind, str(spec["type"]), key=f"{key}.type", file=file)
+    options = {k: v for k, v in spec.items() if k != "type"}
+    return configure(cls, options, key=key, file=file, base_dir=base_dir)
 
 
 #: ``{function: pkg.module:name, on: pandas|arrow}``, as ``function_from_config`` reads it.

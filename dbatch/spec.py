@@ -21,7 +21,7 @@ from .monitor.alerts import Alert, alerts_from_config
 from .options import build, configure, did_you_mean, refuse_unknown
 from .pipeline import BAD_INPUT_MODES, NAME_PATTERN, Pipeline
 from .protocols import Trigger
-from .registry import resolve_class
+from .registry import component, resolve_class
 from .steps.aggregate import Aggregate
 from .triggers import trigger_from_config
 
@@ -266,8 +266,8 @@ def pipeline_from_dict(
     ByCount(count=4)
     """
     name = _checked_top_level(raw, file)
-    source = _component("source", raw["source"], file, base_dir)
-    sink = _component("sink", raw["sink"], file, base_dir)
+    source = component("source", raw["source"], key="source", file=file, base_dir=base_dir)
+    sink = component("sink", raw["sink"], key="sink", file=file, base_dir=base_dir)
     steps = [
         _step(i, s, file, base_dir)
         for i, s in enumerate(_list(raw.get("steps") or [], "steps", file))
@@ -363,16 +363,6 @@ def _list(value: Any, key: str, file: str | None) -> list:
     if not isinstance(value, list):
         raise JobSpecError(f"expected a list, got {type(value).__name__}", key=key, file=file)
     return value
-
-
-def _component(kind: str, spec: Any, file: str | None, base_dir: Path | None) -> Any:
-    if not isinstance(spec, Mapping) or "type" not in spec:
-        raise JobSpecError(
-            "expected a mapping with a 'type' (and its options)", key=kind, file=file
-        )
-    options = {k: v for k, v in spec.items() if k != "type"}
-    cls = resolve_class(kind, str(spec["type"]), key=f"{kind}.type", file=file)
-    return configure(cls, options, key=kind, file=file, base_dir=base_dir)
 
 
 def _step(i: int, spec: Any, file: str | None, base_dir: Path | None) -> Any:

@@ -174,6 +174,19 @@ def find_mqtt() -> tuple[str, int]:
     return host, int(port or 1883)
 
 
+@pytest.fixture(params=["redis", "nats"])
+def broker(request):
+    """A fresh stream on the real Redis, then on the real NATS JetStream (tests/streams_brokers.py)."""
+    from streams_brokers import NatsBroker, RedisBroker
+
+    if request.param == "redis":
+        b = RedisBroker(request.getfixturevalue("redis_url"))
+    else:
+        b = NatsBroker(request.getfixturevalue("nats_url"))
+    yield b
+    b.close()
+
+
 @pytest.fixture
 def mqtt_host():
     try:

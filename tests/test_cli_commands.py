@@ -18,17 +18,22 @@ from dbatch.cli.templates import TEMPLATES
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def python_m_dbatch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m dbatch ...`` in a fresh process, importing this checkout."""
+def checkout_env() -> dict[str, str]:
+    """The environment of a fresh process that imports this checkout."""
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def python_m_dbatch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m dbatch ...`` in a fresh process, importing this checkout."""
     return subprocess.run(
         [sys.executable, "-m", "dbatch", *args],
         capture_output=True,
         text=True,
         timeout=240,
         cwd=cwd,
-        env=env,
+        env=checkout_env(),
     )
 
 
@@ -368,17 +373,13 @@ def test_a_run_on_a_cluster_leaves_duckdb_and_pandas_out_of_the_driver(tmp_path)
     job = init_job(tmp_path / "etl")
     script = tmp_path / "drive.py"
     script.write_text(DRIVER_RUN)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
     done = subprocess.run(
         [sys.executable, str(script), str(job)],
         capture_output=True,
         text=True,
         timeout=240,
         cwd=tmp_path,
-        env=env,
+        env=checkout_env(),
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["succeeded"], done.stdout

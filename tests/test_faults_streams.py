@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from conftest import local_client
-from streams_brokers import NatsBroker, RedisBroker, records
+from streams_brokers import records
 from test_faults_driver import _kill_group, dbatch_in_subprocess
 
 import dbatch
@@ -58,16 +58,6 @@ def maybe_kill(df):
             os.kill(os.getpid(), signal.SIGKILL)
     return df
 """
-
-
-@pytest.fixture(params=["redis", "nats"])
-def broker(request):
-    if request.param == "redis":
-        b = RedisBroker(request.getfixturevalue("redis_url"))
-    else:
-        b = NatsBroker(request.getfixturevalue("nats_url"))
-    yield b
-    b.close()
 
 
 def write_job(root, broker, seed: int) -> tuple:

@@ -20,7 +20,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
-from streams_brokers import NatsBroker, RedisBroker
 
 from dbatch.context import BatchContext
 from dbatch.core import Batch
@@ -69,16 +68,6 @@ def day_files(landing: Path, rows: list[dict], suffix: str = "") -> None:
         by_day.setdefault(r["ts"].date().isoformat(), []).append(r)
     for day, part in by_day.items():
         write_csv(landing / f"orders-{day}{suffix}.csv", part)
-
-
-@pytest.fixture(params=["redis", "nats"])
-def broker(request):
-    if request.param == "redis":
-        b = RedisBroker(request.getfixturevalue("redis_url"))
-    else:
-        b = NatsBroker(request.getfixturevalue("nats_url"))
-    yield b
-    b.close()
 
 
 def live_options(broker) -> dict:

@@ -27,16 +27,6 @@ from dbatch.triggers import Poll
 from dbatch.watch import watch
 
 
-@pytest.fixture(params=["redis", "nats"])
-def broker(request):
-    if request.param == "redis":
-        b = RedisBroker(request.getfixturevalue("redis_url"))
-    else:
-        b = NatsBroker(request.getfixturevalue("nats_url"))
-    yield b
-    b.close()
-
-
 def pipeline(broker, tmp_path, batching=None, steps=(), **options) -> Pipeline:
     return Pipeline(
         broker.source(chunk=50, **options),

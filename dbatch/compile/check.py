@@ -34,7 +34,7 @@ __all__ = ["check_batch", "check_steps", "preflight"]
 def preflight(
     plan: PhysicalPlan, sample: Batch | None, shared: Mapping[str, Any] | None = None
 ) -> PhysicalPlan | JobSpecError:
-    """The run's checks of its first batch, on a worker: ``plan`` with its partials decided.
+    """The run's checks of its first batch, where its tasks run: ``plan`` with its partials decided.
 
     Every SQL step is compiled over ``sample``'s columns and, with an aggregate,
     ``sample``'s first unit decides what batches write into the buckets. A step

@@ -32,9 +32,9 @@ from ..arrow import as_arrow
 from ..context import BatchContext
 from ..core import Batch, Unit
 from ..errors import JobSpecError, SourceError
-from ..options import configure, options_schema, refuse_unknown
+from ..options import options_schema, refuse_unknown
 from ..protocols import Positioned, Source
-from ..registry import resolve_class
+from ..registry import component
 from .files import Files
 
 __all__ = ["Hybrid"]
@@ -129,8 +129,8 @@ class Hybrid:
             raise JobSpecError(f"missing required key(s) {missing}", key=key, file=file)
         options = {k: v for k, v in value.items() if k not in _SIDES}
         for side in _SIDES:
-            options[side] = _component(
-                value[side], key=f"{key}.{side}", file=file, base_dir=base_dir
+            options[side] = component(
+                "source", value[side], key=f"{key}.{side}", file=file, base_dir=base_dir
             )
         try:
             return cls(**options)
@@ -273,14 +273,6 @@ def _unwrap(unit: Unit) -> tuple[str, Unit]:
         raise SourceError(f"{unit.key!r} was not planned by a hybrid source (it names no side)")
     inner = tuple((k, v) for k, v in unit.identity if k not in ("side", "handover"))
     return str(side), dataclasses.replace(unit, identity=inner)
-
-
-def _component(spec: Any, *, key: str, file: str | None, base_dir: Path | None) -> Any:
-    if not isinstance(spec, Mapping) or "type" not in spec:
-        raise JobSpecError("expected a mapping with a 'type' (and its options)", key=key, file=file)
-    cls = resolve_class("source", str(spec["type"]), key=f"{key}.type", file=file)
-    options = {k: v for k, v in spec.items() if k != "type"}
-    return configure(cls, options, key=key, file=file, base_dir=base_dir)
 
 
 def _declared(source: Any) -> Any:
