@@ -32,12 +32,15 @@ class BatchContext:
 
     ``mode`` decides what bad input does: ``quarantine`` keeps it with its
     reason, ``drop`` only counts it, ``fail_fast`` raises at the first bad
-    file or row.
+    file or row. ``sample``: the rows are read only to look at (the
+    partial-aggregates estimate), so nobody reads the counts: a source may leave
+    bad rows out without finding or counting them.
     """
 
     batch: Batch
     run_id: str = "preview"
     mode: str = "quarantine"
+    sample: bool = False
     shared: Mapping[str, Any] = field(default_factory=dict)
     rows_in: int = 0
     rows_filtered: int = 0

@@ -258,6 +258,29 @@ def test_dropped_rows_are_counted_without_being_read(tmp_path, monkeypatch, narr
     assert (ctx.rows_quarantined == 0) == clean
 
 
+def test_a_sample_leaves_bad_rows_out_without_looking_for_them(tmp_path, monkeypatch):
+    """The partial-aggregates estimate reads a unit only for its keys: no query for
+    the bad rows (neither the rows nor their count), yet none of them in its rows."""
+    import dbatch.sources.files.scan as parquet_scan
+
+    write_files(tmp_path / "in")
+    p = pipeline(tmp_path / "in", bad_input="drop")
+    batch = p.plan()[0]
+    full = BatchContext(batch=batch, mode="drop")
+    want = run_steps(p, batch, full)
+    assert full.rows_quarantined > 0
+
+    def no_looking(*args):
+        raise AssertionError("a sample looked for its bad rows")
+
+    monkeypatch.setattr(parquet_scan, "_bad_rows", no_looking)
+    monkeypatch.setattr(parquet_scan, "_bad_count", no_looking)
+    ctx = BatchContext(batch=batch, mode="drop", sample=True)
+    got = run_steps(p, batch, ctx)
+    assert same_table(got, want)
+    assert ctx.rows_in == full.rows_in and ctx.files == []
+
+
 def test_drop_rows_belongs_to_drop_mode():
     with pytest.raises(RuntimeError, match="bad_input='drop'"):
         BatchContext(batch=Batch("b", (), "f"), mode="quarantine").drop_rows(3)

@@ -111,7 +111,9 @@ def estimate_groups(
         return "the source is not read inside a query"
     by = tuple(plan.aggregate.by)
     first = dataclasses.replace(batch, units=batch.units[:1])
-    ctx = BatchContext(batch=first, run_id="estimate", mode=BadInputMode.DROP, shared=shared or {})
+    ctx = BatchContext(
+        batch=first, run_id="estimate", mode=BadInputMode.DROP, sample=True, shared=shared or {}
+    )
     data: Any = plan.source.scan(first, ctx)
     if data is None:
         return "the first unit would have to be loaded, not read inside a query"

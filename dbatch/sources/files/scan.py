@@ -56,19 +56,19 @@ def parquet_scan(source: Files, batch: Batch, ctx: BatchContext) -> Relation | N
         files.append(found)
     total = sum(f.rows for f in files)
     quarantined = 0
-    if predicates and ctx.mode == "drop":
+    if not predicates or ctx.sample:  # a sample's bad rows are left out below, not looked for
+        ctx.read_rows(total)
+    elif ctx.mode == "drop":
         # Dropped rows are only counted: no need to read them, let alone all their columns.
         quarantined = _bad_count(schema, files)
         ctx.read_rows(total)
         ctx.drop_rows(quarantined)
-    elif predicates:
+    else:
         calls = _bad_rows(schema, batch, files)
         ctx.read_rows(total)
         for call in calls:
             ctx.quarantine_rows(*call)
             quarantined += len(call[3])
-    else:
-        ctx.read_rows(total)
     sql = " UNION ALL ".join(
         f"SELECT * FROM ({_select(schema, f.path, f.casts)}) AS f{i} WHERE {_ok(schema, f)}"
         for i, f in enumerate(files)
