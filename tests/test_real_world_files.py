@@ -151,6 +151,95 @@ def test_text_reads_into_every_declared_type(tmp_path):
     assert table["flag"].to_pylist() == [True, False] and table["n"].to_pylist() == [65535, 0]
 
 
+# Values that test where Arrow's typed CSV reading and the casts of text could part:
+# spaces, signs, exponents, markers with spaces, offsets, fractions, out of range.
+TRICKY = {
+    "int64": ["7", " 7 ", "+7", "-0", "007", "1e3", "7.0", "0x1F", "9223372036854775808", "1_0"],
+    "int8": ["127", "128", "-129", " -5"],
+    "uint16": ["65535", "65536", "-1", "+3"],
+    "float64": ["1.5", " 2.5 ", "1e400", "-1E-3", ".5", "5.", "inf", "-Infinity", "1,5", "+1"],
+    "float32": ["3.4e38", "3.5e38", "1e-46", "0.1"],
+    "date32": ["2026-11-01", " 2026-11-01", "2026-11-1", "2026-02-30", "20261101"],
+    "timestamp[us]": [
+        "2026-11-01 10:00:00",
+        "2026-11-01T10:00:00",
+        "2026-11-01",
+        "2026-11-01 10:00",
+        "2026-11-01 10:00:00.1234567",
+        "2026-11-01T10:00:00Z",
+        "2026-11-01T10:00:00+02:00",
+        " 2026-11-01 10:00:00 ",
+    ],
+    "timestamp[ms]": ["2026-11-01 10:00:00.123", "2026-11-01 10:00:00.1234"],
+}
+MARKERS = ["", "NA", " NA", "n/a", "null ", "NaN", "nan", "-", "#N/A"]
+
+
+@pytest.mark.parametrize("kind", sorted(TRICKY))
+def test_typed_reading_of_csv_gives_what_the_casts_of_text_give(tmp_path, kind, monkeypatch):
+    """Numbers, dates and times without a zone are converted by Arrow as it parses, the
+    rest is cast from text: for every value, alone in a file, the rows, values, bad rows
+    (reason, raw text, line) and counts are those of reading all of it as text."""
+    import dbatch.sources.files.csv as csv_module
+
+    kept_typed, parse = [], csv_module._parse
+
+    def spy(*args):
+        parsed = parse(*args)
+        if "x" in args[-1]:  # read with x typed: did it stay so?
+            kept_typed.append(parsed is not None and "x" in parsed.typed)
+        return parsed
+
+    monkeypatch.setattr(csv_module, "_parse", spy)
+    for i, value in enumerate(TRICKY[kind] + MARKERS):
+        folder = tmp_path / f"v{i}"
+        folder.mkdir()
+        (folder / "f.csv").write_text(f"id,x,note\n1,{value},a\n2,{TRICKY[kind][0]},b\n")
+        source = Files(str(folder / "f.csv"), schema={"id": "int64", "x": kind, "note": "string"})
+        assert set(csv_module._typed(source)) == {"id", "x"}
+        typed, typed_ctx = load(source)
+        with monkeypatch.context() as m:
+            m.setattr(csv_module, "_typed", lambda source: {})
+            text, text_ctx = load(source)
+        assert typed.equals(text), (kind, value, typed.to_pylist(), text.to_pylist())
+        assert typed.schema == text.schema
+        assert typed_ctx.quarantined_rows().equals(text_ctx.quarantined_rows()), (kind, value)
+        assert (typed_ctx.rows_in, typed_ctx.rows_quarantined) == (
+            text_ctx.rows_in,
+            text_ctx.rows_quarantined,
+        )
+    assert any(kept_typed) and not all(kept_typed)  # both ways were taken
+
+
+def test_a_column_with_a_value_arrow_will_not_convert_is_read_as_text_again(tmp_path):
+    """A time with an offset in a column without a zone: Arrow refuses it, the text
+    cast reads it as the instant in UTC; the other typed column stays typed."""
+    import dbatch.sources.files.csv as csv_module
+    from dbatch.core import Batch
+
+    (tmp_path / "f.csv").write_text("n,at\n1,2026-11-01T10:00:00+02:00\n2,2026-11-01 12:00:00\n")
+    source = Files(str(tmp_path / "f.csv"), schema={"n": "int64", "at": "timestamp[us]"})
+    ctx = BatchContext(batch=Batch("b", (), ""))
+    data = (tmp_path / "f.csv").read_bytes()
+    lines = csv_module.Lines(data)
+    parsed = csv_module._parse(
+        source,
+        "f.csv",
+        lines,
+        lines.odd_quotes()[:0],
+        ctx,
+        {
+            "n": pa.int64(),
+            "at": pa.timestamp("us"),
+        },
+    )
+    assert parsed is not None and parsed.typed == {"n": pa.int64()}
+    assert parsed.table.schema.field("n").type == pa.int64()
+    assert parsed.table.schema.field("at").type == pa.string()
+    table, ctx = load(source)
+    assert table["at"].to_pylist() == [datetime(2026, 11, 1, 8), datetime(2026, 11, 1, 12)]
+
+
 def parquet(path, **columns):
     pq.write_table(pa.table(columns), path)
 

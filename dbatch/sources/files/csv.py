@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv as pycsv
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -116,6 +117,7 @@ class _Parsed:
     table: pa.Table
     bad: list[tuple[int, str, str]]  # (line, reason, raw) of rows with a wrong number of fields
     lines: np.ndarray  # the line of each row of ``table``
+    typed: dict[str, pa.DataType]  # the declared columns Arrow converted as it parsed
 
 
 def read_csv(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Table | None:
@@ -133,7 +135,7 @@ def read_csv(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Tabl
     if len(header) and header[0] in set(unclosed.tolist()):
         ctx.quarantine_file(key, "header", "the header line has a quote that never closes")
         return None
-    parsed = _parse(source, key, lines, unclosed, ctx)
+    parsed = _parse(source, key, lines, unclosed, ctx, _typed(source))
     if parsed is None:
         return None
     # Records: the non-empty lines but the unclosed ones (never empty) and the header.
@@ -141,7 +143,7 @@ def read_csv(source: Files, key: str, data: bytes, ctx: BatchContext) -> pa.Tabl
     if not source.multiline and parsed.table.num_rows + len(parsed.bad) != expected:
         # A quote the quick check missed swallowed line breaks: check every quoted line.
         unclosed = lines.unclosed(source.delimiter, lines.with_quotes())
-        parsed = _parse(source, key, lines, unclosed, ctx)
+        parsed = _parse(source, key, lines, unclosed, ctx, parsed.typed)
         if parsed is None:
             return None
     return _finish(source, key, lines, unclosed, parsed, ctx)
@@ -154,14 +156,46 @@ def _utf8(data: bytes, encoding: str) -> bytes:
 
 
 def _parse(
-    source: Files, key: str, lines: Lines, unclosed: np.ndarray, ctx: BatchContext
+    source: Files,
+    key: str,
+    lines: Lines,
+    unclosed: np.ndarray,
+    ctx: BatchContext,
+    typed: dict[str, pa.DataType],
 ) -> _Parsed | None:
-    """Parse the lines but the unclosed ones with Arrow; None if the file cannot be read."""
-    import pyarrow.csv as pacsv
+    """Parse the lines but the unclosed ones with Arrow; None if the file cannot be read.
 
+    Arrow converts the ``typed`` columns as it parses; a column holding a value it
+    will not convert is read again as text (``_typed`` says why this is exact).
+    """
     text, kept = lines.without(unclosed) if len(unclosed) else (lines.data, np.arange(len(lines)))
     records = kept[lines.stops[kept] > lines.starts[kept]]  # the lines Arrow reads, in order
-    bad: list[tuple[int, str, str]] = []
+    typed = dict(typed)
+    while True:
+        bad: list[tuple[int, str, str]] = []
+        try:
+            table = _arrow_csv(source, text, typed, records, bad)
+            break
+        except pa.ArrowInvalid as e:
+            failed = _failed_column(e, typed, text, source)
+            if failed is None:
+                _unreadable(key, str(e), ctx)
+                return None
+            del typed[failed]
+    good = records[1:] + 1
+    if bad:
+        good = good[~np.isin(good, np.array([b[0] for b in bad], np.int64))]
+    return _Parsed(table, bad, good[: table.num_rows], typed)
+
+
+def _arrow_csv(
+    source: Files,
+    text: bytes,
+    typed: dict[str, pa.DataType],
+    records: np.ndarray,
+    bad: list[tuple[int, str, str]],
+) -> pa.Table:
+    import pyarrow.csv as pacsv
 
     def on_bad_row(row: pacsv.InvalidRow) -> str:
         line = int(records[row.number - 1]) + 1 if row.number is not None else 0
@@ -169,37 +203,95 @@ def _parse(
         bad.append((line, why, row.text))
         return "skip"
 
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(text),
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(
-                delimiter=source.delimiter,
-                invalid_row_handler=on_bad_row,
-                newlines_in_values=source.multiline,
-            ),
-            convert_options=_convert_options(source),
-        )
-    except pa.ArrowInvalid as e:
-        msg = str(e)
-        kind = "encoding" if "utf8" in msg.lower() else "corrupt"
-        hint = (
-            " (set encoding: in the source if the file is not UTF-8)" if kind == "encoding" else ""
-        )
-        ctx.quarantine_file(key, kind, msg + hint)
-        return None
-    good = records[1:] + 1
-    if bad:
-        good = good[~np.isin(good, np.array([b[0] for b in bad], np.int64))]
-    return _Parsed(table, bad, good[: table.num_rows])
+    return pacsv.read_csv(
+        io.BytesIO(text),
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 24),
+        parse_options=_parse_options(source, on_bad_row),
+        convert_options=_convert_options(source, typed),
+    )
 
 
-def _convert_options(source: Files):
+def _parse_options(source: Files, on_bad_row: Callable[..., str] | None = None):
     import pyarrow.csv as pacsv
 
-    if source.declared is not None:  # read as text: the schema casts, with its null markers
-        text = dict.fromkeys(source.declared.names, pa.string())
-        return pacsv.ConvertOptions(column_types=text, strings_can_be_null=False)
+    return pacsv.ParseOptions(
+        delimiter=source.delimiter,
+        invalid_row_handler=on_bad_row,
+        newlines_in_values=source.multiline,
+    )
+
+
+def _unreadable(key: str, msg: str, ctx: BatchContext) -> None:
+    kind = "encoding" if "utf8" in msg.lower() else "corrupt"
+    hint = " (set encoding: in the source if the file is not UTF-8)" if kind == "encoding" else ""
+    ctx.quarantine_file(key, kind, msg + hint)
+
+
+_CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error")
+
+
+def _failed_column(
+    error: pa.ArrowInvalid, typed: dict[str, pa.DataType], text: bytes, source: Files
+) -> str | None:
+    """The typed column holding a value Arrow would not convert; None for any other error."""
+    import pyarrow.csv as pacsv
+
+    found = _CONVERSION.search(str(error))
+    if found is None or not typed:
+        return None
+    try:  # the names, from the first block, parsed as the file is
+        header = pacsv.open_csv(
+            io.BytesIO(text),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 20),
+            parse_options=_parse_options(source, lambda row: "skip"),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(typed, pa.string())),
+        ).schema.names
+    except pa.ArrowInvalid:
+        header = []
+    index = int(found.group(1))
+    name = header[index] if index < len(header) else None
+    return name if name in typed else next(iter(typed))
+
+
+def _typed(source: Files) -> dict[str, pa.DataType]:
+    """The declared columns Arrow converts as it parses, to the values ``cast_strings`` gives.
+
+    Numbers, and dates and times without a zone, that share their null markers
+    (Arrow's own, the default, or the source's). For them Arrow's parser is the
+    one the casts use and trims numbers as they do, and it reads a marker as null
+    only when the text is exactly the marker (the casts also allow spaces around
+    it). So a value Arrow converts gets the value ``cast_strings`` would give it,
+    and a value it will not convert (a marker with spaces, a time with an offset, a
+    bad value) sends its column back to being read as text and cast value by value,
+    its bad rows quarantined as before.
+    """
+    schema = source.declared
+    if schema is None:
+        return {}
+    typed: dict[str, pa.DataType] = {}
+    markers: tuple[str, ...] | None = None
+    for col in schema.columns:
+        t = col.type
+        number = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_date(t)
+        if not (number or (pa.types.is_timestamp(t) and t.tz is None)):
+            continue
+        if markers is not None and schema.markers(col) != markers:
+            continue
+        markers = schema.markers(col)
+        typed[col.name] = t
+    return typed
+
+
+def _convert_options(source: Files, typed: dict[str, pa.DataType]):
+    import pyarrow.csv as pacsv
+
+    schema = source.declared
+    if schema is not None:  # the typed converted, the rest text: the schema casts it
+        types = {c.name: typed.get(c.name, pa.string()) for c in schema.columns}
+        nulls = next((list(schema.markers(c)) for c in schema.columns if c.name in typed), [])
+        return pacsv.ConvertOptions(
+            column_types=types, null_values=nulls, strings_can_be_null=False
+        )
     if source.null_values is not None:  # declared markers: null in every column
         return pacsv.ConvertOptions(null_values=list(source.null_values), strings_can_be_null=True)
     return pacsv.ConvertOptions(strings_can_be_null=False)
