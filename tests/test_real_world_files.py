@@ -240,6 +240,38 @@ def test_a_column_with_a_value_arrow_will_not_convert_is_read_as_text_again(tmp_
     assert table["at"].to_pylist() == [datetime(2026, 11, 1, 8), datetime(2026, 11, 1, 12)]
 
 
+def test_columns_that_will_not_convert_cost_at_most_two_more_parses(tmp_path, monkeypatch):
+    """Bad values in three typed columns: the first is read as text again, at the
+    second every column is; the source's next files read the columns that failed as
+    text at once."""
+    import dbatch.sources.files.csv as csv_module
+
+    schema = {"a": "int64", "b": "float64", "c": "date32", "note": "string"}
+    for name in ("f1", "f2", "f3"):
+        (tmp_path / f"{name}.csv").write_text(
+            "a,b,c,note\n1,1.5,2026-11-01,x\nzz,nope,never,y\n3,3.5,2026-11-03,z\n"
+        )
+    parses, arrow_csv = [], csv_module._arrow_csv
+
+    def counted(source, text, typed, records, bad):
+        parses.append(sorted(typed))
+        return arrow_csv(source, text, typed, records, bad)
+
+    monkeypatch.setattr(csv_module, "_arrow_csv", counted)
+    table, ctx = load(Files(str(tmp_path / "*.csv"), schema=schema))
+    assert parses == [
+        ["a", "b", "c"],  # f1: a will not convert,
+        ["b", "c"],  # nor b: everything as text
+        [],
+        ["c"],  # f2: a and b as text at once; c will not convert
+        [],
+        [],  # f3: all three as text at once
+    ]
+    assert table["a"].to_pylist() == [1, 3] * 3
+    assert ctx.rows_quarantined == 3
+    assert set(ctx.quarantined_rows().column("kind").to_pylist()) == {"type"}
+
+
 def parquet(path, **columns):
     pq.write_table(pa.table(columns), path)
 

@@ -170,7 +170,8 @@ def _parse(
     """
     text, kept = lines.without(unclosed) if len(unclosed) else (lines.data, np.arange(len(lines)))
     records = kept[lines.stops[kept] > lines.starts[kept]]  # the lines Arrow reads, in order
-    typed = dict(typed)
+    typed = {n: t for n, t in typed.items() if (_where(source), n) not in _AS_TEXT}
+    failures = 0
     while True:
         bad: list[tuple[int, str, str]] = []
         try:
@@ -181,7 +182,11 @@ def _parse(
             if failed is None:
                 _unreadable(key, str(e), ctx)
                 return None
-            del typed[failed]
+            _as_text(source, failed)
+            failures += 1
+            # A second column that will not convert: the rest is read as text too
+            # (a file is parsed at most three times).
+            typed = {} if failures > 1 else {n: t for n, t in typed.items() if n != failed}
     good = records[1:] + 1
     if bad:
         good = good[~np.isin(good, np.array([b[0] for b in bad], np.int64))]
@@ -225,6 +230,21 @@ def _unreadable(key: str, msg: str, ctx: BatchContext) -> None:
     kind = "encoding" if "utf8" in msg.lower() else "corrupt"
     hint = " (set encoding: in the source if the file is not UTF-8)" if kind == "encoding" else ""
     ctx.quarantine_file(key, kind, msg + hint)
+
+
+#: (the source's path, a column) that held a value Arrow would not convert, in this
+#: process: the source's next files read the column as text at once.
+_AS_TEXT: dict[tuple[str, str], None] = {}
+
+
+def _where(source: Files) -> str:
+    return str(source.path)
+
+
+def _as_text(source: Files, column: str) -> None:
+    if len(_AS_TEXT) >= 4096:
+        _AS_TEXT.clear()
+    _AS_TEXT[(_where(source), column)] = None
 
 
 _CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error")
