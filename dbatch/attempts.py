@@ -31,7 +31,9 @@ __all__ = ["Attempts", "AttemptHooks"]
 class AttemptHooks(Protocol):
     """What the runner does at each turn of an attempt."""
 
-    def started(self, batch: Batch, attempt: int) -> None: ...
+    def started(self, attempts: Sequence[tuple[Batch, int]]) -> None:
+        """Attempts submitted together: (batch, attempt number), in order."""
+        ...
 
     def succeeded(self, batch: Batch, result: BatchResult, attempt: int) -> None: ...
 
@@ -109,6 +111,8 @@ class Attempts:
             _, _, batch = heapq.heappop(state.waiting)
             self._submit(state, batch)
         cap = self.max_in_flight
+        if state.running and cap - len(state.running) < max(1, cap // 4):
+            return  # topped up once a quarter of the window is free: fewer, larger messages
         fresh: list[Batch] = []
         while state.pending and len(state.running) + len(fresh) < cap and not state.stopping:
             fresh.append(state.pending.pop())
@@ -118,11 +122,14 @@ class Attempts:
         self._submit_all(state, [batch])
 
     def _submit_all(self, state: _State, batches: Sequence[Batch]) -> None:
-        tasks = []
+        if not batches:
+            return
+        tasks, started = [], []
         for batch in batches:
             state.attempts[batch.id] = n = state.attempts.get(batch.id, 0) + 1
-            self.hooks.started(batch, n)
+            started.append((batch, n))
             tasks.append(self.make_task(batch, n))
+        self.hooks.started(started)
         for batch, handle in zip(batches, self.executor.submit_many(tasks), strict=True):
             state.running[handle] = batch
 

@@ -15,7 +15,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from .core import Event, EventKind
 
@@ -27,6 +27,15 @@ class RunListener:
 
     def __call__(self, event: Event) -> None:
         getattr(self, _HOOKS[event.kind])(event)
+
+    def handle_all(self, events: Sequence[Event]) -> None:
+        """Events that happened together (the batches submitted at once), in order.
+
+        Each goes to its hook; a listener that can take them at once (the ledger:
+        one transaction) overrides this.
+        """
+        for event in events:
+            self(event)
 
     def on_run_started(self, event: Event) -> None:
         """The run holds the job's lock; ``data``: batches, params, replay."""
@@ -79,6 +88,15 @@ class Bus:
     def emit(self, event: Event) -> None:
         for listener in self.listeners:
             listener(event)
+
+    def emit_all(self, events: Sequence[Event]) -> None:
+        """Events that happened together: each listener gets them all, then the next one."""
+        for listener in self.listeners:
+            if isinstance(listener, RunListener):
+                listener.handle_all(events)
+            else:
+                for event in events:
+                    listener(event)
 
     def dashboard(self, link: str | None) -> None:
         for listener in self.listeners:

@@ -324,15 +324,14 @@ class _Run:
 
     # the AttemptHooks the attempts call back
 
-    def started(self, batch: Batch, attempt: int) -> None:
-        self.emit(
-            EventKind.BATCH_STARTED,
-            batch.id,
-            fingerprint=batch.fingerprint,
-            attempt=attempt,
-            units=len(batch.units),
-            bytes=batch.size,
-        )
+    def started(self, attempts: Sequence[tuple[Batch, int]]) -> None:
+        data = [
+            (b.id, dict(fingerprint=b.fingerprint, attempt=n, units=len(b.units), bytes=b.size))
+            for b, n in attempts
+        ]
+        # Submitted together: the ledger writes them in one transaction.
+        job, kind = self.pipeline.name, EventKind.BATCH_STARTED
+        self.bus.emit_all([Event(kind, self.run_id, job, i, d) for i, d in data])
 
     def succeeded(self, batch: Batch, result: BatchResult, attempt: int) -> None:
         self._commit(batch, result, attempt)

@@ -30,7 +30,7 @@ from .errors import TooManyBadRows
 from .memory import PeakMemory
 from .protocols import RefusesRows, Scannable, StagesQueries
 from .redact import scrub_all
-from .workarea import QUARANTINE_FILE, QUARANTINE_STAMP, RESULT_FILE, read_result
+from .workarea import QUARANTINE_FILE, QUARANTINE_STAMP, RESULT_FILE, read_result, staging_name
 
 __all__ = [
     "BatchTask",
@@ -72,7 +72,7 @@ def process_batch(
     batch = task.batch
     if task.fault is not None:
         task.fault(batch, task.attempt)
-    staging = Path(task.staging_root) / f"{batch.id}.{uuid.uuid4().hex[:12]}"
+    staging = Path(task.staging_root) / staging_name(batch.id, task.attempt)
     with PeakMemory() as memory:
         ctx, info, rows_out = _stage(plan, task, shared if shared is not None else {}, staging)
     quarantined = ctx.quarantined_rows()

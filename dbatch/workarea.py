@@ -18,6 +18,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = [
     "WorkArea",
     "CommittedState",
     "read_result",
+    "staging_name",
+    "staged_results",
     "RESULT_FILE",
     "QUARANTINE_FILE",
     "QUARANTINE_STAMP",
@@ -42,6 +45,40 @@ def read_result(directory: str | os.PathLike[str]) -> BatchResult:
     """The ``BatchResult`` a worker left next to a staged (later committed) batch."""
     raw = json.loads((Path(directory) / RESULT_FILE).read_text())
     return BatchResult.from_dict(raw)
+
+
+def staging_name(batch_id: str, attempt: int) -> str:
+    """The folder one execution of an attempt stages into (unique: Dask may run a task twice)."""
+    return f"{batch_id}.a{attempt}.{uuid.uuid4().hex[:12]}"
+
+
+def staged_results(
+    root: str | os.PathLike[str], attempts: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], BatchResult]:
+    """The results that finished ``(batch id, attempt)``s left below the staging folder ``root``.
+
+    One listing of ``root``, then each attempt's ``_result.json`` (written last, so a
+    folder that has one holds the whole staged output). An attempt whose result is
+    not found, or not readable yet, is left out: its caller asks the worker instead.
+    """
+    wanted = {f"{batch_id}.a{attempt}": (batch_id, attempt) for batch_id, attempt in attempts}
+    found: dict[tuple[str, int], BatchResult] = {}
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return found
+    for entry in entries:
+        key = wanted.get(entry.name.rpartition(".")[0])
+        if key is None or key in found:
+            continue
+        try:
+            result = read_result(entry.path)
+        except (OSError, ValueError, TypeError):  # not there (yet), or half written
+            continue
+        # The worker's path may be another mount of the same folder: the name must match.
+        if result.batch_id == key[0] and Path(result.staging).name == entry.name:
+            found[key] = replace(result, staging=entry.path)
+    return found
 
 
 #: (batch id, fingerprint) -> whether that committed batch has quarantined rows or files.

@@ -50,11 +50,11 @@ class Executor(abc.ABC):
     def in_flight(self) -> int:
         """How many tasks to keep submitted at once: enough that no thread waits for work.
 
-        Four per thread, and at least eight: while the driver commits one batch, the
+        Four per thread, and at least sixteen: while the driver commits one batch, the
         scheduler holds the next ones (it hands a worker one task per thread), and
-        several batches ending together are collected in one round trip.
+        several batches ending together are collected, and as many sent, at once.
         """
-        return max(8, 4 * self.threads)
+        return max(16, 4 * self.threads)
 
     @abc.abstractmethod
     def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None: ...

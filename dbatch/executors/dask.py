@@ -24,6 +24,7 @@ from distributed import WorkerPlugin
 from ..compile.physical import PhysicalPlan
 from ..retry import Failure
 from ..tasks import BatchTask, process_batch, reduce_bucket, warm_worker
+from ..workarea import staged_results
 from .base import Executor, Handle, Outcome
 
 if TYPE_CHECKING:
@@ -279,18 +280,36 @@ class DaskExecutor(Executor):
         return (f"dbatch-{self._job}-batch", task.run_id, task.batch.index, task.attempt)
 
     def outcomes(self, handles: Sequence[Handle]) -> list[Outcome]:
-        """Results of the finished ones fetched in one round trip; failures one by one."""
+        """Results of the finished ones read from the work area; failures one by one.
+
+        A finished task's result is the ``_result.json`` it wrote next to its staged
+        output (the driver renames that folder, so it sees the work area anyway): no
+        round trip to the worker. What is not found there is fetched from the
+        workers, the finished ones in one round trip.
+        """
         finished = [
             h for h in handles if isinstance(h, _Submitted) and h.future.status == "finished"
         ]
         fetched: dict[int, Outcome] = {}
-        if len(finished) > 1:
+        by_root: dict[str, list[_Submitted]] = {}
+        for h in finished:
+            by_root.setdefault(h.task.staging_root, []).append(h)
+        for root, group in by_root.items():
+            staged = staged_results(root, [(h.task.batch.id, h.task.attempt) for h in group])
+            for h in group:
+                result = staged.get((h.task.batch.id, h.task.attempt))
+                if result is not None:
+                    fetched[id(h)] = Outcome(result=result)
+        rest = [h for h in finished if id(h) not in fetched]
+        if len(rest) > 1:
             try:
-                results = self.client.gather([h.future for h in finished])
+                results = self.client.gather([h.future for h in rest])
             except Exception:  # noqa: BLE001 - lost meanwhile: each is asked on its own below
                 results = None
             if results is not None:
-                fetched = {id(h): Outcome(result=r) for h, r in zip(finished, results, strict=True)}
+                fetched.update(
+                    {id(h): Outcome(result=r) for h, r in zip(rest, results, strict=True)}
+                )
         return [fetched.get(id(h)) or self.outcome(h) for h in handles]
 
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:

@@ -6,7 +6,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class Ledger(RunListener):
                 ) from None
         self.url = url
         self.engine = open_engine(url)
+        self._open: sa.Connection | None = None  # the transaction of ``handle_all``
         if self.engine.url.password:
             remember(str(self.engine.url.password))  # hidden from what dbatch writes
         try:
@@ -243,7 +244,20 @@ class Ledger(RunListener):
     def on_finished(self, event: Event) -> None:
         self._write(self._finished, event)
 
+    def handle_all(self, events: Sequence[Event]) -> None:
+        """Write what ``events`` change in one transaction (the batches submitted at once)."""
+        with self.engine.begin() as con:
+            self._open = con
+            try:
+                for event in events:
+                    self(event)
+            finally:
+                self._open = None
+
     def _write(self, handler: Callable[..., None], event: Event, *args: Any) -> None:
+        if self._open is not None:
+            handler(self._open, event, *args)
+            return
         with self.engine.begin() as con:
             handler(con, event, *args)
 

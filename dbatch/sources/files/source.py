@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import fsspec
+from fsspec.utils import infer_compression
 import pyarrow as pa
 
 from ...arrow import empty_table
@@ -222,6 +223,8 @@ class Files:
 
     def open(self, key: str) -> Any:
         """The file ``key``, opened for reading bytes (decompressed by its suffix)."""
+        if not self.storage_options and "://" not in key and infer_compression(key) is None:
+            return open(key, "rb")  # a plain local file: fsspec's path handling costs more
         return fsspec.open(key, "rb", compression="infer", **dict(self.storage_options))
 
     def _load_unit(self, key: str, ctx: BatchContext) -> pa.Table | None:
