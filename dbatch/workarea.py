@@ -138,7 +138,16 @@ class WorkArea:
     def promote(self, batch: Batch, staged: str | os.PathLike[str]) -> Path:
         """Commit a staged attempt with one rename (a replay replaces the earlier commit)."""
         target = self.batch_dir(batch)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staged, target)  # the common case: nothing committed there yet
+            return target
+        except FileNotFoundError:
+            if not os.path.exists(staged):
+                raise
+            target.parent.mkdir(parents=True, exist_ok=True)  # the first commit of the job
+        except OSError:
+            if not target.exists():
+                raise
         if target.exists():
             trash = target.with_name(target.name + f".old-{uuid.uuid4().hex[:6]}")
             os.rename(target, trash)

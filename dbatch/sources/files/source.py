@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import fsspec
-from fsspec.utils import infer_compression
 import pyarrow as pa
+from fsspec.utils import infer_compression
 
 from ...arrow import empty_table
 from ...context import BatchContext
