@@ -8,7 +8,6 @@ wildcard there). A unit's time is the date or timestamp its path holds
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import os
 import re
@@ -37,14 +36,9 @@ def list_units(source: Files) -> list[Unit]:
     patterns = [source.path] if isinstance(source.path, str) else list(source.path)
     units: dict[str, Unit] = {}
     for pattern in patterns:
-        listed = None if source.storage_options else _scan(pattern)
-        if listed is None:
-            fs, paths = _expand(pattern, source.storage_options)
-            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-            listed = _infos(fs, paths, pattern)
-        else:
-            protocol = "file"
-        for p, info in listed:
+        fs, paths = _expand(pattern, source.storage_options)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        for p, info in _infos(fs, paths, pattern):
             if info.get("type") == "directory":
                 continue
             # http(s) paths keep their protocol; others (s3, gcs, memory) drop it.
@@ -83,35 +77,6 @@ def _infos(fs: Any, paths: list[str], pattern: str) -> Iterator[tuple[str, Mappi
                 yield p, fs.info(p)
         except FileNotFoundError:
             raise SourceError(_missing(pattern)) from None
-
-
-def _scan(pattern: str) -> list[tuple[str, Mapping[str, Any]]] | None:
-    """A local ``/folder/<glob>`` in one pass: the folder's entries matched, then stat-ed.
-
-    None for any other pattern (a URL, a relative path, a glob in the folder's part).
-    What it finds is what a glob and a ``stat`` per file find (hidden files included).
-    """
-    if "://" in pattern or os.sep != "/" or not os.path.isabs(pattern):
-        return None
-    folder, name = os.path.split(pattern)
-    if folder != os.path.normpath(folder) or _MAGIC.search(folder) or not _MAGIC.search(name):
-        return None
-    if "**" in name:
-        return None
-    match = re.compile(fnmatch.translate(name)).match
-    try:
-        entries = sorted((e for e in os.scandir(folder) if match(e.name)), key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        entries = []
-    found = []
-    for e in entries:
-        try:
-            st = e.stat()
-        except FileNotFoundError:
-            raise SourceError(_missing(pattern)) from None
-        kind = "directory" if stat.S_ISDIR(st.st_mode) else "file"
-        found.append((e.path, {"type": kind, "size": st.st_size, "mtime": st.st_mtime}))
-    return found
 
 
 def _local_glob(path: str) -> list[str]:
