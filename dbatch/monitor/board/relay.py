@@ -24,6 +24,7 @@ log = logging.getLogger("dbatch.dashboard")
 
 _STOP = object()
 _CHUNK = 500
+_LINGER = 0.2  # seconds an event may wait for others to go with it
 
 
 class Relay(RunListener):
@@ -36,6 +37,7 @@ class Relay(RunListener):
         self.queue: queue.Queue[Any] = queue.Queue()
         self.client: Any = None
         self.thread: threading.Thread | None = None
+        self.ending = threading.Event()  # the run is over: send what is left at once
         self.sent = 0
         self.broken = False
 
@@ -66,6 +68,7 @@ class Relay(RunListener):
     def on_end(self) -> None:
         self.pending.clear()
         if self.thread is not None:
+            self.ending.set()
             self.queue.put(_STOP)
             self.thread.join(timeout=30)
 
@@ -73,6 +76,11 @@ class Relay(RunListener):
         stop = False
         while not stop:
             chunk = [self.queue.get()]
+            # What comes within _LINGER goes in the same message: a run of small batches
+            # sends a few messages a second, not one per event (each costs the scheduler),
+            # and the run's thread does not wake this one at every event.
+            if chunk[0] is not _STOP:
+                self.ending.wait(_LINGER)
             while len(chunk) < _CHUNK:
                 try:
                     chunk.append(self.queue.get_nowait())
