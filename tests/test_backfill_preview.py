@@ -112,3 +112,13 @@ def test_peak_memory_sees_what_a_block_allocates():
     with PeakMemory() as quiet:
         pass
     assert quiet.grown < 16 * 2**20
+
+
+def test_peak_memory_shares_one_sampling_thread():
+    import threading
+
+    for _ in range(20):
+        with PeakMemory(every=0.001):
+            pass
+    samplers = [t for t in threading.enumerate() if t.name == "dbatch-peak-memory"]
+    assert len(samplers) == 1

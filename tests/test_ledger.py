@@ -225,3 +225,21 @@ def test_a_new_ledger_opened_by_many_at_once(tmp_path):
         assert {"dbatch_runs", "dbatch_batches"} <= names
     finally:
         ledger.close()
+
+
+def test_events_handed_together_are_written_in_one_transaction(tmp_path):
+    from dbatch.core import Event, EventKind
+
+    ledger = dbatch.Ledger(f"sqlite:///{tmp_path}/ledger.sqlite")
+
+    def started(batch_id: str, **data) -> Event:
+        return Event(EventKind.BATCH_STARTED, "r1", "j", batch_id, data)
+
+    ledger.handle_all([started(f"b-{i}", fingerprint="f", attempt=1) for i in range(3)])
+    assert set(ledger.batch_states("j")) == {"b-0", "b-1", "b-2"}
+    with pytest.raises(KeyError):  # the last one has no fingerprint: none of them is kept
+        ledger.handle_all([started("b-3", fingerprint="f"), started("b-4")])
+    assert set(ledger.batch_states("j")) == {"b-0", "b-1", "b-2"}
+    ledger.record(started("b-5", fingerprint="f"))  # one at a time still works after
+    assert "b-5" in ledger.batch_states("j")
+    ledger.close()

@@ -216,3 +216,51 @@ def test_a_sorted_aggregate_writes_the_whole_output_in_key_order(tmp_path, clien
     assert unsorted.run(client=client).ok
     parts = sorted((tmp_path / "u" / "out" / "result").glob("*.parquet"))
     assert len(parts) == 5  # one part per bucket, each in no particular order
+
+
+def test_finished_batches_are_read_from_the_work_area_not_fetched(tmp_path, client, monkeypatch):
+    """A finished task's result is the _result.json it staged: no round trip to its worker."""
+    from dbatch.executors.dask import DaskExecutor
+
+    write_csvs(tmp_path / "in")
+    asked: list[str] = []
+    fetched = DaskExecutor.outcome
+
+    def outcome(self, handle):
+        got = fetched(self, handle)
+        if got.result is not None:
+            asked.append(handle.task.batch.id)
+        return got
+
+    monkeypatch.setattr(DaskExecutor, "outcome", outcome)
+    monkeypatch.setattr(type(client), "gather", lambda *a, **k: pytest.fail("gathered"))
+    result = make_pipeline(tmp_path).run(client=client)
+    assert result.status == "succeeded" and result.committed == 3, result
+    assert asked == []
+    assert len(pd.read_parquet(tmp_path / "out" / "result")) == 6 * 40
+
+
+def test_staged_results_take_only_the_finished_attempt(tmp_path):
+    import json
+
+    from dbatch.core import BatchResult
+    from dbatch.workarea import RESULT_FILE, staged_results, staging_name
+
+    def stage(batch_id: str, attempt: int, text: str | None = None) -> Path:
+        folder = tmp_path / staging_name(batch_id, attempt)
+        folder.mkdir()
+        result = BatchResult(batch_id, "f", staging=f"/elsewhere/{folder.name}", rows_out=attempt)
+        (folder / RESULT_FILE).write_text(
+            text if text is not None else json.dumps(result.to_dict())
+        )
+        return folder
+
+    stage("b-1", 1)  # an earlier attempt's folder
+    second = stage("b-1", 2)
+    stage("b-2", 1, text='{"batch_id": "b-2", "finge')  # still being written
+    (tmp_path / "b-3.rejected-0123456789ab").mkdir()  # a refused attempt keeps its quarantine
+    found = staged_results(tmp_path, [("b-1", 2), ("b-2", 1), ("b-3", 1), ("b-4", 1)])
+    assert list(found) == [("b-1", 2)]
+    assert found[("b-1", 2)].rows_out == 2
+    assert found[("b-1", 2)].staging == str(second)  # where this process sees it
+    assert staged_results(tmp_path / "missing", [("b-1", 1)]) == {}

@@ -316,7 +316,7 @@ class DaskExecutor(Executor):
         from distributed import wait
 
         by_future = {h.future: h for h in handles if isinstance(h, _Submitted)}
-        ended = [h for f, h in by_future.items() if f.done()]
+        ended: list[Handle] = [h for f, h in by_future.items() if f.done()]
         if ended:  # known here already (the scheduler tells the client): no round trip
             return ended
         try:
