@@ -92,9 +92,7 @@ locks = sa.Table(
 def open_engine(url: str) -> sa.Engine:
     """The ledger's engine; a URL SQLAlchemy cannot use is a ``LedgerError`` naming it."""
     try:
-        # A file has no connection to lose: no ping before each of a run's writes.
-        ping = sa.engine.make_url(url).get_backend_name() != "sqlite"
-        engine = sa.create_engine(url, future=True, pool_pre_ping=ping)
+        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
     except (sa.exc.ArgumentError, ImportError) as e:
         raise LedgerError(
             f"cannot open the ledger {redact_url(url)!r}: {e}; the ledger (the job file's "
