@@ -17,7 +17,10 @@ For each size, N small CSV files (two rows each) are written below
   cluster: a scheduler and 2 workers x 1 thread, each its own process;
 * **memory**: a thread samples every 50 ms the resident memory of this process (the
   driver) and of the scheduler process, and the scheduler's number of tasks; the
-  tables give peak minus idle.
+  tables give peak minus idle;
+* **CPU**: the CPU time the driver, the scheduler and the worker processes used
+  per batch, which depends much less than the wall time on what else the machine
+  is running.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def bare_batch(paths: list[str], out: str) -> int:
 
 
 class Sampler(threading.Thread):
-    """Peak RSS of this process and of the scheduler, and the scheduler's task count."""
+    """Peak RSS of this process and of the scheduler, the scheduler's task count, CPU used."""
 
     def __init__(self, client, scheduler_pid: int):
         super().__init__(daemon=True)
@@ -93,6 +96,7 @@ class Sampler(threading.Thread):
         self.idle = (self.me.memory_info().rss, self.scheduler.memory_info().rss)
         self.peak = list(self.idle)
         self.tasks = 0
+        self.cpu = cpu_seconds(scheduler_pid)
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
@@ -108,11 +112,29 @@ class Sampler(threading.Thread):
         self.stop.set()
         self.join()
         mib = 2**20
+        used = cpu_seconds(self.scheduler.pid)
         return {
             "driver_mib": (self.peak[0] - self.idle[0]) / mib,
             "scheduler_mib": (self.peak[1] - self.idle[1]) / mib,
             "scheduler_tasks": self.tasks,
+            **{f"cpu_{k}": used[k] - self.cpu[k] for k in used},
         }
+
+
+WORKERS: list[psutil.Process] = []  # the worker processes, once the cluster is up
+
+
+def cpu_seconds(scheduler_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process, the scheduler, the workers."""
+
+    def used(processes) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+    return {
+        "driver": used([psutil.Process()]),
+        "scheduler": used([psutil.Process(scheduler_pid)]),
+        "workers": used(WORKERS),
+    }
 
 
 def _warm() -> None:
@@ -192,6 +214,8 @@ def start_cluster(workers: int):
     )  # fmt: skip
     client = Client(scheduler_file=str(scheduler_file))
     client.wait_for_workers(workers, timeout=120)
+    pids = set(client.run(os.getpid).values())
+    WORKERS[:] = [psutil.Process(pid) for pid in pids]
     return client, scheduler, worker
 
 
@@ -232,21 +256,34 @@ def report(row) -> None:
         f"(glob + stat alone {floor / n * 1e6:.1f} us/file, x{planned / floor:.2f})"
     )
     print(
-        "| tool | wall (s) | ms per batch | x client.map | driver +MiB | scheduler +MiB | scheduler tasks, peak |"
+        "| tool | wall (s) | ms per batch | x client.map | CPU ms per batch: driver | scheduler "
+        "| workers | all | x client.map | driver +MiB | scheduler +MiB | scheduler tasks, peak |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- |" + " ---: |" * 12)
     base = statistics.median(r["wall"] for r in runs["client.map"])
+    cpu_base = statistics.median(_cpu(r) for r in runs["client.map"])
     for tool, results in runs.items():
         wall = statistics.median(r["wall"] for r in results)
         worst = {
             k: max(r[k] for r in results)
             for k in ("driver_mib", "scheduler_mib", "scheduler_tasks")
         }
+        cpu = {k: statistics.median(r[f"cpu_{k}"] for r in results) for k in CPU_PARTS}
+        total = statistics.median(_cpu(r) for r in results)
         print(
             f"| {tool} | {wall:.2f} | {wall / batches * 1e3:.1f} | {wall / base:.2f} | "
+            + " | ".join(f"{cpu[k] / batches * 1e3:.2f}" for k in CPU_PARTS)
+            + f" | {total / batches * 1e3:.2f} | {total / cpu_base:.2f} | "
             f"{worst['driver_mib']:.0f} | {worst['scheduler_mib']:.0f} | {worst['scheduler_tasks']:,.0f} |"
         )
     sys.stdout.flush()
+
+
+CPU_PARTS = ("driver", "scheduler", "workers")
+
+
+def _cpu(result: dict[str, float]) -> float:
+    return sum(result[f"cpu_{k}"] for k in CPU_PARTS)
 
 
 if __name__ == "__main__":
