@@ -27,7 +27,7 @@ from .compile.physical import PhysicalPlan
 from .context import QUARANTINE_SCHEMA, BatchContext
 from .core import Batch, BatchResult, QuarantinedFile
 from .errors import TooManyBadRows
-from .memory import PeakMemory
+from .memory import FreedMemoryKept, PeakMemory
 from .protocols import RefusesRows, Scannable, StagesQueries
 from .redact import scrub_all
 from .workarea import QUARANTINE_FILE, QUARANTINE_STAMP, RESULT_FILE, read_result
@@ -73,7 +73,7 @@ def process_batch(
     if task.fault is not None:
         task.fault(batch, task.attempt)
     staging = Path(task.staging_root) / f"{batch.id}.{uuid.uuid4().hex[:12]}"
-    with PeakMemory() as memory:
+    with FreedMemoryKept(), PeakMemory() as memory:  # freed arrays reused, returned after
         ctx, info, rows_out = _stage(plan, task, shared if shared is not None else {}, staging)
     quarantined = ctx.quarantined_rows()
     if quarantined.num_rows:
