@@ -67,7 +67,6 @@ class PeakMemory:
         return max(0, self.peak - self.start)
 
 
-
 #: glibc's ``mallopt`` parameters (malloc.h) and its default for both thresholds.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _GLIBC_DEFAULT = 128 * 2**10
