@@ -28,6 +28,7 @@ __all__ = [
     "Positioned",
     "Step",
     "SqlStep",
+    "Prepares",
     "Sink",
     "CommitsBatches",
     "Manifested",
@@ -149,6 +150,19 @@ class Step(Protocol):
     def shared_objects(self) -> list[Any]:
         """Large objects (``SharedObject``) sent to every worker once, not in each task."""
         ...
+
+
+@runtime_checkable
+class Prepares(Protocol):
+    """A step with something slow to set up in each worker process (a model to load).
+
+    ``prepare`` is called once per worker when a run starts, in a background thread,
+    so the set-up overlaps the driver's start and the first batch's read; it must be
+    safe to call again (the first batch waits for it, or does it itself). Errors are
+    the first batch's to report.
+    """
+
+    def prepare(self) -> None: ...
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -23,12 +24,12 @@ from typing import Any
 import pyarrow as pa
 
 from .arrow import as_arrow, count_rows
-from .compile.physical import PhysicalPlan
+from .compile.physical import PhysicalPlan, SqlStage
 from .context import QUARANTINE_SCHEMA, BatchContext
 from .core import Batch, BatchResult, QuarantinedFile
 from .errors import TooManyBadRows
-from .memory import PeakMemory
-from .protocols import RefusesRows, Scannable, StagesQueries
+from .memory import FreedMemoryKept, PeakMemory
+from .protocols import Prepares, RefusesRows, Scannable, StagesQueries
 from .redact import scrub_all
 from .workarea import QUARANTINE_FILE, QUARANTINE_STAMP, RESULT_FILE, read_result, staging_name
 
@@ -73,7 +74,7 @@ def process_batch(
     if task.fault is not None:
         task.fault(batch, task.attempt)
     staging = Path(task.staging_root) / staging_name(batch.id, task.attempt)
-    with PeakMemory() as memory:
+    with FreedMemoryKept(), PeakMemory() as memory:  # freed arrays reused, returned after
         ctx, info, rows_out = _stage(plan, task, shared if shared is not None else {}, staging)
     quarantined = ctx.quarantined_rows()
     if quarantined.num_rows:
@@ -254,11 +255,13 @@ def _write_quarantine(rows: pa.Table, path: Path, batch_id: str, run_id: str) ->
     pq.write_table(tagged, path)
 
 
-def warm_worker() -> bool:
+def warm_worker(plan: PhysicalPlan | None = None) -> bool:
     """Import what batches use and open this thread's DuckDB connection, ahead of the first one.
 
     pandas is among them: pyarrow loads it when it converts Python objects, which
-    every batch with a quarantine does.
+    every batch with a quarantine does. With ``plan``, the steps that prepare
+    something (``Prepares``: a model to load) start doing it in a background thread,
+    while the driver sends the first batches.
     """
     import duckdb  # noqa: F401
     import pandas  # noqa: F401
@@ -269,7 +272,22 @@ def warm_worker() -> bool:
     from .engine import connection
 
     connection()
+    steps = [s for s in _steps(plan) if isinstance(s, Prepares)] if plan is not None else []
+    if steps:
+        threading.Thread(target=_prepare, args=(steps,), name="dbatch-prepare", daemon=True).start()
     return True
+
+
+def _steps(plan: PhysicalPlan) -> list[Any]:
+    return [s for st in plan.stages for s in (st.steps if isinstance(st, SqlStage) else (st.step,))]
+
+
+def _prepare(steps: Sequence[Prepares]) -> None:
+    for step in steps:
+        try:
+            step.prepare()
+        except Exception as e:  # noqa: BLE001 - the first batch does it again and reports it
+            log.debug("preparing %s failed: %s", type(step).__name__, e)
 
 
 def reduce_bucket(

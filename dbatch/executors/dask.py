@@ -181,9 +181,10 @@ class DaskExecutor(Executor):
 
     def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None:
         self._await_workers()
-        # Import the engines on every worker once, not in the first task; only a
-        # speed-up: a worker that dies meanwhile imports them in its first task.
-        self.client.run(warm_worker, on_error="ignore")
+        # Import the engines on every worker once, not in the first task, and start
+        # loading the models; only a speed-up: a worker that dies meanwhile does it in
+        # its first task.
+        self.client.run(warm_worker, plan, on_error="ignore")
         self.client.register_plugin(QuietHandledFailures(), name="dbatch-quiet-failures")
         self._plan = plan
         self._shared_objects = list(shared)

@@ -54,17 +54,22 @@ def model_inputs(
 ) -> Any:
     """The whole batch in the form the model takes: a tensor's array, an array or a DataFrame."""
     torch = is_torch(model)
+    n = len(columns[0]) if columns else 0
     if torch or (dtype is not None and not wants_frame(model)):
-        out = np.empty(
-            (len(columns[0]) if columns else 0, len(columns)),
-            dtype=np.float32 if torch else np.dtype(dtype),
-        )
+        out = np.empty((n, len(columns)), dtype=np.float32 if torch else np.dtype(dtype))
         for j, c in enumerate(columns):
             out[:, j] = c.to_numpy()
         return out
     import pandas as pd
 
-    return pd.DataFrame({n: c.to_pandas() for n, c in zip(features, columns, strict=True)})
+    if dtype is None:
+        return pd.DataFrame({n: c.to_pandas() for n, c in zip(features, columns, strict=True)})
+    # One copy of the features, laid out as pandas would stack them (a column after another),
+    # wrapped without another copy.
+    stacked = np.empty((len(columns), n), dtype=np.dtype(dtype))
+    for j, c in enumerate(columns):
+        stacked[j] = c.to_numpy()
+    return pd.DataFrame(stacked.T, columns=list(features), copy=False)
 
 
 def keep_mask(n: int, bad: dict[int, str]) -> pa.Array | None:

@@ -15,6 +15,7 @@ from ...arrow import as_arrow
 from ...context import BatchContext
 from ...errors import JobSpecError
 from ..base import SharedObject, Step, function_token
+from .cache import load_once
 from .checks import check_loaded, check_object
 from .features import feature_columns, keep_mask
 from .reference import ModelRef, model_ref
@@ -145,6 +146,11 @@ class Predict(Step):
 
     def shared_objects(self) -> list[SharedObject]:
         return [self.model.shared] if self.model.shared is not None else []
+
+    def prepare(self) -> None:
+        """Load the model file (or call the loader) in this process, ahead of the first batch."""
+        if self.model.kind != "object":
+            load_once(self.model)
 
     def apply(self, data: Any, ctx: BatchContext) -> pa.Table:
         table = as_arrow(data)
