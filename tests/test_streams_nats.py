@@ -150,3 +150,20 @@ def test_a_pull_for_more_than_there_is_comes_back_with_what_there_is(stream):
             await nc.close()
 
     assert asyncio.run(ask()) == 5
+
+
+def test_no_pull_when_what_is_unacknowledged_is_past_the_commit(stream, pulls):
+    stream.publish(records(0, 10), subject="a.x")  # 1..10
+    stream.publish(records(10, 20), subject="b.x")  # 11..20, not of the filter
+    stream.publish(records(20, 30), subject="a.x")  # 21..30
+    source = stream.source(chunk=10, subject=f"{stream.name}.a.*")
+    source.acknowledge([unit(0, 10)])  # makes the durable consumer, after 10
+    assert stream.position() == 10 and pulls == []
+
+    async def deliver_and_stop(js):  # 21..30 delivered to a driver that died before its ack
+        sub = await js.pull_subscribe_bind("dbatch", stream.name)
+        return [m.metadata.sequence.stream for m in await sub.fetch(batch=10, timeout=2)]
+
+    assert stream._do(deliver_and_stop) == list(range(21, 31))
+    source.acknowledge([unit(10, 20)])  # nothing of the filter in 11..20: nothing to pull
+    assert pulls == [] and durable(stream).num_ack_pending == 10

@@ -230,8 +230,11 @@ class NatsStream(StreamSource):
         while floor < upto:
             if delivered < upto:
                 want = min(upto - delivered, pending)
-            else:  # delivered before, not acknowledged (a driver stopped): redelivered after ack_wait
+            elif unacked and await self._held(js, floor + 1, upto):
+                # Delivered, not acknowledged (a driver stopped): back once ack_wait has passed.
                 want, unacked = min(unacked, upto - floor), 0
+            else:
+                return
             if want <= 0:
                 return
             batch = await _pull(nc, self.stream, self.durable, min(_PULL, want))
@@ -244,6 +247,16 @@ class NatsStream(StreamSource):
             if last is None:
                 return  # the next acknowledgement goes on from here
             await last.ack_sync()
+
+    async def _held(self, js: Any, seq: int, upto: int) -> bool:
+        """Whether the stream holds a message (of the subject) from ``seq`` to ``upto``."""
+        import nats.js.errors
+
+        try:
+            msg = await js.get_msg(self.stream, seq, subject=self.subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return False
+        return int(msg.seq) <= upto
 
 
 async def _pull(nc: Any, stream: str, consumer: str, batch: int) -> list[Any]:
