@@ -116,6 +116,35 @@ def test_subscriber_killed_between_storing_and_acknowledging(mqtt_host, topic, t
         assert "r4" in twice and all(int(s[1:]) <= 4 for s in twice)
 
 
+def test_a_slow_store_is_acknowledged_before_the_subscriber_leaves(
+    mqtt_host, topic, tmp_path, monkeypatch
+):
+    """Storing a message for longer than ``quiet`` (a slow disk) is no reason to stop: the
+    subscriber leaves after that message's acknowledgement, so nothing comes twice."""
+    import time
+
+    src = source(mqtt_host, topic, tmp_path)  # no key: a message delivered again is kept twice
+    src.receive()
+    publish(*mqtt_host, topic, readings(0, 100))  # the broker sends some after the SUBACK
+    add, calls = Spool.add, []
+
+    def slow_add(spool, *args):
+        calls.append(1)
+        if len(calls) == 60:
+            time.sleep(src.quiet + 0.5)
+        return add(spool, *args)
+
+    monkeypatch.setattr(Spool, "add", slow_add)
+    first = src.receive()
+    monkeypatch.setattr(Spool, "add", add)
+    second = src.receive()
+    spool = Spool(src.spool)
+    stored = [json.loads(p)["n"] for _, p in spool.read(0, spool.end()[0])]
+    spool.close()
+    assert len(calls) >= 60 and first + second == 100, (first, second)
+    assert sorted(stored) == list(range(100))
+
+
 def test_mqtt_options_are_checked(tmp_path):
     with pytest.raises(JobSpecError, match="source.spool"):
         MqttTopic(topic="a/b")

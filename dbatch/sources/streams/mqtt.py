@@ -61,12 +61,26 @@ class Spool:
         self.db.close()
 
     def add(self, topic: str, payload: bytes, key: str | None) -> bool:
-        """Store one message; False when a message with this key is stored already."""
-        cur = self.db.execute(
-            "insert or ignore into messages (topic, key, payload, received) values (?, ?, ?, ?)",
-            (topic, key, payload, time.time()),
-        )
-        return cur.rowcount == 1
+        """Store one message; False when a message with this key is stored already.
+
+        The key is looked up before the insert, in one transaction: an ``insert or
+        ignore`` that is ignored still takes an AUTOINCREMENT offset, which would
+        leave a hole in the offsets (and units counting messages that are not there).
+        """
+        self.db.execute("begin immediate")
+        try:
+            found = self.db.execute("select 1 from messages where key = ?", (key,))
+            seen = key is not None and found.fetchone() is not None
+            if not seen:
+                self.db.execute(
+                    "insert into messages (topic, key, payload, received) values (?, ?, ?, ?)",
+                    (topic, key, payload, time.time()),
+                )
+        except BaseException:
+            self.db.execute("rollback")
+            raise
+        self.db.execute("commit")
+        return not seen
 
     def end(self) -> tuple[int, int, int, float | None]:
         """The last offset, how many messages and bytes the spool holds, and the oldest's time."""
@@ -172,7 +186,8 @@ class MqttTopic(StreamSource):
 
         spool = self._spool()
         stored, last = [0], [time.monotonic()]
-        ready = threading.Event()
+        ready, stopping = threading.Event(), threading.Event()
+        handling = threading.Lock()  # held while a message is stored and acknowledged
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.session,
@@ -187,11 +202,14 @@ class MqttTopic(StreamSource):
             ready.set()
 
         def on_message(c: Any, _u: Any, msg: Any) -> None:
-            if spool.add(msg.topic, msg.payload, self._key_of(msg.payload)):
-                stored[0] += 1
-            crash_point("spooled")  # stored, not yet acknowledged
-            c.ack(msg.mid, msg.qos)
-            last[0] = time.monotonic()
+            with handling:
+                if stopping.is_set():
+                    return  # neither stored nor acknowledged: the broker delivers it next time
+                if spool.add(msg.topic, msg.payload, self._key_of(msg.payload)):
+                    stored[0] += 1
+                crash_point("spooled")  # stored, not yet acknowledged
+                c.ack(msg.mid, msg.qos)
+                last[0] = time.monotonic()
 
         client.on_connect, client.on_subscribe, client.on_message = (
             on_connect,
@@ -206,11 +224,18 @@ class MqttTopic(StreamSource):
         client.loop_start()
         try:
             ready.wait(10)
-            start = time.monotonic()
-            last[0] = start
-            while time.monotonic() - last[0] < self.quiet and time.monotonic() - start < self.drain:
+            start = last[0] = time.monotonic()
+            while True:
+                with handling:  # a message being stored is not quiet
+                    now = time.monotonic()
+                    if now - last[0] >= self.quiet or now - start >= self.drain:
+                        break
                 time.sleep(0.05)
         finally:
+            # Not while a message is being stored: its acknowledgement would follow the
+            # DISCONNECT and be lost, and the broker would deliver it again.
+            with handling:
+                stopping.set()
             client.disconnect()
             client.loop_stop()
             spool.close()
