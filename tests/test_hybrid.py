@@ -77,12 +77,17 @@ def live_options(broker) -> dict:
 
 
 def write_job(tmp_path: Path, broker, handover: str = "2026-11-28T00:00:00Z") -> Path:
+    return write_hybrid_job(tmp_path, live_options(broker), handover)
+
+
+def write_hybrid_job(tmp_path: Path, live: dict, handover: str) -> Path:
+    """The job file: the landing area's CSV files, then ``live``, handed over at ``handover``."""
     job = {
         "name": "orders",
         "source": {
             "type": "hybrid",
             "history": {"type": "files", "path": "landing/*.csv", "schema": SCHEMA},
-            "live": {**live_options(broker), "format": "json", "schema": SCHEMA, "chunk": 60},
+            "live": {**live, "format": "json", "schema": SCHEMA, "chunk": 60},
             "time_column": "ts",
             "handover": handover,
         },

@@ -25,8 +25,15 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-import yaml
-from test_hybrid import HANDOVER, LIVE_FROM, PER_DAY, SCHEMA, day_files, events, job_output
+from test_hybrid import (
+    HANDOVER,
+    LIVE_FROM,
+    PER_DAY,
+    day_files,
+    events,
+    job_output,
+    write_hybrid_job,
+)
 from test_streams_mqtt import publish
 
 from dbatch.errors import JobSpecError
@@ -61,24 +68,7 @@ def write_job(tmp_path: Path, mqtt_host, session, handover="2026-11-28T00:00:00Z
         "key": "id",
         "quiet": 0.3,
     }
-    job = {
-        "name": "orders",
-        "source": {
-            "type": "hybrid",
-            "history": {"type": "files", "path": "landing/*.csv", "schema": SCHEMA},
-            "live": {**live, "format": "json", "schema": SCHEMA, "chunk": 60},
-            "time_column": "ts",
-            "handover": handover,
-        },
-        "steps": [{"derive": {"day": "CAST(ts AS DATE)"}}],
-        "aggregate": {"by": ["day", "key"], "metrics": {"n": "count(*)", "total": "sum(amount)"}},
-        "batching": {"count": 4},
-        "sink": {"type": "parquet", "path": "out"},
-        "workdir": "work",
-    }
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
-    return path
+    return write_hybrid_job(tmp_path, live, handover)
 
 
 class Written:
