@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from .arrow import as_arrow, count_rows
-from .compile.physical import PhysicalPlan, SqlStage
+from .compile.physical import PhysicalPlan
 from .context import QUARANTINE_SCHEMA, BatchContext
 from .core import Batch, BatchResult, QuarantinedFile
 from .errors import TooManyBadRows
@@ -74,7 +75,9 @@ def process_batch(
     if task.fault is not None:
         task.fault(batch, task.attempt)
     staging = Path(task.staging_root) / staging_name(batch.id, task.attempt)
-    with FreedMemoryKept(), PeakMemory() as memory:  # freed arrays reused, returned after
+    # Scoring (a step that prepares a model) makes and drops large arrays: keep them.
+    keep = any(isinstance(s, Prepares) for s in plan.steps)
+    with FreedMemoryKept() if keep else nullcontext(), PeakMemory() as memory:
         ctx, info, rows_out = _stage(plan, task, shared if shared is not None else {}, staging)
     quarantined = ctx.quarantined_rows()
     if quarantined.num_rows:
@@ -272,14 +275,10 @@ def warm_worker(plan: PhysicalPlan | None = None) -> bool:
     from .engine import connection
 
     connection()
-    steps = [s for s in _steps(plan) if isinstance(s, Prepares)] if plan is not None else []
+    steps = [s for s in plan.steps if isinstance(s, Prepares)] if plan is not None else []
     if steps:
         threading.Thread(target=_prepare, args=(steps,), name="dbatch-prepare", daemon=True).start()
     return True
-
-
-def _steps(plan: PhysicalPlan) -> list[Any]:
-    return [s for st in plan.stages for s in (st.steps if isinstance(st, SqlStage) else (st.step,))]
 
 
 def _prepare(steps: Sequence[Prepares]) -> None:

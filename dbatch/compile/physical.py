@@ -9,7 +9,6 @@ fixed in the plan, and ``explain`` prints them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -110,13 +109,15 @@ class PhysicalPlan:
         """The dimension along which an xarray source's rows are counted."""
         return self.source.dim if isinstance(self.source, Dimensioned) else None
 
+    @property
+    def steps(self) -> list[Step]:
+        """Every step of every stage, in order."""
+        return [
+            s for st in self.stages for s in (st.steps if isinstance(st, SqlStage) else (st.step,))
+        ]
+
     def shared_objects(self) -> list[Any]:
-        found = []
-        for stage in self.stages:
-            steps: Sequence[Step] = stage.steps if isinstance(stage, SqlStage) else (stage.step,)
-            for step in steps:
-                found.extend(step.shared_objects())
-        return found
+        return [obj for step in self.steps for obj in step.shared_objects()]
 
     # -- running one batch --------------------------------------------------------
 
