@@ -20,12 +20,19 @@ For each size, N small CSV files (two rows each) are written below
   tables give peak minus idle;
 * **CPU**: the CPU time the driver, the scheduler and the worker processes used
   per batch, which depends much less than the wall time on what else the machine
-  is running.
+  is running;
+* **driver memory against batches done** (``--probe``): one more dbatch run, with
+  ``tracemalloc`` on, notes the driver's RSS, the Python-allocated memory and the
+  number of memory blocks Python has allocated when 10 %, 50 % and 90 % of the
+  batches are committed, and reports their growth per 1,000 batches done (the plan
+  is made before the first note, so it is not counted); ``--snapshot N`` prints
+  the N source lines whose allocations grew most between the 50 % and 90 % notes.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import glob
 import os
 import shutil
@@ -36,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import psutil
@@ -170,7 +178,93 @@ def run_map(client, folder: Path, batch_files: int, scheduler_pid: int) -> dict[
     return {"wall": wall, "batches": len(groups), **stats}
 
 
-def run_dbatch(client, folder: Path, batch_files: int, scheduler_pid: int) -> dict[str, float]:
+class Probe:
+    """A run listener: the driver's memory when 10 %, 50 % and 90 % of the batches are committed."""
+
+    MARKS = (0.1, 0.5, 0.9)
+
+    def __init__(self, batches: int, snapshot: bool):
+        self.at = [max(1, round(batches * m)) for m in self.MARKS]
+        self.committed, self.snapshot = 0, snapshot
+        self.notes: list[dict[str, float]] = []
+        self.snapshots: list[tracemalloc.Snapshot] = []
+
+    def __call__(self, event) -> None:
+        if event.kind.value != "batch_committed":
+            return
+        self.committed += 1
+        if self.committed not in self.at:
+            return
+        gc.collect()
+        self.notes.append(
+            {
+                "done": self.committed,
+                "rss": psutil.Process().memory_info().rss,
+                "traced": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0,
+                # Not len(gc.get_objects()): the list of every object, while the client's
+                # threads run, breaks CPython's reuse of tuples it holds the only reference to.
+                "blocks": sys.getallocatedblocks(),
+            }
+        )
+        if self.snapshot and tracemalloc.is_tracing():
+            self.snapshots.append(tracemalloc.take_snapshot())
+
+    def growth(self, since: int = 0) -> dict[str, float]:
+        """Growth per 1,000 batches done, between note ``since`` and the last."""
+        first, last = self.notes[since], self.notes[-1]
+        per = 1000 / max(1, last["done"] - first["done"])
+        return {k: (last[k] - first[k]) * per for k in ("rss", "traced", "blocks")}
+
+
+def probe_dbatch(client, folder: Path, batch_files: int, snapshot: int) -> list[Probe]:
+    """Two dbatch runs noting the driver's memory as batches are done: RSS alone, then traced.
+
+    tracemalloc makes every allocation bigger, so the RSS of the first run is the one to read.
+    """
+    files = len(glob.glob(str(folder / "*.csv")))
+    probes = []
+    for traced in (False, True):
+        probe = Probe(-(-files // batch_files), snapshot > 0)
+        if traced:
+            tracemalloc.start(8 if snapshot else 1)
+        try:
+            run_dbatch(client, folder, batch_files, None, listeners=[probe])
+        finally:
+            tracemalloc.stop()
+        probes.append(probe)
+    return probes
+
+
+def report_probe(probes: list[Probe], top: int) -> None:
+    mib = 2**20
+    for probe in probes:
+        traced = any(n["traced"] for n in probe.notes)
+        notes = ", ".join(
+            f"{n['done']:,.0f} done: RSS {n['rss'] / mib:.1f} MiB"
+            + (f", traced {n['traced'] / mib:.2f} MiB" if traced else "")
+            + f", {n['blocks']:,.0f} blocks"
+            for n in probe.notes
+        )
+        print(f"driver memory as batches are done{' (tracemalloc on)' if traced else ''}: {notes}")
+        # From 50 %: the newest finished futures the run keeps for the dashboard (at most
+        # executors.dask.KEEP_FINISHED) may still be filling up at 10 %.
+        for since, span in ((0, "10-90 %"), (1, "50-90 %")):
+            g = probe.growth(since)
+            print(
+                f"  growth per 1,000 batches done, {span}: RSS {g['rss'] / mib:+.2f} MiB"
+                + (f", traced {g['traced'] / mib:+.3f} MiB" if traced else "")
+                + f", blocks {g['blocks']:+,.0f}"
+            )
+    last = probes[-1]
+    if top and len(last.snapshots) >= 2:
+        for stat in last.snapshots[-1].compare_to(last.snapshots[1], "lineno")[:top]:
+            print(f"  {stat}")
+    sys.stdout.flush()
+
+
+def run_dbatch(
+    client, folder: Path, batch_files: int, scheduler_pid: int | None, listeners=()
+) -> dict[str, float]:
     from dbatch import ByCount, Files, ParquetSink, Pipeline
 
     root = Path(tempfile.mkdtemp(prefix="scale-dbatch-"))
@@ -181,12 +275,13 @@ def run_dbatch(client, folder: Path, batch_files: int, scheduler_pid: int) -> di
         name="scale",
         workdir=str(root / "work"),
     )
-    sampler = Sampler(client, scheduler_pid)
-    sampler.start()
+    sampler = Sampler(client, scheduler_pid) if scheduler_pid is not None else None
+    if sampler is not None:
+        sampler.start()
     t = time.perf_counter()
-    result = pipeline.run(client=client, progress=False)
+    result = pipeline.run(client=client, progress=False, listeners=listeners)
     wall = time.perf_counter() - t
-    stats = sampler.result()
+    stats = sampler.result() if sampler is not None else {}
     shutil.rmtree(root, ignore_errors=True)
     files = len(glob.glob(str(folder / "*.csv")))
     assert result.status == "succeeded" and result.rows_out == result.rows_in == 2 * files, result
@@ -225,6 +320,14 @@ def main() -> None:
     parser.add_argument("--batch-files", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=1, help="rounds of running each tool")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--probe", action="store_true", help="one more dbatch run noting its memory as it goes"
+    )
+    parser.add_argument(
+        "--snapshot", type=int, default=0, metavar="N", help="with --probe: the N lines grown most"
+    )
+    parser.add_argument("--skip-map", action="store_true", help="time dbatch alone")
+    parser.add_argument("--probe-batch-files", type=int, help="files per batch of the probe runs")
     args = parser.parse_args()
     sizes = [int(n) for n in args.files.split(",")]
     # SIGTERM ends the benchmark through the finally below, which stops the cluster.
@@ -238,10 +341,16 @@ def main() -> None:
             planned, floor, batches = plan_time(folder, args.batch_files, repeat=3)
             runs: dict[str, list[dict[str, float]]] = {"client.map": [], "dbatch": []}
             for _ in range(args.repeat):
-                runs["client.map"].append(run_map(client, folder, args.batch_files, scheduler.pid))
+                if not args.skip_map:
+                    runs["client.map"].append(
+                        run_map(client, folder, args.batch_files, scheduler.pid)
+                    )
                 runs["dbatch"].append(run_dbatch(client, folder, args.batch_files, scheduler.pid))
-            rows.append((n, batches, planned, floor, runs))
+            rows.append((n, batches, planned, floor, {k: v for k, v in runs.items() if v}))
             report(rows[-1])
+            if args.probe or args.snapshot:
+                per = args.probe_batch_files or args.batch_files
+                report_probe(probe_dbatch(client, folder, per, args.snapshot), args.snapshot)
     finally:
         client.close()
         for proc in (worker, scheduler):
@@ -260,8 +369,9 @@ def report(row) -> None:
         "| workers | all | x client.map | driver +MiB | scheduler +MiB | scheduler tasks, peak |"
     )
     print("| --- |" + " ---: |" * 12)
-    base = statistics.median(r["wall"] for r in runs["client.map"])
-    cpu_base = statistics.median(_cpu(r) for r in runs["client.map"])
+    baseline = runs.get("client.map") or runs["dbatch"]
+    base = statistics.median(r["wall"] for r in baseline)
+    cpu_base = statistics.median(_cpu(r) for r in baseline)
     for tool, results in runs.items():
         wall = statistics.median(r["wall"] for r in results)
         worst = {

@@ -48,7 +48,7 @@ class AttemptHooks(Protocol):
 
 @dataclass
 class _State:
-    attempts: dict[str, int]
+    attempts: dict[str, int]  # of the batches submitted and not done yet
     running: dict[Handle, Batch]
     waiting: list[tuple[float, int, Batch]]  # (due, tie-breaker, batch)
     pending: list[Batch]
@@ -137,6 +137,7 @@ class Attempts:
         batch = state.running.pop(handle)
         n = state.attempts[batch.id]
         if outcome.result is not None:
+            del state.attempts[batch.id]  # the run keeps nothing of a batch that is done
             self.hooks.succeeded(batch, outcome.result, n)
             return
         assert outcome.failure is not None
@@ -145,6 +146,7 @@ class Attempts:
             self.hooks.retrying(batch, n, outcome.failure, verdict)
             heapq.heappush(state.waiting, (time.time() + verdict.delay, next(self._order), batch))
             return
+        del state.attempts[batch.id]
         self.hooks.gave_up(batch, n, outcome.failure, verdict)
         if verdict.next is Next.FAIL and self.fail_fast and not state.stopping:
             self._stop(state)

@@ -240,8 +240,8 @@ class _Run:
             client = connect(self.client, show_link=show_link)
             self.executor = DaskExecutor(client, owned=owned)
             self._made_executor = True
-        if self.relay is not None and isinstance(self.executor, DaskExecutor):
-            self.relay.attach(self.executor.client)
+        if self.relay is not None:  # an executor without a scheduler: the relay keeps nothing
+            self.relay.attach(getattr(self.executor, "client", None))
         self.summary.dashboard = self.executor.dashboard
         self.bus.dashboard(self.executor.dashboard)
         self._stack.enter_context(self.executor.span(f"dbatch {self.pipeline.name} {self.run_id}"))

@@ -19,6 +19,7 @@ from ..core import (
     row_balance,
 )
 from ..listeners import RunListener
+from .infos import BatchInfos
 
 __all__ = ["RunResult", "RunSummary"]
 
@@ -208,7 +209,7 @@ class RunSummary(RunListener):
         self.output = output
         self.started = time.time()
         self.state: dict[str, str] = {}
-        self.info: dict[str, dict[str, Any]] = {}
+        self.info = BatchInfos()  # a plain committed batch's line is kept as a tuple
         self.recovered = 0
         self.dashboard: str | None = None
         self.output_rows: int | None = None
@@ -232,7 +233,7 @@ class RunSummary(RunListener):
         assert e.batch_id is not None
         state = _STATES[e.kind]
         self.state[e.batch_id] = state
-        info = self.info.setdefault(e.batch_id, {"batch_id": e.batch_id})
+        info = self.info.open(e.batch_id)
         info.update(
             {k: v for k, v in e.data.items() if k not in ("traceback", "quarantined_files")}
         )
@@ -243,6 +244,7 @@ class RunSummary(RunListener):
             info["skipped"] = True
         if e.data.get("recovered"):
             self.recovered += 1
+        self.info.settle(e.batch_id)
 
     def _count(self, state: str) -> int:
         return sum(1 for s in self.state.values() if s == state)
@@ -259,12 +261,12 @@ class RunSummary(RunListener):
         return int(self.info.get(batch_id, {}).get("rows_out", 0))
 
     def totals(self) -> dict[str, int]:
-        return {
-            k: sum(
-                int(i.get(k) or 0) for b, i in self.info.items() if self.state.get(b) == "committed"
-            )
-            for k in (*ROW_COUNTS, "files_quarantined")
-        }
+        sums = dict.fromkeys((*ROW_COUNTS, "files_quarantined"), 0)
+        for b, i in self.info.items():  # once over the lines: each is a dict made from a tuple
+            if self.state.get(b) == "committed":
+                for k in sums:
+                    sums[k] += int(i.get(k) or 0)
+        return sums
 
     def status(self) -> str:
         if self.failed or len(self.state) < len(self.plan):

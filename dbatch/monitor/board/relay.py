@@ -42,6 +42,8 @@ class Relay(RunListener):
         self.broken = False
 
     def __call__(self, event: Event) -> None:
+        if self.broken:
+            return
         ids = self.batch_ids if event.kind is EventKind.RUN_STARTED else None
         message = to_message(event, ids)
         if self.client is None:
@@ -50,10 +52,17 @@ class Relay(RunListener):
             self.queue.put(message)
 
     def attach(self, client: Any) -> bool:
-        """Start sending to ``client``'s scheduler (registering the plugin there first)."""
+        """Start sending to ``client``'s scheduler (registering the plugin there first).
+
+        No ``client`` (an executor without a scheduler), or one whose scheduler does not
+        take the plugin: the relay drops the events, rather than keeping them all.
+        """
+        if self.client is not None:
+            return False
         from .plugin import register  # distributed is loaded once there is a cluster
 
-        if self.client is not None or not register(client):
+        if client is None or not register(client):
+            self.nowhere()
             return False
         self.client = client
         for message in self.pending:
@@ -64,6 +73,11 @@ class Relay(RunListener):
         )
         self.thread.start()
         return True
+
+    def nowhere(self) -> None:
+        """The run has no scheduler to send to (an in-process executor): keep nothing."""
+        self.broken = True
+        self.pending.clear()
 
     def on_end(self) -> None:
         self.pending.clear()

@@ -210,7 +210,11 @@ def _arrow_csv(
 
     return pacsv.read_csv(
         io.BytesIO(text),
-        read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 24),
+        # One block for a file up to 16 MiB, no larger than the file: Arrow allocates the
+        # whole block, which costs a small file more than parsing it.
+        read_options=pacsv.ReadOptions(
+            use_threads=False, block_size=max(1 << 10, min(1 << 24, len(text) + 1))
+        ),
         parse_options=_parse_options(source, on_bad_row),
         convert_options=_convert_options(source, typed),
     )
