@@ -47,7 +47,7 @@ from dbatch.cluster import close
 
 def seen():
     return {"duckdb": "duckdb" in sys.modules, "pyarrow": "pyarrow.parquet" in sys.modules,
-            "ppid": os.getppid()}
+            "ppid": os.getppid(), "omp": os.environ.get("OMP_NUM_THREADS")}
 
 if __name__ == "__main__":
     with dask.config.set({"dbatch.cluster.start-method": sys.argv[1]}):
@@ -78,6 +78,7 @@ def test_workers_fork_from_a_server_that_imported_their_stack_and_it_stops(tmp_p
     for w in info["workers"]:
         assert w["duckdb"] and w["pyarrow"]  # imported once, by the server
         assert w["ppid"] == info["server"] != info["driver"]
+        assert w["omp"] == "1"  # distributed's pre-spawn-environ, set before the server started
     assert info["after"] is None  # closing the cluster stopped the server
     assert not Path(f"/proc/{info['server']}").exists()
 
@@ -88,6 +89,7 @@ def test_spawn_start_method_gives_fresh_interpreters(tmp_path):
     for w in info["workers"]:
         assert not w["duckdb"]  # a fresh interpreter imports it in its first batch
         assert w["ppid"] == info["driver"]
+        assert w["omp"] == "1"
     assert info["server"] is None
 
 

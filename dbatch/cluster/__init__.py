@@ -190,7 +190,7 @@ def _local_client(n_workers: int | None, threads: int | None, memory_limit: Any 
         {
             "distributed.scheduler.allowed-failures": int(config.get("retry.worker-deaths")),
             "distributed.scheduler.worker-saturation": 1.0,
-            **start_method(),
+            **start_method(),  # a fork server starts importing while the scheduler starts
         }
     ):
         cluster = LocalCluster(

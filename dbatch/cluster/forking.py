@@ -25,6 +25,8 @@ WORKER_STACK = (
 def start_method() -> dict[str, Any]:
     """The ``dask.config`` setting that makes the workers of a LocalCluster dbatch starts.
 
+    Called with ``distributed`` imported (its settings are read), before the cluster.
+
     ``dbatch.cluster.start-method: forkserver`` (the default where the platform has
     it): one server process imports ``WORKER_STACK`` and each worker forks from it,
     so a cold run imports DuckDB, pyarrow and pandas once, not once per worker, and a
@@ -40,14 +42,24 @@ def start_method() -> dict[str, Any]:
 
 
 def _preload() -> None:
-    """Give the fork server the workers' stack to import (before it starts; once is enough).
+    """Start the fork server importing the workers' stack, while the scheduler starts.
 
-    distributed sets its own list (``distributed`` and the packages the driver has)
-    the first time it makes a process, unless told it was done; it is, here.
+    The variables distributed sets before it makes a worker process
+    (``distributed.nanny.pre-spawn-environ``: ``OMP_NUM_THREADS``, ``MALLOC_TRIM_THRESHOLD_``...)
+    are set first, as the nanny would, so that the server and every worker forked
+    from it start with them. distributed sets its own list of modules (those the
+    driver has) the first time it makes a process, unless told it was done; it is.
     """
+    import os
+    from multiprocessing import forkserver
+
+    import dask.config
     import distributed.utils
 
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_STACK))
+    spawn_env = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+    os.environ.update({k: os.environ.get(k, str(v)) for k, v in spawn_env.items() if v is not None})
+    forkserver.set_forkserver_preload(list(WORKER_STACK))
+    forkserver.ensure_running()  # returns at once; the server imports meanwhile
     if hasattr(distributed.utils, "_forkserver_preload_set"):
         distributed.utils._forkserver_preload_set = True
 
