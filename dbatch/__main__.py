@@ -1,8 +1,10 @@
 """``python -m dbatch``: the dbatch command, as the ``dbatch`` script runs it."""
 
-from .cli import main
-
 __all__: list[str] = []
 
 if __name__ == "__main__":
-    main(prog_name="dbatch")
+    # Imported here, not above: a worker process started from this one imports this
+    # module again (as ``__mp_main__``) and needs none of the command line.
+    from .cli import script
+
+    script()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import click
 
 from .demo import demo
@@ -13,7 +15,7 @@ from .scaffold import init
 from .scheduling import export
 from .validate import validate
 
-__all__ = ["main"]
+__all__ = ["main", "script"]
 
 
 @click.group(name="dbatch", context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,3 +48,51 @@ for _command in (
     demo,
 ):
     main.add_command(log_options(_command))  # -v, -q, --log-level after the command too
+
+
+def script() -> NoReturn:
+    """The ``dbatch`` command as a process: ``main``, then an exit without the teardown.
+
+    Once a command has returned (its cluster closed, its ledger written, its result
+    printed), tearing down the interpreter's modules (distributed, pyarrow, DuckDB)
+    takes 0.3-0.9 s and changes nothing. The exit handlers still run, logs and the
+    standard streams are flushed, then the process ends with the command's status.
+    While a thread of the command still runs, it exits as usual (waiting for it).
+    """
+    try:
+        main(prog_name="dbatch")
+        code: object = 0
+    except SystemExit as e:
+        code = e.code
+    _exit_now(code)
+
+
+def _exit_now(code: object) -> NoReturn:
+    import atexit
+    import logging
+    import os
+    import sys
+    import threading
+
+    main_thread = threading.main_thread()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not main_thread):
+        sys.exit(code)  # type: ignore[arg-type]
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"), as the interpreter prints it
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    stop_tracker = getattr(getattr(tracker, "_resource_tracker", None), "_stop", None)
+    if stop_tracker is not None:
+        stop_tracker()  # waited for, so that it does not outlive the command
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said on it
+            pass
+    os._exit(status)

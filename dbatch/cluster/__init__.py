@@ -15,6 +15,7 @@ from .. import config
 from ..display import in_notebook, show_link
 from ..errors import JobSpecError
 from ..options import refuse_unknown
+from .forking import start_method, stop_fork_server
 from .profiles import PROFILE_KEYS, ClusterProfile, named_profile, parse_profile
 from .remote import address_in, check_security, is_loopback_address, remote_client
 from .scaling import Scaler, scaler_of
@@ -173,6 +174,7 @@ def close(client: Any) -> None:
     client.close()
     if cluster is not None:
         cluster.close()
+        stop_fork_server()
 
 
 def _local_client(n_workers: int | None, threads: int | None, memory_limit: Any = None):
@@ -188,6 +190,7 @@ def _local_client(n_workers: int | None, threads: int | None, memory_limit: Any 
         {
             "distributed.scheduler.allowed-failures": int(config.get("retry.worker-deaths")),
             "distributed.scheduler.worker-saturation": 1.0,
+            **start_method(),  # a fork server starts importing while the scheduler starts
         }
     ):
         cluster = LocalCluster(
@@ -257,6 +260,7 @@ class LocalStart:
         cluster = self._client.cluster
         self._client.close()
         cluster.close()
+        stop_fork_server()
         self._client = None
 
 
