@@ -35,12 +35,10 @@ PLAIN = (
     "quarantine_kinds",
     "peak_memory",
 )
-#: What the tuple holds: the rest is the same for every plain batch.
-_KEPT = tuple(
-    k
-    for k in PLAIN
-    if k not in ("batch_id", "state", "attempts", "rows_by_kind", "quarantine_kinds")
-)
+#: What every plain batch's line has, or has from its other values: not in the tuple.
+_SAME = ("batch_id", "state", "attempts", "rows_by_kind", "quarantine_kinds")
+#: What the tuple holds, in this order.
+_KEPT = tuple(k for k in PLAIN if k not in _SAME)
 
 
 class BatchInfos(Mapping[str, dict[str, Any]]):
@@ -93,7 +91,14 @@ def _plain(line: dict[str, Any]) -> bool:
     )
 
 
-def _expand(batch_id: str, k: tuple[Any, ...]) -> dict[str, Any]:
-    """The line as its events made it: ``PLAIN``'s keys, in order (``_KEPT`` says which is k[i])."""
-    values = (batch_id, *k[:4], "committed", k[1], *k[4:9], {}, *k[9:12], {}, k[12])
-    return dict(zip(PLAIN, values, strict=True))
+def _expand(batch_id: str, kept: tuple[Any, ...]) -> dict[str, Any]:
+    """The line as its events made it: ``PLAIN``'s keys, in order."""
+    values = dict(zip(_KEPT, kept, strict=True))
+    same = {
+        "batch_id": batch_id,
+        "state": "committed",
+        "attempts": values["attempt"],
+        "rows_by_kind": {},
+        "quarantine_kinds": {},
+    }
+    return {k: same[k] if k in same else values[k] for k in PLAIN}
