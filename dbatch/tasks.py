@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from . import workarea
 from .arrow import as_arrow, count_rows
 from .compile.physical import PhysicalPlan
 from .context import QUARANTINE_SCHEMA, BatchContext
@@ -57,10 +58,6 @@ class BatchTask:
     buckets: int = 1
     fault: Callable[[Batch, int], None] | None = None
 
-    @property
-    def key(self) -> str:
-        return f"{self.batch.id}-{self.run_id}-a{self.attempt}"
-
 
 def process_batch(
     plan: PhysicalPlan, task: BatchTask, shared: Mapping[str, Any] | None = None
@@ -72,6 +69,9 @@ def process_batch(
     """
     started = time.perf_counter()
     batch = task.batch
+    done = workarea.committed_already(task.staging_root, batch.id, task.attempt, task.run_id)
+    if done is not None:  # run again by Dask, its worker gone: the driver has it committed
+        return done
     if task.fault is not None:
         task.fault(batch, task.attempt)
     staging = Path(task.staging_root) / staging_name(batch.id, task.attempt)
@@ -155,7 +155,7 @@ def _stage_once(
     data = plan.run(batch, ctx, task.buckets)
     if plan.is_stream(data):
         # The rows go into the aggregate's buckets as they come: never all in memory.
-        staging.mkdir(parents=True, exist_ok=False)
+        staging.mkdir(exist_ok=False)  # in the run's folder, if the run is on
         try:
             info = plan.aggregate.map_side(data, staging, task.buckets, plan.partials.preaggregate)
             _check_bad_fraction(plan, task, ctx)  # complete once the rows have been read
@@ -168,7 +168,7 @@ def _stage_once(
         data = _set_aside_refused(plan.sink, plan.sink.describe(), data, ctx)
     rows_out = count_rows(data, plan.dim)
     _check_bad_fraction(plan, task, ctx)
-    staging.mkdir(parents=True, exist_ok=False)
+    staging.mkdir(exist_ok=False)  # in the run's folder, if the run is on
     if plan.aggregate is not None:
         info = plan.aggregate.map_side(data, staging, task.buckets, plan.partials.preaggregate)
     else:

@@ -13,6 +13,7 @@ Only the driver that holds the job's lock changes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -50,6 +51,30 @@ def read_result(directory: str | os.PathLike[str]) -> BatchResult:
 def staging_name(batch_id: str, attempt: int) -> str:
     """The folder one execution of an attempt stages into (unique: Dask may run a task twice)."""
     return f"{batch_id}.a{attempt}.{uuid.uuid4().hex[:12]}"
+
+
+def done_marker(root: str | os.PathLike[str], batch_id: str, attempt: int) -> Path:
+    """The file saying the driver has committed that attempt (it holds where to).
+
+    Dask runs a finished task again when the worker holding its result dies and the
+    driver still references it: the task finds this and does not stage it twice.
+    """
+    return Path(root) / f"done.{batch_id}.a{attempt}"
+
+
+def committed_already(
+    root: str | os.PathLike[str], batch_id: str, attempt: int, run_id: str
+) -> BatchResult | None:
+    """The result of that attempt if the driver has committed it; an error if its run is over."""
+    done = done_marker(root, batch_id, attempt)
+    if done.exists():
+        return read_result(done.read_text())
+    if not os.path.isdir(root):
+        raise RuntimeError(
+            f"batch {batch_id}: its run {run_id} has ended (no {root}); Dask ran it again "
+            "after a worker died, and there is nothing left to do"
+        )
+    return None
 
 
 def staged_results(
@@ -135,8 +160,15 @@ class WorkArea:
     def drop_staging(self, run_id: str) -> None:
         shutil.rmtree(self.staging(run_id), ignore_errors=True)
 
-    def promote(self, batch: Batch, staged: str | os.PathLike[str]) -> Path:
+    def promote(self, batch: Batch, staged: str | os.PathLike[str], attempt: int) -> Path:
         """Commit a staged attempt with one rename (a replay replaces the earlier commit)."""
+        target = self._rename(batch, staged)
+        staged = Path(staged)
+        with contextlib.suppress(OSError):  # only saves a recomputation the work
+            done_marker(staged.parent, batch.id, attempt).write_text(str(target))
+        return target
+
+    def _rename(self, batch: Batch, staged: str | os.PathLike[str]) -> Path:
         target = self.batch_dir(batch)
         try:
             os.rename(staged, target)  # the common case: nothing committed there yet

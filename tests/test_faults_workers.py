@@ -88,14 +88,14 @@ def test_worker_killed_at_a_random_moment(seed, landing, reference, tmp_path):
             deadline = time.time() + 60
             while not pause.starts() and time.time() < deadline:
                 time.sleep(0.01)
-            moment = time.time() + delay
             time.sleep(delay)
-            # Strike while the victim is inside a batch: just after it starts the next one.
+            # Strike while the victim is inside a batch: the next one it starts is held.
+            pause.hold(victim)
             while time.time() < deadline:
-                mine = [s for s in pause.starts() if s[2] == victim and s[3] >= moment - 0.05]
-                if mine:
+                held = [s for s in pause.starts("held") if s[2] == victim]
+                if held:
                     os.kill(victim, signal.SIGKILL)
-                    killed.append((time.time(), mine[-1][0]))
+                    killed.append((time.time(), held[0][0]))
                     return
                 time.sleep(0.005)
 
@@ -168,3 +168,27 @@ def test_batch_that_kills_its_worker_every_time_is_quarantined(landing, tmp_path
     assert list(log.started()) == [victim]
     assert len(pd.read_parquet(tmp_path / "out")) == N_FILES * ROWS
     assert leftovers(p.work_area(), tmp_path / "out") == []
+
+
+def test_a_task_dask_runs_again_after_its_commit_stages_nothing(landing, tmp_path):
+    """A worker that held finished results died: Dask runs those tasks again, for nothing."""
+    from dbatch.tasks import BatchTask, process_batch
+    from dbatch.workarea import WorkArea
+
+    p = pipeline(landing, tmp_path)
+    plan = p.plan()
+    physical = p.physical(plan=plan)
+    batch = plan.batches[0]
+    work = WorkArea(tmp_path / "work")
+    root = work.staging("r1")
+    root.mkdir(parents=True)
+    task = BatchTask(batch, "r1", str(root))
+    first = process_batch(physical, task)
+    work.promote(batch, first.staging, 1)
+    again = process_batch(physical, task)
+    assert (again.batch_id, again.rows_out, again.checksum) == (batch.id, ROWS, first.checksum)
+    assert [f.name for f in root.iterdir()] == [f"done.{batch.id}.a1"]  # nothing staged again
+    work.drop_staging("r1")
+    with pytest.raises(RuntimeError, match="its run r1 has ended"):
+        process_batch(physical, BatchTask(batch, "r1", str(root), attempt=2))
+    assert not root.exists() and leftovers(tmp_path / "work") == []

@@ -89,6 +89,7 @@ def run_by_hand(p: Pipeline, partials: Partials, tmp: Path) -> tuple[pa.Table, l
     plan = p.plan()
     physical = dataclasses.replace(p.physical(plan=plan), partials=partials)
     staged, kinds = [], []
+    (tmp / "staging").mkdir(parents=True, exist_ok=True)  # as the run makes it
     for batch in plan.batches:
         task = BatchTask(batch, "run1", str(tmp / "staging"), buckets=BUCKETS)
         result = process_batch(physical, task)

@@ -134,6 +134,24 @@ def _create_all(engine: sa.Engine, attempts: int) -> None:
 def _sqlite_pragmas(dbapi_con, _record) -> None:
     cur = dbapi_con.cursor()
     cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may wait for a lock
-    cur.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def _switch_to_wal(cur, seconds: float = 30.0) -> None:
+    """``journal_mode=WAL``, waited for: on a new file that others open at the same moment,
+    SQLite answers "database is locked" at once rather than through the busy timeout."""
+    import sqlite3
+
+    deadline = time.monotonic() + seconds
+    pause = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)

@@ -156,6 +156,9 @@ class Pause:
 
     With a ``marker`` folder, each start is recorded first as a file
     ``started-<batch id>-a<attempt>-<pid>``: which worker process ran which batch, when.
+    After :meth:`hold` of a process, the next batch it starts stays in this hook (and
+    says so with a ``held-...`` file) until the process is killed: a test then strikes
+    inside a batch however slow the machine is.
 
     Examples
     --------
@@ -171,16 +174,28 @@ class Pause:
         if self.marker is not None:
             folder = Path(self.marker)
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"started-{batch.id}-a{attempt}-{os.getpid()}").touch()
+            name = f"{batch.id}-a{attempt}-{os.getpid()}"
+            (folder / f"started-{name}").touch()
+            if (folder / f"hold-{os.getpid()}").exists():
+                (folder / f"held-{name}").touch()
+                deadline = time.time() + 120  # killed long before, or the test has failed
+                while time.time() < deadline:
+                    time.sleep(0.05)
         time.sleep(self.seconds)
 
-    def starts(self) -> list[tuple[str, int, int, float]]:
-        """``(batch id, attempt, pid, time)`` of every recorded start, oldest first."""
+    def hold(self, pid: int) -> None:
+        """Keep the next batch that process ``pid`` starts inside this hook."""
+        assert self.marker is not None, "Pause(marker=...) is needed to hold a process"
+        Path(self.marker).mkdir(parents=True, exist_ok=True)
+        (Path(self.marker) / f"hold-{pid}").touch()
+
+    def starts(self, kind: str = "started") -> list[tuple[str, int, int, float]]:
+        """``(batch id, attempt, pid, time)`` of every recorded start (or hold), oldest first."""
         if self.marker is None or not Path(self.marker).exists():
             return []
         found = []
-        for f in Path(self.marker).glob("started-*"):
-            batch_id, attempt, pid = f.name.removeprefix("started-").rsplit("-", 2)
+        for f in Path(self.marker).glob(f"{kind}-*"):
+            batch_id, attempt, pid = f.name.removeprefix(f"{kind}-").rsplit("-", 2)
             found.append((batch_id, int(attempt[1:]), int(pid), f.stat().st_mtime))
         return sorted(found, key=lambda s: s[3])
 

@@ -97,6 +97,7 @@ class SinkCase:
         from ...workarea import WorkArea
 
         work = WorkArea(pipeline.work_area())
+        work.staging(run_id).mkdir(parents=True, exist_ok=True)  # as the run makes it
         task = BatchTask(batch, run_id, str(work.staging(run_id)))
         return work, process_batch(pipeline.physical(), task)
 
