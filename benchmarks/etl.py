@@ -17,6 +17,10 @@ started), then timed from "go" to the end of the job. A thread of this process
 samples the resident memory of that process and all its descendants (the
 LocalCluster's nannies and workers included) every 20 ms; "peak" is the
 largest sum seen while the job ran, "idle" the sum just before it started.
+"peak PSS" sums each process's proportional set size instead, sampled every
+0.2 s (reading it costs about 0.5 ms a process): a page that processes share
+(a forked worker's libraries, say) counts once in it, and as often as it is
+mapped in the RSS sum.
 Tools alternate within each repetition; the tables show medians. Every tool's
 output is read back and compared with DuckDB's: the number of groups, of rows,
 and the sums of totals and means.
@@ -456,6 +460,8 @@ class TreeSampler(threading.Thread):
         self.root = psutil.Process(pid)
         self.period = period
         self.peak = 0
+        self.peak_pss = 0
+        self.pss_at = float("-inf")
         self.procs: list = []
         self.listed = float("-inf")
         self.halt = threading.Event()
@@ -478,6 +484,24 @@ class TreeSampler(threading.Thread):
                 pass
         return total
 
+    def pss(self) -> int:
+        import psutil
+
+        total = 0
+        for p in self.procs:
+            try:
+                total += p.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return total
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.rss())
+        now = time.monotonic()
+        if now - self.pss_at >= 0.2:
+            self.peak_pss = max(self.peak_pss, self.pss())
+            self.pss_at = now
+
     def cpu(self) -> float:
         """CPU seconds used so far by the living tree and every child it has waited for."""
         import psutil
@@ -497,13 +521,14 @@ class TreeSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.halt.is_set():
-            self.peak = max(self.peak, self.rss())
+            self.sample()
             self.halt.wait(self.period)
 
     def stop(self) -> int:
         self.halt.set()
         self.join()
-        self.peak = max(self.peak, self.rss())
+        self.pss_at = float("-inf")
+        self.sample()
         return self.peak
 
 
@@ -563,7 +588,15 @@ def measure(
         if proc.poll() is None:
             proc.kill()
         shutil.rmtree(out, ignore_errors=True)
-    return {"tool": tool, "wall": done["wall"], "cpu": cpu, "peak": peak, "idle": idle, **check}
+    return {
+        "tool": tool,
+        "wall": done["wall"],
+        "cpu": cpu,
+        "peak": peak,
+        "peak_pss": sampler.peak_pss,
+        "idle": idle,
+        **check,
+    }
 
 
 def _same(a: dict, b: dict) -> list[str]:
@@ -598,7 +631,8 @@ def bench(
             print(
                 f"  [{fmt} x{scale} round {r + 1}/{repeat}] {tool:12s} {res['wall']:7.2f} s "
                 f"cpu {res['cpu']:6.2f} s "
-                f"peak {res['peak'] / 2**20:7.0f} MiB (idle {res['idle'] / 2**20:5.0f})",
+                f"peak {res['peak'] / 2**20:7.0f} MiB (PSS {res['peak_pss'] / 2**20:5.0f}, "
+                f"idle {res['idle'] / 2**20:5.0f})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -609,10 +643,12 @@ def summarise(runs: dict[str, list[dict]]) -> list[dict]:
     ref = runs.get("duckdb")
     ref_wall = statistics.median(r["wall"] for r in ref) if ref else None
     ref_peak = statistics.median(r["peak"] for r in ref) if ref else None
+    ref_pss = statistics.median(r["peak_pss"] for r in ref) if ref else None
     rows = []
     for tool, rs in runs.items():
         wall = statistics.median(r["wall"] for r in rs)
         peak = statistics.median(r["peak"] for r in rs)
+        pss = statistics.median(r["peak_pss"] for r in rs)
         problems = sorted({p for r in rs for p in (_same(r, ref[0]) if ref else [])})
         rows.append(
             {
@@ -624,6 +660,8 @@ def summarise(runs: dict[str, list[dict]]) -> list[dict]:
                 "peak_mib": peak / 2**20,
                 "idle_mib": statistics.median(r["idle"] for r in rs) / 2**20,
                 "x_peak": peak / ref_peak if ref_peak else None,
+                "pss_mib": pss / 2**20,
+                "x_pss": pss / ref_pss if ref_pss else None,
                 "groups": rs[0]["groups"],
                 "same": "yes" if ref and not problems else ("; ".join(problems) or "n/a"),
                 "quarantined": rs[0].get("rows_quarantined"),
@@ -639,14 +677,15 @@ def table(rows: list[dict]) -> str:
 
     lines = [
         "| tool | wall (s), median | × DuckDB | CPU (s) | peak memory (MiB) | × DuckDB "
-        "| idle (MiB) | groups | same result as DuckDB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| peak PSS (MiB) | × DuckDB | idle (MiB) | groups | same result as DuckDB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {LABELS.get(r['tool'], r['tool'])} | {r['wall']:.2f} | {x(r['x_wall'])} | "
             f"{r['cpu']:.1f} | "
-            f"{r['peak_mib']:.0f} | {x(r['x_peak'])} | {r['idle_mib']:.0f} | "
+            f"{r['peak_mib']:.0f} | {x(r['x_peak'])} | {r['pss_mib']:.0f} | {x(r['x_pss'])} | "
+            f"{r['idle_mib']:.0f} | "
             f"{r['groups']:,} | {r['same']} |"
         )
     return "\n".join(lines)
