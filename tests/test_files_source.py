@@ -123,3 +123,31 @@ def test_csv_lines_find_quotes_as_a_count_per_line_would():
         assert lines.odd_quotes().tolist() == np.flatnonzero(counts % 2 == 1).tolist(), data
         assert lines.with_quotes().tolist() == np.flatnonzero(counts > 0).tolist(), data
     assert Lines(b"a,b\n1,2\n").odd_quotes().tolist() == []
+
+
+def test_csv_lines_of_a_text_longer_than_the_search_chunk_are_its_lines():
+    """Line breaks and quotes are searched a chunk at a time: across chunks, the same lines."""
+    import random
+
+    import numpy as np
+
+    from dbatch.sources.files import csv as csv_module
+    from dbatch.sources.files.csv import Lines, positions
+
+    rng = random.Random(11)
+    for breaks in (["\n"], ["\n", "\r\n"], ["\n", "\r\n", "\r"]):
+        rows = [
+            "".join(rng.choice('ab,"') for _ in range(rng.randrange(0, 40))) + rng.choice(breaks)
+            for _ in range(4 * csv_module._CHUNK // 20)
+        ]
+        data = "".join(rows).encode()
+        assert len(data) > 3 * csv_module._CHUNK
+        buf = np.frombuffer(data, np.uint8)
+        for byte in (10, 34):
+            assert positions(buf, byte).tolist() == np.flatnonzero(buf == byte).tolist()
+        lines = Lines(data)
+        want = data.decode().splitlines()
+        assert [lines.text(i + 1) for i in range(len(lines))] == want
+        counts = np.array([t.count('"') for t in want], np.int64)
+        assert lines.odd_quotes().tolist() == np.flatnonzero(counts % 2 == 1).tolist()
+        assert lines.non_empty().tolist() == [i for i, t in enumerate(want) if t]

@@ -10,7 +10,6 @@ row keeps its line number and raw text, and rows in counts every record.
 from __future__ import annotations
 
 import csv as pycsv
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,22 +36,26 @@ class Lines:
         self.data = data
         buf = np.frombuffer(data, dtype=np.uint8)
         if b"\r" not in data:  # the common case: every line ends with \n
-            ends = np.flatnonzero(buf == 10)
+            ends = positions(buf, 10)
             widths: np.ndarray | int = 1
         elif data.count(b"\r") != data.count(b"\r\n"):  # bare carriage returns end lines too
             breaks = list(re.finditer(rb"\r\n|\r|\n", data))
             ends = np.array([m.start() for m in breaks], np.int64)
             widths = np.array([m.end() - m.start() for m in breaks], np.int64)
         else:
-            ends = np.flatnonzero(buf == 10)
+            ends = positions(buf, 10)
             crlf = (ends > 0) & (buf[np.maximum(ends - 1, 0)] == 13)
             ends, widths = ends - crlf, 1 + crlf  # a \r before a \n is part of the break
-        starts = np.concatenate([[0], ends + widths]).astype(np.int64)
-        stops = np.concatenate([ends, [len(data)]]).astype(np.int64)
+        starts = np.empty(len(ends) + 1, np.int64)
+        starts[0] = 0
+        np.add(ends, widths, out=starts[1:])
+        stops = np.empty(len(ends) + 1, np.int64)
+        stops[:-1], stops[-1] = ends, len(data)
         if len(starts) > 1 and starts[-1] == len(data):  # a final line break ends the text
             starts, stops = starts[:-1], stops[:-1]
         self.starts, self.stops = starts, stops
         self._quotes: np.ndarray | None = None
+        self._non_empty: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -66,7 +69,9 @@ class Lines:
 
     def non_empty(self) -> np.ndarray:
         """The 0-based indices of the lines that are records (CSV readers skip empty lines)."""
-        return np.flatnonzero(self.stops > self.starts)
+        if self._non_empty is None:
+            self._non_empty = np.flatnonzero(self.stops > self.starts)
+        return self._non_empty
 
     def unclosed(self, delimiter: str, candidates: np.ndarray) -> np.ndarray:
         """Of the line indices ``candidates``, those in which a quoted field never closes."""
@@ -82,7 +87,7 @@ class Lines:
     def quotes(self) -> np.ndarray:
         """How many quote characters each line holds."""
         if self._quotes is None:
-            at = np.flatnonzero(np.frombuffer(self.data, dtype=np.uint8) == 34)
+            at = positions(np.frombuffer(self.data, dtype=np.uint8), 34)
             self._quotes = np.searchsorted(at, self.stops) - np.searchsorted(at, self.starts)
         return self._quotes
 
@@ -110,6 +115,21 @@ class Lines:
         if text and not text.endswith((b"\n", b"\r")):
             text += b"\n"
         return text, np.flatnonzero(keep)
+
+
+#: Bytes compared at a time: a temporary this small comes from the heap and is reused,
+#: where one the size of the file would be mapped, faulted in and unmapped for each.
+_CHUNK = 1 << 16
+
+
+def positions(buf: np.ndarray, byte: int) -> np.ndarray:
+    """The offsets at which ``byte`` occurs in ``buf`` (uint8), in order, as int64."""
+    if len(buf) <= _CHUNK:
+        return np.flatnonzero(buf == byte)
+    found = [
+        np.flatnonzero(buf[at : at + _CHUNK] == byte) + at for at in range(0, len(buf), _CHUNK)
+    ]
+    return np.concatenate(found)
 
 
 @dataclass
@@ -168,8 +188,11 @@ def _parse(
     Arrow converts the ``typed`` columns as it parses; a column holding a value it
     will not convert is read again as text (``_typed`` says why this is exact).
     """
-    text, kept = lines.without(unclosed) if len(unclosed) else (lines.data, np.arange(len(lines)))
-    records = kept[lines.stops[kept] > lines.starts[kept]]  # the lines Arrow reads, in order
+    if len(unclosed):
+        text, kept = lines.without(unclosed)
+        records = kept[lines.stops[kept] > lines.starts[kept]]  # the lines Arrow reads, in order
+    else:
+        text, records = lines.data, lines.non_empty()
     typed = {n: t for n, t in typed.items() if (_where(source), n) not in _AS_TEXT}
     failures = 0
     while True:
@@ -209,7 +232,7 @@ def _arrow_csv(
         return "skip"
 
     return pacsv.read_csv(
-        io.BytesIO(text),
+        pa.BufferReader(text),  # zero-copy: io.BytesIO has Arrow copy each block
         # One block for a file up to 16 MiB, no larger than the file: Arrow allocates the
         # whole block, which costs a small file more than parsing it.
         read_options=pacsv.ReadOptions(
@@ -265,7 +288,7 @@ def _failed_column(
         return None
     try:  # the names, from the first block, parsed as the file is
         header = pacsv.open_csv(
-            io.BytesIO(text),
+            pa.BufferReader(text),
             read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 20),
             parse_options=_parse_options(source, lambda row: "skip"),
             convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(typed, pa.string())),
