@@ -375,7 +375,7 @@ class _Run:
 
     def _commit(self, batch: Batch, result: BatchResult, attempt: int) -> None:
         """Promote the staged batch with one rename, then record it (in that order)."""
-        target = self.work.promote(batch, result.staging, attempt)
+        target = self.work.promote(batch, result.staging)
         crash_point("promoted")
         sink = self.pipeline.sink
         if isinstance(sink, CommitsBatches):

@@ -69,7 +69,7 @@ def process_batch(
     """
     started = time.perf_counter()
     batch = task.batch
-    done = workarea.committed_already(task.staging_root, batch.id, task.attempt, task.run_id)
+    done = workarea.committed_already(task.staging_root, batch, task.attempt)
     if done is not None:  # run again by Dask, its worker gone: the driver has it committed
         return done
     if task.fault is not None:

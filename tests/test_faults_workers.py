@@ -184,11 +184,17 @@ def test_a_task_dask_runs_again_after_its_commit_stages_nothing(landing, tmp_pat
     root.mkdir(parents=True)
     task = BatchTask(batch, "r1", str(root))
     first = process_batch(physical, task)
-    work.promote(batch, first.staging, 1)
+    work.promote(batch, first.staging)
     again = process_batch(physical, task)
     assert (again.batch_id, again.rows_out, again.checksum) == (batch.id, ROWS, first.checksum)
-    assert [f.name for f in root.iterdir()] == [f"done.{batch.id}.a1"]  # nothing staged again
+    assert list(root.iterdir()) == []  # nothing staged again
+    # A later run replaying the batch (its commit is an earlier run's) does run it.
+    other = work.staging("r2")
+    other.mkdir()
+    replay = process_batch(physical, BatchTask(batch, "r2", str(other)))
+    assert Path(replay.staging).parent == other and len(list(other.iterdir())) == 1
     work.drop_staging("r1")
+    work.drop_staging("r2")
     with pytest.raises(RuntimeError, match="its run r1 has ended"):
         process_batch(physical, BatchTask(batch, "r1", str(root), attempt=2))
     assert not root.exists() and leftovers(tmp_path / "work") == []
