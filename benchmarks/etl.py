@@ -476,21 +476,19 @@ class TreeSampler(threading.Thread):
             except psutil.NoSuchProcess:
                 return 0
             self.listed = now
-        total = 0
-        for p in self.procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return self._sum(lambda p: p.memory_info().rss)
 
     def pss(self) -> int:
+        """Summed proportional set size of the processes ``rss`` listed last."""
+        return self._sum(lambda p: p.memory_full_info().pss)
+
+    def _sum(self, read) -> int:
         import psutil
 
         total = 0
         for p in self.procs:
             try:
-                total += p.memory_full_info().pss
+                total += read(p)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
         return total

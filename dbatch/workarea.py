@@ -49,7 +49,12 @@ def read_result(directory: str | os.PathLike[str]) -> BatchResult:
 
 def staging_name(batch_id: str, attempt: int) -> str:
     """The folder one execution of an attempt stages into (unique: Dask may run a task twice)."""
-    return f"{batch_id}.a{attempt}.{uuid.uuid4().hex[:12]}"
+    return f"{_attempt(batch_id, attempt)}.{uuid.uuid4().hex[:12]}"
+
+
+def _attempt(batch_id: str, attempt: int) -> str:
+    """What every ``staging_name`` of that attempt starts with (before its last dot)."""
+    return f"{batch_id}.a{attempt}"
 
 
 def committed_already(
@@ -60,18 +65,19 @@ def committed_already(
     Dask runs a finished task again when the worker holding its result dies and the
     driver still references it (the newest finished tasks are, for the dashboard).
     The committed folder's ``_result.json`` names the staging folder it came from:
-    if that is this run's and this attempt's, the work is done. A single ``stat``
-    when nothing is committed, so a batch pays next to nothing for it.
+    if that is this run's and this attempt's, the work is done. Two system calls
+    when nothing is committed (an ``open`` that fails, and the run's folder), so a
+    batch pays next to nothing for it.
     """
-    root = Path(task_root)  # <work area>/staging/<run id>
-    target = WorkArea(root.parent.parent).batch_dir(batch)
+    root, mine = Path(task_root), _attempt(batch.id, attempt)
+    target = WorkArea.of_staging(root).batch_dir(batch)
     try:
         result = read_result(target)
     except (OSError, ValueError, TypeError):  # not committed (or being replaced)
         result = None
     if result is not None:
-        staged = Path(result.staging)
-        if staged.parent.name == root.name and staged.name.startswith(f"{batch.id}.a{attempt}."):
+        staged = Path(result.staging)  # <run id>/<attempt>.<uuid>
+        if (staged.parent.name, staged.name.rpartition(".")[0]) == (root.name, mine):
             return replace(result, staging=str(target))
     if not root.is_dir():
         raise RuntimeError(
@@ -90,7 +96,7 @@ def staged_results(
     folder that has one holds the whole staged output). An attempt whose result is
     not found, or not readable yet, is left out: its caller asks the worker instead.
     """
-    wanted = {f"{batch_id}.a{attempt}": (batch_id, attempt) for batch_id, attempt in attempts}
+    wanted = {_attempt(batch_id, attempt): (batch_id, attempt) for batch_id, attempt in attempts}
     found: dict[tuple[str, int], BatchResult] = {}
     try:
         entries = list(os.scandir(root))
@@ -135,6 +141,11 @@ class WorkArea:
     def staging(self, run_id: str) -> Path:
         """Where the workers of run ``run_id`` stage their attempts."""
         return self.staging_root / run_id
+
+    @classmethod
+    def of_staging(cls, run_staging: str | os.PathLike[str]) -> WorkArea:
+        """The work area whose ``staging(run_id)`` is ``run_staging``."""
+        return cls(Path(run_staging).parent.parent)
 
     def batch_dir(self, batch: Batch) -> Path:
         return self.committed / f"{batch.id}-{batch.fingerprint}"

@@ -92,7 +92,7 @@ def test_worker_killed_at_a_random_moment(seed, landing, reference, tmp_path):
             # Strike while the victim is inside a batch: the next one it starts is held.
             pause.hold(victim)
             while time.time() < deadline:
-                held = [s for s in pause.starts("held") if s[2] == victim]
+                held = [s for s in pause.held() if s[2] == victim]
                 if held:
                     os.kill(victim, signal.SIGKILL)
                     killed.append((time.time(), held[0][0]))

@@ -178,9 +178,7 @@ class Pause:
             (folder / f"started-{name}").touch()
             if (folder / f"hold-{os.getpid()}").exists():
                 (folder / f"held-{name}").touch()
-                deadline = time.time() + 120  # killed long before, or the test has failed
-                while time.time() < deadline:
-                    time.sleep(0.05)
+                time.sleep(120)  # killed long before, or the test has failed
         time.sleep(self.seconds)
 
     def hold(self, pid: int) -> None:
@@ -189,8 +187,15 @@ class Pause:
         Path(self.marker).mkdir(parents=True, exist_ok=True)
         (Path(self.marker) / f"hold-{pid}").touch()
 
-    def starts(self, kind: str = "started") -> list[tuple[str, int, int, float]]:
-        """``(batch id, attempt, pid, time)`` of every recorded start (or hold), oldest first."""
+    def starts(self) -> list[tuple[str, int, int, float]]:
+        """``(batch id, attempt, pid, time)`` of every recorded start, oldest first."""
+        return self._recorded("started")
+
+    def held(self) -> list[tuple[str, int, int, float]]:
+        """The same for every batch held after :meth:`hold`."""
+        return self._recorded("held")
+
+    def _recorded(self, kind: str) -> list[tuple[str, int, int, float]]:
         if self.marker is None or not Path(self.marker).exists():
             return []
         found = []
