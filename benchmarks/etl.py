@@ -120,7 +120,7 @@ def _dbatch_pipeline(
         aggregate=Aggregate(
             by=["account", "day"],
             metrics={"total": "sum(amount_usd)", "n": "count(*)", "mean": "mean(amount_usd)"},
-            buckets=buckets,  # default: one per planned batch (4 to 32)
+            buckets=buckets,  # default: one per planned batch (4 to 32, at most one per 16 MiB)
             sort=False,  # like the other tools: groups in no particular order
         ),
         sink=ParquetSink(str(out / "daily")),
@@ -731,7 +731,7 @@ def main(argv: list[str] | None = None) -> None:
             "--buckets",
             type=int,
             default=None,
-            help="dbatch reduce tasks (default: one per planned batch, 4 to 32)",
+            help="dbatch reduce tasks (default: one per planned batch, 4 to 32, at most one per 16 MiB of input)",
         )
     c.add_argument("--out", required=True)
     parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3); medians")

@@ -107,7 +107,8 @@ class _Run:
         executor: Executor | None,
     ):
         self.pipeline, self.plan, self.ledger = pipeline, plan, ledger
-        self._planned = len(plan)  # the whole plan, before a backfill narrows it
+        # The whole plan, before a backfill narrows it: batches and bytes.
+        self._planned = (len(plan), plan.total_bytes)
         self.run_id, self.options = run_id, options
         self.policy = options.retry or RetryPolicy()
         self.work = WorkArea(pipeline.work_area())
@@ -404,7 +405,7 @@ class _Run:
         aggregate = self.pipeline.aggregate
         if aggregate is None:
             return 1
-        return self.work.bucket_count(aggregate.buckets, self._planned)
+        return self.work.bucket_count(aggregate.buckets, *self._planned)
 
     def _publication(self) -> Publication:
         return Publication(

@@ -120,8 +120,10 @@ def staged_results(
 CommittedState = dict[tuple[str, str], bool]
 
 
-# The aggregate's default bucket count follows the number of planned batches, within these.
+# The aggregate's default bucket count: one per planned batch, at least MIN_BUCKETS and at
+# most MAX_BUCKETS, but no more than one per BUCKET_BYTES of planned input.
 MIN_BUCKETS = 4
+BUCKET_BYTES = 16 * 2**20
 MAX_BUCKETS = 32
 
 
@@ -221,12 +223,16 @@ class WorkArea:
                 if p.name in names and (self.committed / p.name).exists() or p.name not in names:
                     shutil.rmtree(p, ignore_errors=True)
 
-    def bucket_count(self, fixed: int | None, batches: int) -> int:
+    def bucket_count(self, fixed: int | None, batches: int, input_bytes: int) -> int:
         """The aggregate's bucket count: fixed per job once chosen, so resumed partials agree.
 
-        Unless ``fixed``, one bucket per planned batch, at least ``MIN_BUCKETS`` and at
-        most ``MAX_BUCKETS``: chosen from the inputs, never from the cluster, so the
-        same job writes the same output files on one worker or on forty.
+        Unless ``fixed``, one bucket per planned batch, at least ``MIN_BUCKETS`` (so a
+        few large batches still reduce in parallel) and at most ``MAX_BUCKETS``, but no
+        more than one per ``BUCKET_BYTES`` of planned input: a job over a few
+        megabytes has one reduce task, not four of a few rows each (a source that does
+        not know its sizes, 0 bytes, is not held back). Chosen from the inputs, never
+        from the cluster, so the same job writes the same output files on one worker
+        or on forty.
         """
         if fixed:
             return fixed
@@ -234,6 +240,8 @@ class WorkArea:
         if marker.exists():
             return int(json.loads(marker.read_text())["buckets"])
         n = min(MAX_BUCKETS, max(MIN_BUCKETS, batches))
+        if input_bytes > 0:
+            n = min(n, -(-input_bytes // BUCKET_BYTES))
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"buckets": n}))
         return n

@@ -134,6 +134,14 @@ def test_killed_at_random_moments_then_resumed_each_message_once(broker, seed, t
 
     frame = read_output(tmp_path, sql)
     assert len(frame) == total and sorted(frame["n"]) == list(range(total)), (seed, kills)
+    if broker.kind == "nats" and str(broker.position()) != str(broker.end()):
+        # A driver killed while it acknowledged leaves messages delivered and not
+        # acknowledged; JetStream hands them out again only after the consumer's
+        # ack_wait (5 s), and the runs above may all have come sooner. The next run
+        # after that moves the position the rest of the way.
+        time.sleep(6)
+        code, out, err = dbatch_in_subprocess(job, None, "--scheduler", client.scheduler.address)
+        assert code == 0 and json.loads(out.strip().splitlines()[-1])["status"] == "nothing_to_do"
     assert str(broker.position()) == str(broker.end())
     ledger = dbatch.Ledger(pipeline.ledger_url())
     states = ledger.batches_frame("readings")["state"]

@@ -171,6 +171,28 @@ def _output_files(folder: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.parametrize(
+    ("batches", "size", "expected"),
+    [
+        (3, 10_000, 1),  # a few small files: one reduce task
+        (3, 40 * 2**20, 3),  # no more than one per 16 MiB of input
+        (1, 300 * 2**20, 4),  # a large single batch still reduces in parallel
+        (8, 300 * 2**20, 8),  # one per batch
+        (1000, 40 * 2**20, 3),  # many tiny batches
+        (1, 0, 4),  # a source that does not know its sizes is not held back
+        (100, 2**30, 32),
+    ],
+)
+def test_the_default_bucket_count_follows_the_planned_input(tmp_path, batches, size, expected):
+    from dbatch.workarea import WorkArea
+
+    work = WorkArea(tmp_path / "work")
+    assert work.bucket_count(None, batches, size) == expected
+    # Kept for the job, whatever the next runs plan; a fixed count wins.
+    assert work.bucket_count(None, 50, 2**32) == expected
+    assert work.bucket_count(6, batches, size) == 6
+
+
 def test_the_aggregate_output_does_not_depend_on_the_cluster(tmp_path):
     from distributed import Client, LocalCluster
 
@@ -194,7 +216,7 @@ def test_the_aggregate_output_does_not_depend_on_the_cluster(tmp_path):
         ):
             assert p.run(client=client).ok
         outputs[workers] = _output_files(root / "out" / "result")
-    assert len(outputs[1]) == 4  # one file per bucket (3 batches: the minimum of 4 buckets)
+    assert len(outputs[1]) == 1  # one file per bucket: one bucket for a small input
     assert outputs[1] == outputs[2] == outputs[4]
 
 

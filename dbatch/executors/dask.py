@@ -40,6 +40,9 @@ _KEEP = 8
 #: Finished batch tasks a run keeps referenced (the newest), for the dashboard.
 KEEP_FINISHED = 1000
 
+#: How long ``DaskExecutor.wait`` looks at the futures before waiting on the event loop.
+_LOOK_FOR = 0.02
+
 
 class SharedOnWorkers(Mapping[str, Any]):
     """Token -> shared object, as a task on a worker sees it; pickles as the keys alone.
@@ -314,16 +317,30 @@ class DaskExecutor(Executor):
         return [fetched.get(id(h)) or self.outcome(h) for h in handles]
 
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
+        """The ended ones: looked up every millisecond for a short while, then waited for.
+
+        The futures' state is kept up to date by the client's thread, so looking at it
+        costs microseconds, while ``distributed.wait`` costs a round trip through the
+        client's event loop (its thread woken, a hand-off back: about 0.5 ms of driver
+        CPU), once per batch when batches are small: seconds at 10^4 batches. A batch
+        that takes longer than the looking lasts is waited for the usual way.
+        """
         from distributed import wait
 
         by_future = {h.future: h for h in handles if isinstance(h, _Submitted)}
-        ended: list[Handle] = [h for f, h in by_future.items() if f.done()]
-        if ended:  # known here already (the scheduler tells the client): no round trip
+        until = time.monotonic() + min(timeout, _LOOK_FOR)
+        while True:
+            ended: list[Handle] = [h for f, h in by_future.items() if f.done()]
+            if ended or time.monotonic() >= until:
+                break
+            time.sleep(0.001)
+        left = timeout - _LOOK_FOR
+        if ended or left <= 0:
             return ended
         try:
             # `wait` waits on the default client's loop; make that ours (a notebook may have several).
             with self.client.as_current():
-                done, _ = wait(list(by_future), timeout=timeout, return_when="FIRST_COMPLETED")
+                done, _ = wait(list(by_future), timeout=left, return_when="FIRST_COMPLETED")
         except (TimeoutError, CancelledError):  # cancelled: reported by outcome()
             done = {f for f in by_future if f.done()}
         return [by_future[f] for f in done]

@@ -114,7 +114,8 @@ class Aggregate:
         ``mean(col)``, ``min(col)`` or ``max(col)``.
     buckets
         Number of reduce tasks (default: one per planned batch of the job's first
-        run, from 4 to 32; never from the cluster, so the output does not depend on it).
+        run, from 4 to 32 but at most one per 16 MiB of input; never from the
+        cluster, so the output does not depend on it).
     sort
         Write the whole output in key order: the buckets' groups are merged by one
         last task into one file (per partition of the sink), so reading the output
