@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dbatch.executors.dask import SharedOnWorkers
+from dbatch.executors.shared import SharedOnWorkers
 
 
 class Counted:
@@ -57,6 +57,6 @@ def test_a_dropped_broadcast_copy_is_not_fetched_again(tmp_path: Path, client):
 
 
 def _forget() -> None:
-    from dbatch.executors import dask as executor
+    from dbatch.executors import shared as executor
 
     executor._HELD.clear()

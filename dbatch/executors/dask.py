@@ -13,8 +13,8 @@ import logging
 import time
 import traceback
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,8 @@ from ..retry import Failure
 from ..tasks import BatchTask, process_batch, reduce_bucket, warm_worker
 from ..workarea import staged_results
 from .base import Executor, Handle, Outcome
+from .grouping import BatchError, Grouping, run_group
+from .shared import SharedOnWorkers
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -33,57 +35,11 @@ if TYPE_CHECKING:
 __all__ = ["DaskExecutor"]
 
 
-#: Shared objects this worker process holds, by token: (scattered key, object), newest last.
-_HELD: OrderedDict[str, tuple[str, Any]] = OrderedDict()
-_KEEP = 8
-
 #: Finished batch tasks a run keeps referenced (the newest), for the dashboard.
 KEEP_FINISHED = 1000
 
 #: How long ``DaskExecutor.wait`` looks at the futures before waiting on the event loop.
 _LOOK_FOR = 0.02
-
-
-class SharedOnWorkers(Mapping[str, Any]):
-    """Token -> shared object, as a task on a worker sees it; pickles as the keys alone.
-
-    The object is taken from this worker's memory, where the broadcast put it, and
-    kept by the process for the tasks after: Dask's memory manager may drop the
-    broadcast copies of workers that are idle for a while, and a task should not
-    fetch (and unpickle) a large model again. Only when this worker never got it
-    (it joined after the broadcast) is it fetched from a peer.
-    """
-
-    def __init__(self, keys: Mapping[str, tuple[str, str]]):
-        self.where = dict(keys)  # token -> (scattered key, name of the Variable that holds it)
-
-    def __getitem__(self, token: str) -> Any:
-        key, variable = self.where[token]
-        held = _HELD.get(token)
-        if held is not None and held[0] == key:
-            _HELD.move_to_end(token)
-            return held[1]
-        value = self._fetch(key, variable)
-        _HELD[token] = (key, value)
-        while len(_HELD) > _KEEP:
-            _HELD.popitem(last=False)
-        return value
-
-    @staticmethod
-    def _fetch(key: str, variable: str) -> Any:
-        from distributed import Variable, get_worker, worker_client
-
-        worker = get_worker()
-        if key in worker.data:
-            return worker.data[key]
-        with worker_client():
-            return Variable(variable).get(timeout=60).result()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.where)
-
-    def __len__(self) -> int:
-        return len(self.where)
 
 
 class QuietHandledFailures(WorkerPlugin):
@@ -105,9 +61,12 @@ def _not_dbatch_failure(record: logging.LogRecord) -> bool:
 
 
 class _Submitted(Handle):
-    def __init__(self, task: BatchTask, future: Future):
+    """One batch's attempt: its future, and its place in the future's group (None: alone)."""
+
+    def __init__(self, task: BatchTask, future: Future, index: int | None = None):
         self.task = task
         self.future = future
+        self.index = index
 
 
 class DaskExecutor(Executor):
@@ -129,6 +88,7 @@ class DaskExecutor(Executor):
         # would keep 10^4 results on the workers and as many tasks on the scheduler.
         self._kept: deque[Future] = deque(maxlen=KEEP_FINISHED)
         self._threads, self._threads_at = 1, -1e9
+        self._grouping = Grouping()
         from ..cluster import dashboard_link
 
         self.dashboard = dashboard_link(client)
@@ -148,6 +108,11 @@ class DaskExecutor(Executor):
             self._threads = max(1, sum(self.client.nthreads().values()))
             self._threads_at = now
         return self._threads
+
+    @property
+    def in_flight(self) -> int:
+        """As many tasks in flight as for batches alone, whatever the batches a task carries."""
+        return super().in_flight * self._grouping.size()
 
     @property
     def memory_limit(self) -> int | None:
@@ -263,22 +228,42 @@ class DaskExecutor(Executor):
         return self.submit_many([task])[0]
 
     def submit_many(self, tasks: Sequence[BatchTask]) -> list[Handle]:
-        """All ``tasks`` in one message to the scheduler (``client.map``)."""
+        """All ``tasks`` in one message to the scheduler (``client.map``), short ones grouped.
+
+        Batches that end quickly go ``grouping.GROUP`` to a Dask task (see
+        ``executors.grouping``); the others, and retries (sent alone), one per task.
+        """
         if not tasks:
             return []
         self._rescatter_lost()
         shared = self.shared()
+        size = self._grouping.size()
+        groups = [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
+        alone = [g[0] for g in groups if len(g) == 1]
+        together = [g for g in groups if len(g) > 1]
+        handles: dict[int, _Submitted] = {}
+        if alone:
+            futures = self._map(process_batch, alone, shared)
+            handles.update({id(t): _Submitted(t, f) for t, f in zip(alone, futures, strict=True)})
+        if together:
+            futures = self._map(run_group, together, shared)
+            for group, future in zip(together, futures, strict=True):
+                handles.update({id(t): _Submitted(t, future, i) for i, t in enumerate(group)})
+        return [handles[id(t)] for t in tasks]
+
+    def _map(self, fn: Callable[..., Any], items: Sequence[Any], shared: Any) -> list[Future]:
+        """``fn(plan, item, shared)`` for each item, keyed by its (first) batch's attempt."""
         futures = self.client.map(
-            process_batch,
-            [self._plan_future] * len(tasks),
-            tasks,
-            [shared] * len(tasks),
-            key=[self._key(task) for task in tasks],
+            fn,
+            [self._plan_future] * len(items),
+            items,
+            [shared] * len(items),
+            key=[self._key(i[0] if isinstance(i, list) else i) for i in items],
             pure=False,
             retries=0,
         )
         self._kept.extend(futures)
-        return [_Submitted(task, future) for task, future in zip(tasks, futures, strict=True)]
+        return futures
 
     def _key(self, task: BatchTask) -> tuple[str, str, int, int]:
         return (f"dbatch-{self._job}-batch", task.run_id, task.batch.index, task.attempt)
@@ -305,16 +290,18 @@ class DaskExecutor(Executor):
                 if result is not None:
                     fetched[id(h)] = Outcome(result=result)
         rest = [h for h in finished if id(h) not in fetched]
-        if len(rest) > 1:
+        unique = list(dict.fromkeys(h.future for h in rest))  # a group's batches share one
+        if len(unique) > 1:
             try:
-                results = self.client.gather([h.future for h in rest])
+                values = dict(zip(unique, self.client.gather(unique), strict=True))
             except Exception:  # noqa: BLE001 - lost meanwhile: each is asked on its own below
-                results = None
-            if results is not None:
-                fetched.update(
-                    {id(h): Outcome(result=r) for h, r in zip(rest, results, strict=True)}
-                )
-        return [fetched.get(id(h)) or self.outcome(h) for h in handles]
+                values = {}
+            fetched.update({id(h): _read(h, values[h.future]) for h in rest if h.future in values})
+        outcomes = [fetched.get(id(h)) or self.outcome(h) for h in handles]
+        for outcome in outcomes:
+            if outcome.result is not None:
+                self._grouping.saw(outcome.result)
+        return outcomes
 
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
         """The ended ones: looked up every millisecond for a short while, then waited for.
@@ -327,23 +314,26 @@ class DaskExecutor(Executor):
         """
         from distributed import wait
 
-        by_future = {h.future: h for h in handles if isinstance(h, _Submitted)}
+        by_future: dict[Future, list[Handle]] = {}
+        for h in handles:
+            if isinstance(h, _Submitted):
+                by_future.setdefault(h.future, []).append(h)
         until = time.monotonic() + min(timeout, _LOOK_FOR)
         while True:
-            ended: list[Handle] = [h for f, h in by_future.items() if f.done()]
+            ended = [f for f in by_future if f.done()]
             if ended or time.monotonic() >= until:
                 break
             time.sleep(0.001)
         left = timeout - _LOOK_FOR
-        if ended or left <= 0:
-            return ended
-        try:
-            # `wait` waits on the default client's loop; make that ours (a notebook may have several).
-            with self.client.as_current():
-                done, _ = wait(list(by_future), timeout=left, return_when="FIRST_COMPLETED")
-        except (TimeoutError, CancelledError):  # cancelled: reported by outcome()
-            done = {f for f in by_future if f.done()}
-        return [by_future[f] for f in done]
+        if not ended and left > 0:
+            try:
+                # `wait` waits on the default client's loop; make that ours (a notebook may have several).
+                with self.client.as_current():
+                    done, _ = wait(list(by_future), timeout=left, return_when="FIRST_COMPLETED")
+            except (TimeoutError, CancelledError):  # cancelled: reported by outcome()
+                done = {f for f in by_future if f.done()}
+            ended = list(done)
+        return [h for f in ended for h in by_future[f]]
 
     def outcome(self, handle: Handle) -> Outcome:
         from distributed.scheduler import KilledWorker
@@ -352,8 +342,7 @@ class DaskExecutor(Executor):
         future = handle.future
         try:
             if future.status == "finished":
-                result = future.result()
-                return Outcome(result=result)
+                return _read(handle, future.result())
             error = future.exception() or CancelledError(f"task {future.key} was {future.status}")
         except CancelledError as cancelled:  # its inputs were lost with a worker
             error = cancelled
@@ -368,9 +357,8 @@ class DaskExecutor(Executor):
         )
 
     def cancel(self, handles: Sequence[Handle]) -> None:
-        for h in handles:
-            if isinstance(h, _Submitted):
-                h.future.cancel()
+        for future in dict.fromkeys(h.future for h in handles if isinstance(h, _Submitted)):
+            future.cancel()
 
     def call(self, key: Any, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
         future = self.client.submit(fn, *args, key=key, pure=False)
@@ -405,3 +393,12 @@ class DaskExecutor(Executor):
         from ..cluster import close
 
         close(self.client)
+
+
+def _read(handle: _Submitted, value: Any) -> Outcome:
+    """The outcome of ``handle`` from its finished future's value (a group's: a list)."""
+    if handle.index is not None:
+        value = value[handle.index]
+    if isinstance(value, BatchError):
+        return Outcome(failure=Failure(error=value.error, traceback=value.traceback))
+    return Outcome(result=value)
