@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["DaskExecutor"]
 
 
-#: Finished batch tasks a run keeps referenced (the newest), for the dashboard.
+#: Batches whose tasks a run keeps referenced (the newest), for the dashboard.
 KEEP_FINISHED = 1000
 
 #: How long ``DaskExecutor.wait`` looks at the futures before waiting on the event loop.
@@ -83,10 +83,11 @@ class DaskExecutor(Executor):
         self._plan_future: Future | None = None
         self._shared_objects: list[Any] = []
         self._shared: dict[str, Future] = {}
-        # The newest finished tasks stay referenced until the run ends, so the dashboard's
-        # Progress panel counts them; older ones are let go, or a run of 10^4 batches
-        # would keep 10^4 results on the workers and as many tasks on the scheduler.
-        self._kept: deque[Future] = deque(maxlen=KEEP_FINISHED)
+        # The tasks of the newest batches stay referenced until the run ends, so the
+        # dashboard's Progress panel counts them; older ones are let go, or a run of 10^4
+        # batches would keep 10^4 results on the workers and as many tasks on the scheduler.
+        self._kept: deque[tuple[Future, int]] = deque()  # (task, its batches), newest last
+        self._kept_batches = 0
         self._threads, self._threads_at = 1, -1e9
         self._grouping = Grouping()
         from ..cluster import dashboard_link
@@ -262,8 +263,15 @@ class DaskExecutor(Executor):
             pure=False,
             retries=0,
         )
-        self._kept.extend(futures)
+        self._keep(futures, [len(i) if isinstance(i, list) else 1 for i in items])
         return futures
+
+    def _keep(self, futures: Sequence[Future], batches: Sequence[int]) -> None:
+        """Keep ``futures`` referenced, letting go of the oldest beyond ``KEEP_FINISHED`` batches."""
+        self._kept.extend(zip(futures, batches, strict=True))
+        self._kept_batches += sum(batches)
+        while self._kept_batches > KEEP_FINISHED and len(self._kept) > 1:
+            self._kept_batches -= self._kept.popleft()[1]
 
     def _key(self, task: BatchTask) -> tuple[str, str, int, int]:
         return (f"dbatch-{self._job}-batch", task.run_id, task.batch.index, task.attempt)
@@ -372,13 +380,14 @@ class DaskExecutor(Executor):
             self.client.submit(reduce_bucket, plan, *a, key=key, pure=False)
             for a, key in zip(args, keys, strict=True)
         ]
-        self._kept.extend(futures)
+        self._keep(futures, [1] * len(futures))
         return self.client.gather(futures)
 
     def finish(self) -> None:
-        for kept in self._kept:
+        for kept, _ in self._kept:
             kept.release()
         self._kept.clear()
+        self._kept_batches = 0
         for token, f in self._shared.items():
             self._variable(token).delete()
             f.release()
