@@ -286,3 +286,20 @@ def test_staged_results_take_only_the_finished_attempt(tmp_path):
     assert found[("b-1", 2)].rows_out == 2
     assert found[("b-1", 2)].staging == str(second)  # where this process sees it
     assert staged_results(tmp_path / "missing", [("b-1", 1)]) == {}
+
+
+def test_steps_are_checked_on_a_worker_only_when_there_is_something_to_check(tmp_path, client):
+    from distributed import get_task_stream
+
+    write_csvs(tmp_path / "in", n_files=4, rows=10)
+    keys = {}
+    for name, steps in (("checked", None), ("plain", [])):
+        p = make_pipeline(tmp_path / name).replace(
+            source=make_pipeline(tmp_path).source, **({} if steps is None else {"steps": steps})
+        )
+        with get_task_stream(client) as stream:
+            assert p.run(client=client).ok
+        keys[name] = [str(t["key"]) for t in stream.data]
+    assert any("preflight" in k for k in keys["checked"])
+    assert not any("preflight" in k for k in keys["plain"])
+    assert any("-batch" in k for k in keys["plain"])

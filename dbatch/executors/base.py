@@ -94,6 +94,8 @@ class Executor(abc.ABC):
         """
         from ..compile.check import preflight
 
+        if not plan.stages and plan.aggregate is None:
+            return plan  # no step to compile, no partials to decide: no round trip
         checked = self.call(key, preflight, plan, sample, self.shared())()
         if isinstance(checked, Exception):
             raise checked
