@@ -85,6 +85,38 @@ def test_a_worker_killed_inside_a_group_loses_and_repeats_nothing(tmp_path, clie
     assert leftovers(p.work_area(), tmp_path / "out") == []
 
 
+def test_a_batch_that_kills_its_worker_takes_no_other_batch_down_with_it(tmp_path):
+    """Its group dies on every attempt; its other batches, retried alone, commit."""
+    import dask
+
+    from dbatch.cluster import _local_client
+    from dbatch.testing import KillWorker
+
+    write_inputs(tmp_path / "in")
+    p = pipeline(tmp_path)
+    victim = p.plan()[80].id
+    hook = KillWorker(str(tmp_path / "kills"), batch_ids=(victim,), times=10)
+    with dask.config.set({"dbatch.retry.worker-deaths": 1}):
+        client = _local_client(2, 1)  # the LocalCluster dbatch.connect() makes
+    try:
+        log = EventLog()
+        result = p.run(client=client, fault=hook, listeners=[log])
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    # Which batch of a task that killed its workers did it is not known: none of them is
+    # quarantined for it, each is retried alone, and only the culprit fails again.
+    assert result.committed == N_FILES - 1 and hook.kills() >= 4, result
+    (retry,) = [e for e in log.of("batch_retry") if e.batch_id == victim and e.data["attempt"] == 1]
+    assert "lost with a worker" in retry.data["error_message"]
+    ended = {b["batch_id"]: b for b in result.batches}
+    assert ended[victim]["state"] in ("quarantined", "failed")
+    assert [i for i, b in ended.items() if b["state"] != "committed"] == [victim]
+    committed = [e.batch_id for e in log.of("batch_committed")]
+    assert sorted(committed) == sorted(b.id for b in p.plan() if b.id != victim)
+
+
 def _result(seconds: float) -> BatchResult:
     return BatchResult(batch_id="b", fingerprint="f", duration=seconds)
 

@@ -355,12 +355,16 @@ class DaskExecutor(Executor):
         except CancelledError as cancelled:  # its inputs were lost with a worker
             error = cancelled
         tb = "".join(traceback.format_exception(error))
+        killed = isinstance(error, KilledWorker)
+        # A shared task that killed its worker every time: which of its batches did it is
+        # not known, so each is retried as a lost one, alone, where the culprit shows.
+        shared = killed and handle.index is not None
         return Outcome(
             failure=Failure(
                 error=error,
                 traceback=tb,
-                cancelled=isinstance(error, CancelledError),
-                killed=isinstance(error, KilledWorker),
+                cancelled=isinstance(error, CancelledError) or shared,
+                killed=killed and not shared,
             )
         )
 

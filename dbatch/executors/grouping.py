@@ -6,8 +6,10 @@ batch of ten small files takes to run. Once the last batches of a run show that
 its batches take less than ``GROUP_BELOW`` each, the Dask executor sends them
 ``GROUP`` to a task. Each batch of a group is still staged, committed and recorded
 on its own, and a batch that fails fails alone: ``run_group`` keeps going and
-returns each batch's result or error. A worker that dies takes its group with it,
-and every batch of the group is retried; retries are always sent alone.
+returns each batch's result or error. A worker that dies takes its group with it
+and Dask runs the group again elsewhere; a group that kills its workers on every
+attempt is not taken for its batches' own doing: each is retried, alone (retries
+are always sent alone), and only the batch that kills is quarantined.
 """
 
 from __future__ import annotations
