@@ -98,13 +98,9 @@ def test_a_batch_that_kills_its_worker_takes_no_other_batch_down_with_it(tmp_pat
     hook = KillWorker(str(tmp_path / "kills"), batch_ids=(victim,), times=10)
     with dask.config.set({"dbatch.retry.worker-deaths": 1}):
         client = _local_client(2, 1)  # the LocalCluster dbatch.connect() makes
-    try:
+    with client.cluster, client:  # the client closes first, then its cluster
         log = EventLog()
         result = p.run(client=client, fault=hook, listeners=[log])
-    finally:
-        cluster = client.cluster
-        client.close()
-        cluster.close()
     # Which batch of a task that killed its workers did it is not known: none of them is
     # quarantined for it, each is retried alone, and only the culprit fails again.
     assert result.committed == N_FILES - 1 and hook.kills() >= 4, result

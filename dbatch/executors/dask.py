@@ -37,7 +37,6 @@ __all__ = ["DaskExecutor"]
 
 #: Batches whose tasks a run keeps referenced (the newest), for the dashboard.
 KEEP_FINISHED = 1000
-
 #: How long ``DaskExecutor.wait`` looks at the futures before waiting on the event loop.
 _LOOK_FOR = 0.02
 
@@ -240,30 +239,35 @@ class DaskExecutor(Executor):
         shared = self.shared()
         size = self._grouping.size()
         groups = [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
-        alone = [g[0] for g in groups if len(g) == 1]
+        alone = [g for g in groups if len(g) == 1]
         together = [g for g in groups if len(g) > 1]
-        handles: dict[int, _Submitted] = {}
-        if alone:
-            futures = self._map(process_batch, alone, shared)
-            handles.update({id(t): _Submitted(t, f) for t, f in zip(alone, futures, strict=True)})
-        if together:
-            futures = self._map(run_group, together, shared)
-            for group, future in zip(together, futures, strict=True):
-                handles.update({id(t): _Submitted(t, future, i) for i, t in enumerate(group)})
+        singles = self._map(process_batch, [g[0] for g in alone], alone, shared)
+        grouped = self._map(run_group, together, together, shared)
+        handles = {id(g[0]): _Submitted(g[0], f) for g, f in zip(alone, singles, strict=True)}
+        for group, future in zip(together, grouped, strict=True):
+            handles.update({id(t): _Submitted(t, future, i) for i, t in enumerate(group)})
         return [handles[id(t)] for t in tasks]
 
-    def _map(self, fn: Callable[..., Any], items: Sequence[Any], shared: Any) -> list[Future]:
-        """``fn(plan, item, shared)`` for each item, keyed by its (first) batch's attempt."""
+    def _map(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        groups: list[list[BatchTask]],
+        shared: Any,
+    ) -> list[Future]:
+        """``fn(plan, arg, shared)`` for each arg, keyed by its group's first batch attempt."""
+        if not args:
+            return []
         futures = self.client.map(
             fn,
-            [self._plan_future] * len(items),
-            items,
-            [shared] * len(items),
-            key=[self._key(i[0] if isinstance(i, list) else i) for i in items],
+            [self._plan_future] * len(args),
+            args,
+            [shared] * len(args),
+            key=[self._key(g[0]) for g in groups],
             pure=False,
             retries=0,
         )
-        self._keep(futures, [len(i) if isinstance(i, list) else 1 for i in items])
+        self._keep(futures, [len(g) for g in groups])
         return futures
 
     def _keep(self, futures: Sequence[Future], batches: Sequence[int]) -> None:
@@ -312,13 +316,11 @@ class DaskExecutor(Executor):
         return outcomes
 
     def wait(self, handles: Sequence[Handle], timeout: float) -> list[Handle]:
-        """The ended ones: looked up every millisecond for a short while, then waited for.
+        """The ended ones: looked up every millisecond for ``_LOOK_FOR``, then waited for.
 
-        The futures' state is kept up to date by the client's thread, so looking at it
-        costs microseconds, while ``distributed.wait`` costs a round trip through the
-        client's event loop (its thread woken, a hand-off back: about 0.5 ms of driver
-        CPU), once per batch when batches are small: seconds at 10^4 batches. A batch
-        that takes longer than the looking lasts is waited for the usual way.
+        The client's thread keeps the futures' state, so a look costs microseconds;
+        ``distributed.wait`` costs a round trip through the client's event loop (about
+        0.5 ms of driver CPU), once per batch when batches are small.
         """
         from distributed import wait
 
@@ -326,13 +328,14 @@ class DaskExecutor(Executor):
         for h in handles:
             if isinstance(h, _Submitted):
                 by_future.setdefault(h.future, []).append(h)
-        until = time.monotonic() + min(timeout, _LOOK_FOR)
+        deadline = time.monotonic() + timeout
+        until = min(deadline, time.monotonic() + _LOOK_FOR)
         while True:
             ended = [f for f in by_future if f.done()]
             if ended or time.monotonic() >= until:
                 break
             time.sleep(0.001)
-        left = timeout - _LOOK_FOR
+        left = deadline - time.monotonic()
         if not ended and left > 0:
             try:
                 # `wait` waits on the default client's loop; make that ours (a notebook may have several).
@@ -356,15 +359,15 @@ class DaskExecutor(Executor):
             error = cancelled
         tb = "".join(traceback.format_exception(error))
         killed = isinstance(error, KilledWorker)
-        # A shared task that killed its worker every time: which of its batches did it is
+        # A group's task that killed its worker every time: which of its batches did it is
         # not known, so each is retried as a lost one, alone, where the culprit shows.
-        shared = killed and handle.index is not None
+        in_group = killed and handle.index is not None
         return Outcome(
             failure=Failure(
                 error=error,
                 traceback=tb,
-                cancelled=isinstance(error, CancelledError) or shared,
-                killed=killed and not shared,
+                cancelled=isinstance(error, CancelledError) or in_group,
+                killed=killed and not in_group,
             )
         )
 
