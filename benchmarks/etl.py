@@ -199,10 +199,10 @@ class Job:
 
     def _prepare_dbatch(self) -> None:
         import dbatch.runner  # noqa: F401  (the driver's part of a run, as after a first run)
-        from dbatch.tasks import warm_worker
+        from dbatch.executors.workers import warm_in_task_thread
 
         self.cluster, self.client = _cluster()
-        self.client.run(warm_worker)
+        self.client.run(warm_in_task_thread, block=True)
 
     def _run_dbatch(self, bad_input: str = "quarantine") -> None:
         pipeline = _dbatch_pipeline(

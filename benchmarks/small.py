@@ -131,13 +131,13 @@ def main(argv: list[str] | None = None) -> None:
 
     import dbatch.runner  # noqa: F401  (the driver's part of a run, as after a first run)
     from dbatch.executors import LocalExecutor
-    from dbatch.tasks import warm_worker
+    from dbatch.executors.workers import warm_in_task_thread
 
     cluster = LocalCluster(
         n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
     )
     client = Client(cluster)
-    client.run(warm_worker)
+    client.run(warm_in_task_thread, block=True)
     rows: dict[str, list[float]] = {"dbatch": [], "duckdb": [], "fixed": [], "book": []}
     try:
         for _ in range(args.repeat):

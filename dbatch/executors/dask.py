@@ -9,7 +9,6 @@ Dask allows as killed. Everything else (retries, commits, events) is the runner'
 
 from __future__ import annotations
 
-import logging
 import time
 import traceback
 import uuid
@@ -19,15 +18,14 @@ from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from distributed import WorkerPlugin
-
 from ..compile.physical import PhysicalPlan
 from ..retry import Failure
-from ..tasks import BatchTask, process_batch, reduce_bucket, warm_worker
+from ..tasks import BatchTask, process_batch, reduce_bucket
 from ..workarea import staged_results
 from .base import Executor, Handle, Outcome
 from .grouping import BatchError, Grouping, run_group
 from .shared import SharedOnWorkers
+from .workers import prepare_workers
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -39,24 +37,6 @@ __all__ = ["DaskExecutor"]
 KEEP_FINISHED = 1000
 #: How long ``DaskExecutor.wait`` looks at the futures before waiting on the event loop.
 _LOOK_FOR = 0.02
-
-
-class QuietHandledFailures(WorkerPlugin):
-    """Keeps a worker from logging "Compute Failed" with a traceback for dbatch's tasks.
-
-    dbatch handles those failures itself: a retry is logged once as a warning with
-    its reason, a failure for good names its error in the run's summary and ledger.
-    """
-
-    def setup(self, worker: Any) -> None:
-        logging.getLogger("distributed.worker").addFilter(_not_dbatch_failure)
-
-
-def _not_dbatch_failure(record: logging.LogRecord) -> bool:
-    if not str(record.msg).startswith("Compute Failed"):
-        return True
-    key = record.args[0] if isinstance(record.args, tuple) and record.args else ""
-    return not str(key).startswith(("dbatch-", "('dbatch-"))
 
 
 class _Submitted(Handle):
@@ -149,11 +129,8 @@ class DaskExecutor(Executor):
 
     def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None:
         self._await_workers()
-        # Import the engines on every worker once, not in the first task, and start
-        # loading the models; only a speed-up: a worker that dies meanwhile does it in
-        # its first task.
-        self.client.run(warm_worker, plan, on_error="ignore")
-        self.client.register_plugin(QuietHandledFailures(), name="dbatch-quiet-failures")
+        # Only a speed-up: a worker that dies meanwhile does it in its first task.
+        prepare_workers(self.client, plan)
         self._plan = plan
         self._shared_objects = list(shared)
         self._shared = {

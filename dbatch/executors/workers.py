@@ -1,0 +1,71 @@
+"""What a run asks of a cluster's workers before its first batch, at as little cost as it can.
+
+- **Warm-up**: each worker imports what batches use, opens a DuckDB connection in
+  the thread the batches run in, and starts loading the plan's models. The call
+  returns as soon as every worker has the request: the warm-up runs in the
+  worker's own thread pool, ahead of the first task there, while the driver goes
+  on (a fresh worker spends tens of milliseconds on it, which the driver used to
+  wait for).
+- **Quiet failures**: a worker plugin that keeps workers from logging "Compute
+  Failed" tracebacks for dbatch's tasks, registered once per client: the
+  scheduler hands it to workers that join later by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from distributed import WorkerPlugin
+
+from ..compile.physical import PhysicalPlan
+from ..tasks import warm_worker
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["QuietHandledFailures", "prepare_workers", "warm_in_task_thread"]
+
+#: Clients whose scheduler has the plugin already.
+_QUIETED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+class QuietHandledFailures(WorkerPlugin):
+    """Keeps a worker from logging "Compute Failed" with a traceback for dbatch's tasks.
+
+    dbatch handles those failures itself: a retry is logged once as a warning with
+    its reason, a failure for good names its error in the run's summary and ledger.
+    """
+
+    def setup(self, worker: Any) -> None:
+        logging.getLogger("distributed.worker").addFilter(_not_dbatch_failure)
+
+
+def _not_dbatch_failure(record: logging.LogRecord) -> bool:
+    if not str(record.msg).startswith("Compute Failed"):
+        return True
+    key = record.args[0] if isinstance(record.args, tuple) and record.args else ""
+    return not str(key).startswith(("dbatch-", "('dbatch-"))
+
+
+async def warm_in_task_thread(
+    plan: PhysicalPlan | None = None, block: bool = False, dask_worker: Any = None
+) -> None:
+    """``tasks.warm_worker`` in the worker's task thread pool; with ``block``, awaited.
+
+    Run by ``Client.run``: a coroutine is the only kind it can leave running
+    (``wait=False``). A worker with several threads warms the one that is free first.
+    """
+    pending = dask_worker.executors["default"].submit(warm_worker, plan)
+    if block:
+        await asyncio.wrap_future(pending)
+
+
+def prepare_workers(client: Client, plan: PhysicalPlan) -> None:
+    """Start the warm-up on every worker, and quiet their handled failures once per client."""
+    client.run(warm_in_task_thread, plan, wait=False, on_error="ignore")
+    if client not in _QUIETED:
+        client.register_plugin(QuietHandledFailures(), name="dbatch-quiet-failures")
+        _QUIETED.add(client)
