@@ -243,3 +243,34 @@ def test_events_handed_together_are_written_in_one_transaction(tmp_path):
     ledger.record(started("b-5", fingerprint="f"))  # one at a time still works after
     assert "b-5" in ledger.batch_states("j")
     ledger.close()
+
+
+def test_runs_in_one_process_share_the_ledger_engine_and_a_deleted_ledger_is_made_again(
+    tmp_path, client
+):
+    """The engine of a ledger URL is kept between runs (its compiled SQL with it); its
+    connections are not: a work area deleted between two runs gets a new ledger file,
+    which records the second run, and nothing is written to the deleted one."""
+    import shutil
+
+    pipeline = load_job(write_job(tmp_path, "again")).pipeline
+    first = pipeline.run(client=client)
+    url = pipeline.ledger_url()
+    a, b = dbatch.Ledger(url), dbatch.Ledger(url)
+    try:
+        assert a.engine is b.engine
+        assert a.runs_frame("again")["run_id"].tolist() == [first.run_id]
+    finally:
+        a.close()
+        b.close()
+    shutil.rmtree(tmp_path / "work")
+    second = pipeline.run(client=client)
+    assert second.status == "succeeded" and second.committed == 4  # nothing known: all again
+    ledger = dbatch.Ledger(url)
+    try:
+        assert ledger.runs_frame("again")["run_id"].tolist() == [second.run_id]
+    finally:
+        ledger.close()
+    assert (
+        dbatch.Ledger("sqlite:///:memory:").engine is not dbatch.Ledger("sqlite:///:memory:").engine
+    )

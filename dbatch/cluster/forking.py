@@ -17,6 +17,7 @@ WORKER_STACK = (
     "duckdb",
     "pandas",
     "pyarrow.compute",
+    "pyarrow.dataset",
     "pyarrow.ipc",
     "pyarrow.parquet",
 )
