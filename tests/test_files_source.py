@@ -123,6 +123,19 @@ def test_csv_lines_find_quotes_as_a_count_per_line_would():
         assert lines.odd_quotes().tolist() == np.flatnonzero(counts % 2 == 1).tolist(), data
         assert lines.with_quotes().tolist() == np.flatnonzero(counts > 0).tolist(), data
     assert Lines(b"a,b\n1,2\n").odd_quotes().tolist() == []
+    # A quoted header over a body with no quote, or with its first quote far down (the
+    # search for quotes then starts there): counted as each line would count them.
+    for _ in range(200):
+        header = "".join(rng.choice(['"a"', '"', "b", ","]) for _ in range(rng.randrange(0, 6)))
+        body = ["".join(rng.choice("ab,") for _ in range(5)) for _ in range(rng.randrange(0, 30))]
+        if body and rng.random() < 0.5:
+            body[rng.randrange(len(body))] += rng.choice(['"', '""', '"x'])
+        data = "\n".join([header, *body]).encode()
+        lines = Lines(data)
+        texts = [lines.text(i + 1) or "" for i in range(len(lines))]
+        counts = np.array([t.count('"') for t in texts], np.int64)
+        assert lines.quotes().tolist() == counts.tolist(), data
+    assert Lines(b"").quotes().tolist() == [0]
 
 
 def test_csv_lines_of_a_text_longer_than_the_search_chunk_are_its_lines():
