@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import dbatch
-from dbatch import Aggregate, ByCount, Derive, Files, Filter, ParquetSink, Pipeline
+from dbatch import Aggregate, ByCount, Derive, Files, Filter, Map, ParquetSink, Pipeline
 
 
 def write_csvs(root: Path, n_files: int = 6, rows: int = 50) -> list[Path]:
@@ -293,7 +293,8 @@ def test_steps_are_checked_on_a_worker_only_when_there_is_something_to_check(tmp
 
     write_csvs(tmp_path / "in", n_files=4, rows=10)
     keys = {}
-    for name, steps in (("checked", None), ("plain", [])):
+    python_first = [Map(lambda t: t), Filter("status = 'ok'")]  # checked when they run
+    for name, steps in (("checked", None), ("plain", []), ("python first", python_first)):
         p = make_pipeline(tmp_path / name).replace(
             source=make_pipeline(tmp_path).source, **({} if steps is None else {"steps": steps})
         )
@@ -301,5 +302,6 @@ def test_steps_are_checked_on_a_worker_only_when_there_is_something_to_check(tmp
             assert p.run(client=client).ok
         keys[name] = [str(t["key"]) for t in stream.data]
     assert any("preflight" in k for k in keys["checked"])
-    assert not any("preflight" in k for k in keys["plain"])
-    assert any("-batch" in k for k in keys["plain"])
+    for name in ("plain", "python first"):
+        assert not any("preflight" in k for k in keys[name]), name
+        assert any("-batch" in k for k in keys[name]), name

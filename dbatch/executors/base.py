@@ -93,9 +93,12 @@ class Executor(abc.ABC):
         ``JobSpecError`` here, before any batch is sent.
         """
         from ..compile.check import preflight
+        from ..compile.physical import SqlStage
 
-        if not plan.stages and plan.aggregate is None:
-            return plan  # no step to compile, no partials to decide: no round trip
+        if plan.aggregate is None and not (plan.stages and isinstance(plan.stages[0], SqlStage)):
+            # Nothing to compile (checks stop at the first step that is not SQL, as its
+            # columns are known only when it runs) and no partials to decide: no round trip.
+            return plan
         checked = self.call(key, preflight, plan, sample, self.shared())()
         if isinstance(checked, Exception):
             raise checked
