@@ -274,3 +274,34 @@ def test_runs_in_one_process_share_the_ledger_engine_and_a_deleted_ledger_is_mad
     assert (
         dbatch.Ledger("sqlite:///:memory:").engine is not dbatch.Ledger("sqlite:///:memory:").engine
     )
+
+
+def _record_in_child(url: str, parents_engine: int) -> None:
+    import os
+
+    ledger = dbatch.Ledger(url)  # a new engine: the parent's is forgotten, not closed
+    try:
+        ledger.acquire("child-job", "child-run")
+        ledger.release("child-job", "child-run")
+    finally:
+        ledger.close()
+    os._exit(3 if id(ledger.engine) == parents_engine else 0)
+
+
+def test_a_forked_child_opens_its_own_ledger_engine(tmp_path):
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path}/ledger.sqlite"
+    parent = dbatch.Ledger(url)
+    try:
+        with parent.engine.connect() as con:  # a connection now pooled in the parent
+            con.execute(sa.text("SELECT 1"))
+        fork = multiprocessing.get_context("fork")
+        child = fork.Process(target=_record_in_child, args=(url, id(parent.engine)))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        with parent.engine.connect() as con:  # the parent's pooled connection still works
+            assert con.execute(sa.text("SELECT count(*) FROM dbatch_locks")).scalar() == 0
+    finally:
+        parent.close()

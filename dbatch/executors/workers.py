@@ -58,7 +58,10 @@ async def warm_in_task_thread(
     Run by ``Client.run``: a coroutine is the only kind it can leave running
     (``wait=False``). A worker with several threads warms the one that is free first.
     """
-    pending = dask_worker.executors["default"].submit(warm_worker, plan)
+    try:
+        pending = dask_worker.executors["default"].submit(warm_worker, plan)
+    except RuntimeError:  # the worker is closing: nothing to warm
+        return
     if block:
         await asyncio.wrap_future(pending)
 

@@ -95,7 +95,16 @@ locks = sa.Table(
 #: milliseconds to compile anew). ``Ledger.close`` closes its connections, not the engine.
 _ENGINES: dict[str, sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
-os.register_at_fork(after_in_child=_ENGINES.clear)  # never a parent's connections in a child
+
+
+def _forget_engines_in_child() -> None:
+    """A forked child opens its own connections and leaves the parent's alone (SQLAlchemy's advice)."""
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+    _ENGINES.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines_in_child)
 
 
 def open_engine(url: str) -> sa.Engine:
