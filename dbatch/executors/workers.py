@@ -66,7 +66,7 @@ async def warm_in_task_thread(
         await asyncio.wrap_future(pending)
 
 
-def prepare_workers(client: Client, plan: PhysicalPlan) -> None:
+def prepare_workers(client: Client, plan: PhysicalPlan | None) -> None:
     """Start the warm-up on every worker, and quiet their handled failures once per client."""
     client.run(warm_in_task_thread, plan, wait=False, on_error="ignore")
     if client not in _QUIETED:

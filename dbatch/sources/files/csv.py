@@ -88,8 +88,9 @@ class Lines:
         """How many quote characters each line holds."""
         if self._quotes is None:
             # Files often quote their header only: the search starts at the first quote
-            # after the first line, found at the speed of memchr (none: no search at all).
-            head = int(self.stops[0]) if len(self) else 0
+            # after the first line (a text has one, if empty), found at the speed of
+            # memchr; none: no search at all.
+            head = int(self.stops[0])
             first = self.data.find(b'"', head)
             if first < 0:
                 quotes = np.zeros(len(self), np.int64)
@@ -98,8 +99,7 @@ class Lines:
                 # No quote is part of a line break, so the quotes before a line's start are
                 # those before the previous line's stop: one search, not two.
                 quotes = np.diff(np.searchsorted(at, self.stops), prepend=0)
-            if len(self):
-                quotes[0] += self.data.count(b'"', 0, head)
+            quotes[0] += self.data.count(b'"', 0, head)
             self._quotes = quotes
         return self._quotes
 

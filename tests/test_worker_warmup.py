@@ -1,0 +1,74 @@
+"""What a run asks of fresh workers before its first batch (``executors/workers.py``), on a real cluster."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from dbatch.executors.workers import prepare_workers, warm_in_task_thread
+
+
+def _in_the_task_thread() -> dict[str, bool]:
+    """What a batch would find ready in the thread it runs in."""
+    from dbatch import engine
+
+    return {
+        "duckdb connection": getattr(engine._local, "con", None) is not None,
+        "pyarrow.dataset": "pyarrow.dataset" in sys.modules,
+    }
+
+
+@pytest.fixture
+def fresh_client():
+    """One spawned worker process with one thread: nothing imported or opened but distributed's."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            worker_dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_the_warm_up_opens_the_connection_batches_use_and_imports_their_readers(fresh_client):
+    assert fresh_client.submit(_in_the_task_thread, pure=False).result() == {
+        "duckdb connection": False,
+        "pyarrow.dataset": False,
+    }
+    fresh_client.run(warm_in_task_thread, block=True)
+    assert fresh_client.submit(_in_the_task_thread, pure=False).result() == {
+        "duckdb connection": True,
+        "pyarrow.dataset": True,
+    }
+
+
+def test_prepare_workers_registers_the_quiet_failures_plugin_once_per_client(fresh_client):
+    registered: list[str] = []
+    register = fresh_client.register_plugin
+
+    def counting(plugin, name=None, **kw):
+        registered.append(name)
+        return register(plugin, name=name, **kw)
+
+    fresh_client.register_plugin = counting  # the real call, counted
+    prepare_workers(fresh_client, None)  # no plan: no model to load
+    prepare_workers(fresh_client, None)
+    assert registered == ["dbatch-quiet-failures"]
+    # The plugin is on the worker: its filter hides dbatch's "Compute Failed" records.
+    assert fresh_client.run(_quieted) == {w: True for w in fresh_client.scheduler_info()["workers"]}
+
+
+def _quieted() -> bool:
+    import logging
+
+    from dbatch.executors.workers import _not_dbatch_failure
+
+    return _not_dbatch_failure in logging.getLogger("distributed.worker").filters
