@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from dbatch.executors.shared import SharedOnWorkers
 
 
@@ -60,3 +62,64 @@ def _forget() -> None:
     from dbatch.executors import shared as executor
 
     executor._HELD.clear()
+
+
+class PaddedIdentity:
+    """A ``Map`` function carrying ``size`` bytes; records every process that unpickles it."""
+
+    def __init__(self, log: str, size: int):
+        self.log = log
+        self.payload = b"x" * size
+
+    def __call__(self, frame):
+        return frame
+
+    def __getstate__(self):
+        return {"log": self.log, "payload": self.payload}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def _plan_keys(dask_scheduler) -> list[str]:
+    return [str(k) for k in dask_scheduler.tasks if str(k).startswith("dbatch-sent-plan-")]
+
+
+@pytest.mark.parametrize("size, scattered", [(1 << 10, False), (1 << 18, True)])
+def test_a_small_plan_travels_in_its_tasks_and_a_large_one_is_scattered_once(
+    tmp_path: Path, client, size: int, scattered: bool
+):
+    from dbatch import ByCount, Files, Map, ParquetSink, Pipeline
+    from dbatch.core import EventKind
+
+    (tmp_path / "in").mkdir()
+    for i in range(6):
+        (tmp_path / "in" / f"p{i}.csv").write_text(f"id,v\n{i},{i * 10}\n")
+    log = tmp_path / "unpickled.txt"
+    log.write_text("")
+    pipeline = Pipeline(
+        Files(str(tmp_path / "in" / "*.csv"), schema={"id": "int64", "v": "int64"}),
+        ParquetSink(str(tmp_path / "out")),
+        steps=[Map(PaddedIdentity(str(log), size))],
+        batching=ByCount(1),
+        name="sent",
+        workdir=str(tmp_path / "work"),
+    )
+    keys: list[str] = []
+
+    def look(event) -> None:  # on the driver, while the run's tasks are referenced
+        if event.kind == EventKind.BATCH_COMMITTED:
+            keys.extend(client.run_on_scheduler(_plan_keys))
+
+    result = pipeline.run(client=client, listeners=[look])
+    assert result.committed == 6 and result.rows_out == 6
+    workers = {str(pid) for pid in client.run(os.getpid).values()}
+    unpickled = [pid for pid in log.read_text().split() if pid in workers]
+    if scattered:  # one key, broadcast: each worker unpickles the plan once
+        assert len(set(keys)) == 1
+        assert len(unpickled) == len(set(unpickled)) <= len(workers)
+    else:  # inside each task: unpickled by each of them, and never a key of its own
+        assert keys == []
+        assert len(unpickled) == 6

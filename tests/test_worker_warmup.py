@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -64,6 +65,34 @@ def test_prepare_workers_registers_the_quiet_failures_plugin_once_per_client(fre
     assert registered == ["dbatch-quiet-failures"]
     # The plugin is on the worker: its filter hides dbatch's "Compute Failed" records.
     assert fresh_client.run(_quieted) == {w: True for w in fresh_client.scheduler_info()["workers"]}
+
+
+def test_workers_warmed_already_are_not_asked_again_but_one_that_joined_is(fresh_client):
+    sent: list[object] = []
+    run = fresh_client.run
+
+    def counting(fn, *args, **kw):
+        sent.append(fn)
+        return run(fn, *args, **kw)
+
+    fresh_client.run = counting  # the real call, counted
+    first = set(fresh_client.nthreads())
+    prepare_workers(fresh_client, None, first)
+    prepare_workers(fresh_client, None, first)  # a re-run on the same cluster
+    assert sent == [warm_in_task_thread]
+    fresh_client.cluster.scale(2)
+    fresh_client.wait_for_workers(2, timeout=60)
+    both = set(fresh_client.nthreads())
+    [joined] = both - first
+    prepare_workers(fresh_client, None, both)
+    assert sent == [warm_in_task_thread] * 2
+    deadline = time.monotonic() + 30  # the warm-up runs without the driver waiting for it
+    while True:
+        ready = fresh_client.submit(_in_the_task_thread, workers=[joined], pure=False).result()
+        if all(ready.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert ready == {"duckdb connection": True, "pyarrow.dataset": True}
 
 
 def _quieted() -> bool:

@@ -1,10 +1,11 @@
 """The Dask executor: batch tasks as futures on a ``distributed`` cluster.
 
-The physical plan and the shared objects (lookups, models) are scattered to
-every worker once, straight from the client (``direct=True``), and scattered
-again if the workers holding them die; a task whose inputs were lost with a
-worker is reported as cancelled, one that killed its worker on every attempt
-Dask allows as killed. Everything else (retries, commits, events) is the runner's.
+The shared objects (lookups, models) are scattered to every worker once, straight
+from the client (``direct=True``), and scattered again if the workers holding them
+die; so is a large physical plan (a small one, the usual case, travels inside each
+task: no broadcast to wait for). A task whose inputs were lost with a worker is
+reported as cancelled, one that killed its worker on every attempt Dask allows as
+killed. Everything else (retries, commits, events) is the runner's.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ __all__ = ["DaskExecutor"]
 
 #: Batches whose tasks a run keeps referenced (the newest), for the dashboard.
 KEEP_FINISHED = 1000
+#: A plan that pickles to at most this many bytes goes inside each task (models and
+#: lookups are shared objects, not in it); a larger one is scattered to every worker once.
+INLINE_PLAN = 64 * 1024
 #: How long ``DaskExecutor.wait`` looks at the futures before waiting on the event loop.
 _LOOK_FOR = 0.02
 
@@ -60,6 +64,7 @@ class DaskExecutor(Executor):
         self.owned = owned
         self._plan: PhysicalPlan | None = None
         self._plan_future: Future | None = None
+        self._plan_inline: bool | None = None  # decided from its size, once per plan
         self._shared_objects: list[Any] = []
         self._shared: dict[str, Future] = {}
         # The tasks of the newest batches stay referenced until the run ends, so the
@@ -67,7 +72,7 @@ class DaskExecutor(Executor):
         # batches would keep 10^4 results on the workers and as many tasks on the scheduler.
         self._kept: deque[tuple[Future, int]] = deque()  # (task, its batches), newest last
         self._kept_batches = 0
-        self._threads, self._threads_at = 1, -1e9
+        self._threads, self._threads_at, self._workers = 0, -1e9, frozenset[str]()
         self._grouping = Grouping()
         from ..cluster import dashboard_link
 
@@ -83,10 +88,14 @@ class DaskExecutor(Executor):
 
         The run asks it at every turn (the in-flight cap follows a cluster that grows).
         """
-        now = time.monotonic()
-        if now - self._threads_at > 5.0:
-            self._threads = max(1, sum(self.client.nthreads().values()))
-            self._threads_at = now
+        if time.monotonic() - self._threads_at > 5.0:
+            self._ask_threads()
+        return max(1, self._threads)
+
+    def _ask_threads(self) -> int:
+        nthreads = self.client.nthreads()
+        self._threads, self._threads_at = sum(nthreads.values()), time.monotonic()
+        self._workers = frozenset(nthreads)
         return self._threads
 
     @property
@@ -111,8 +120,11 @@ class DaskExecutor(Executor):
             scaler.demand(batches_left)
 
     def _await_workers(self) -> None:
-        """Wait for a first worker (a cluster started at zero workers is getting some)."""
-        if self.client.nthreads():
+        """Wait for a first worker (a cluster started at zero workers is getting some).
+
+        Workers seen in the last 5 seconds count (the reduce follows the last batch).
+        """
+        if (time.monotonic() - self._threads_at <= 5.0 and self._threads) or self._ask_threads():
             return
         from .. import config
 
@@ -130,7 +142,7 @@ class DaskExecutor(Executor):
     def start(self, plan: PhysicalPlan, shared: Sequence[Any]) -> None:
         self._await_workers()
         # Only a speed-up: a worker that dies meanwhile does it in its first task.
-        prepare_workers(self.client, plan)
+        prepare_workers(self.client, plan, self._workers)
         self._plan = plan
         self._shared_objects = list(shared)
         self._shared = {
@@ -138,7 +150,7 @@ class DaskExecutor(Executor):
         }
         for token, future in self._shared.items():
             self._variable(token).set(future)
-        self._plan_future = None  # broadcast with the first tasks, once preflight decided it
+        self._plan_future, self._plan_inline = None, None  # sent once preflight decided it
 
     def shared(self) -> SharedOnWorkers:
         return SharedOnWorkers(
@@ -148,7 +160,7 @@ class DaskExecutor(Executor):
     def replan(self, plan: PhysicalPlan) -> None:
         if self._plan_future is not None:
             self._plan_future.release()
-        self._plan, self._plan_future = plan, None
+        self._plan, self._plan_future, self._plan_inline = plan, None, None
 
     @contextmanager
     def span(self, name: str) -> Iterator[None]:
@@ -191,11 +203,21 @@ class DaskExecutor(Executor):
         except (OSError, TimeoutError):
             pass  # the next attempt reports it
 
-    def _rescatter_lost(self) -> None:
-        """Scattered data dies with the workers holding it, and Dask cannot recompute it."""
+    def _plan_arg(self) -> PhysicalPlan | Future:
+        """The plan as the tasks get it: itself when small, else scattered (again if lost)."""
         assert self._plan is not None
+        if self._plan_inline is None:
+            import cloudpickle
+
+            self._plan_inline = len(cloudpickle.dumps(self._plan)) <= INLINE_PLAN
+        if self._plan_inline:
+            return self._plan
         if self._plan_future is None or self._plan_future.status != "finished":
             self._plan_future = self._scatter(self._plan, "plan")
+        return self._plan_future
+
+    def _rescatter_lost(self) -> None:
+        """Scattered data dies with the workers holding it, and Dask cannot recompute it."""
         for obj in self._shared_objects:
             if self._shared[obj.token].status != "finished":
                 self._shared[obj.token] = self._scatter(obj.obj, f"shared-{obj.token}")
@@ -213,13 +235,13 @@ class DaskExecutor(Executor):
         if not tasks:
             return []
         self._rescatter_lost()
-        shared = self.shared()
+        plan, shared = self._plan_arg(), self.shared()
         size = self._grouping.size()
         groups = [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
         alone = [g for g in groups if len(g) == 1]
         together = [g for g in groups if len(g) > 1]
-        singles = self._map(process_batch, [g[0] for g in alone], alone, shared)
-        grouped = self._map(run_group, together, together, shared)
+        singles = self._map(process_batch, plan, [g[0] for g in alone], alone, shared)
+        grouped = self._map(run_group, plan, together, together, shared)
         handles = {id(g[0]): _Submitted(g[0], f) for g, f in zip(alone, singles, strict=True)}
         for group, future in zip(together, grouped, strict=True):
             handles.update({id(t): _Submitted(t, future, i) for i, t in enumerate(group)})
@@ -228,6 +250,7 @@ class DaskExecutor(Executor):
     def _map(
         self,
         fn: Callable[..., Any],
+        plan: PhysicalPlan | Future,
         args: Sequence[Any],
         groups: list[list[BatchTask]],
         shared: Any,
@@ -237,7 +260,7 @@ class DaskExecutor(Executor):
             return []
         futures = self.client.map(
             fn,
-            [self._plan_future] * len(args),
+            [plan] * len(args),
             args,
             [shared] * len(args),
             key=[self._key(g[0]) for g in groups],
