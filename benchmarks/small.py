@@ -6,7 +6,10 @@ Three measurements, each as medians of ``--repeat`` rounds in one process:
   Parquet; dbatch on a LocalCluster of 2 worker processes x 1 thread that is
   already running, against DuckDB (2 threads) reading the same files;
 - **fixed cost per run**: the same pipeline over one file of ten rows, on the
-  running cluster: what every run costs whatever its size;
+  running cluster: what every run costs whatever its size; next to it, what one
+  task that does nothing takes on that cluster from ``submit`` to its result
+  (Dask's own latency, which a run pays at least three times in a row: the
+  preflight, the batches, the reduce);
 - **bookkeeping per batch**: ``--tiny`` files of one row, one batch each, run
   in this process (``LocalExecutor``): the run's time minus the time the batches
   themselves took (``BatchResult.duration``), per batch: planning, fingerprints,
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     client = Client(cluster)
     client.run(warm_in_task_thread, block=True)
     rows: dict[str, list[float]] = {"dbatch": [], "duckdb": [], "fixed": [], "book": []}
+    rows["noop"] = _noop_round_trips(client, 20)
     try:
         for _ in range(args.repeat):
             for what in ("dbatch", "duckdb", "fixed"):
@@ -161,6 +165,21 @@ def main(argv: list[str] | None = None) -> None:
     report(rows, args)
 
 
+def _noop(i: int) -> int:
+    return i
+
+
+def _noop_round_trips(client, n: int) -> list[float]:
+    """Seconds from ``submit`` to the result of a task that does nothing, ``n`` times."""
+    times = []
+    for i in range(n):
+        started = time.perf_counter()
+        client.submit(_noop, i, pure=False).result()
+        times.append(time.perf_counter() - started)
+        time.sleep(0.02)  # as between a run's steps: the workers are idle when it comes
+    return times
+
+
 def _run_tiny(p, executor, rows: dict[str, list[float]]) -> None:
     started = time.perf_counter()
     result = p.run(executor=executor, progress=False)
@@ -181,6 +200,7 @@ def report(rows: dict[str, list[float]], args) -> None:
     print(f"| dbatch, LocalCluster 2x1, running | {med['dbatch']:.3f} | {ratio:.2f} |")
     print(f"| DuckDB, 2 threads | {med['duckdb']:.3f} | 1.00 |")
     print(f"| dbatch, one file of 10 rows (fixed cost per run) | {med['fixed']:.3f} | |")
+    print(f"| one Dask task that does nothing, submit to result | {med['noop']:.3f} | |")
     print(
         f"bookkeeping per batch: {med['book'] * 1000:.1f} ms "
         f"({int(med['book_batches']):,} one-row batches in {med['book_total']:.1f} s, LocalExecutor)"
