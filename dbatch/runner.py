@@ -308,8 +308,9 @@ class _Run:
         self.work.staging(self.run_id).mkdir(parents=True, exist_ok=True)
         executor.start(self.physical, self.physical.shared_objects())
         # Steps checked, partials decided on the plan's first batch (a resume decides alike).
-        first, key = self.plan.batches[0], (f"dbatch-{self.plan.job}-preflight", self.run_id)
-        self.physical = executor.preflight(key, self.physical, first)
+        key, first = (f"dbatch-{self.plan.job}-preflight", self.run_id), self.plan.batches[0]
+        token = self.pipeline.definition_token  # the same definition and batch: checked once
+        self.physical = executor.preflight(key, self.physical, first, token)
 
         def make_task(batch: Batch, attempt: int) -> BatchTask:
             return BatchTask(batch, self.run_id, staging, attempt, buckets, self.options.fault)
@@ -403,9 +404,7 @@ class _Run:
 
     def _buckets(self) -> int:
         aggregate = self.pipeline.aggregate
-        if aggregate is None:
-            return 1
-        return self.work.bucket_count(aggregate.buckets, *self._planned)
+        return 1 if aggregate is None else self.work.bucket_count(aggregate.buckets, *self._planned)
 
     def _publication(self) -> Publication:
         return Publication(

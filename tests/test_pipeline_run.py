@@ -305,3 +305,38 @@ def test_steps_are_checked_on_a_worker_only_when_there_is_something_to_check(tmp
     for name in ("plain", "python first"):
         assert not any("preflight" in k for k in keys[name]), name
         assert any("-batch" in k for k in keys[name]), name
+
+
+def test_the_same_definition_over_the_same_first_batch_is_checked_once_per_process(
+    tmp_path, client
+):
+    from distributed import get_task_stream
+
+    from dbatch.errors import JobSpecError
+
+    write_csvs(tmp_path / "in", n_files=4, rows=10)
+    p = make_pipeline(
+        tmp_path, aggregate=Aggregate(by="account", metrics={"n": "count(*)"}, sort=True)
+    )
+
+    def run(pipeline, **kw):
+        with get_task_stream(client) as stream:
+            result = pipeline.run(client=client, **kw)
+        checks = sum("preflight" in str(t["key"]) for t in stream.data)
+        return checks, result
+
+    checks, first = run(p)
+    assert checks == 1 and first.ok
+    out = pd.read_parquet(tmp_path / "out" / "result")
+    checks, again = run(p, force=True)  # every batch again: the verdict is remembered
+    assert checks == 0 and again.ok and again.committed == first.committed == 2
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "result"), out)
+    write_csvs(tmp_path / "in", n_files=4, rows=12)  # the first batch changed: checked again
+    checks, changed = run(p)
+    assert checks == 1 and changed.ok
+    # A step that does not compile is not remembered: each run is stopped by it.
+    broken = p.replace(steps=[Filter("no_such_column = 1")])
+    for _ in range(2):
+        with get_task_stream(client) as stream, pytest.raises(JobSpecError, match="no_such_column"):
+            broken.run(client=client)
+        assert sum("preflight" in str(t["key"]) for t in stream.data) == 1

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -14,6 +17,12 @@ from ..retry import Failure
 from ..tasks import BatchTask
 
 __all__ = ["Executor", "Handle", "Outcome"]
+
+#: What the preflight decided, by (pipeline definition, first batch's fingerprint): a
+#: re-run in this process over the same first batch (a notebook, ``dbatch watch``) does
+#: not ask a worker again. Only checks that passed are kept; the newest 256.
+_VERDICTS: OrderedDict[tuple[str, str], tuple[Any, str]] = OrderedDict()
+_VERDICTS_LOCK = threading.Lock()
 
 
 class Handle(abc.ABC):
@@ -84,13 +93,17 @@ class Executor(abc.ABC):
     def call(self, key: Any, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
         """Run ``fn(*args)`` there; returns a function that waits for its result."""
 
-    def preflight(self, key: Any, plan: PhysicalPlan, sample: Batch | None) -> PhysicalPlan:
+    def preflight(
+        self, key: Any, plan: PhysicalPlan, sample: Batch | None, token: str | None = None
+    ) -> PhysicalPlan:
         """``plan`` after the checks of ``sample`` (``compile.check.preflight``), made there.
 
         Called after ``start``, so the checks see the shared objects; the tasks
         submitted afterwards run the plan returned. On a cluster a worker does it:
         DuckDB is loaded there already. A SQL step that cannot compile raises
-        ``JobSpecError`` here, before any batch is sent.
+        ``JobSpecError`` here, before any batch is sent. ``token``: the pipeline's
+        definition token; the same definition over the same first batch was checked
+        already when this process ran it before, and is not checked again.
         """
         from ..compile.check import preflight
         from ..compile.physical import SqlStage
@@ -99,9 +112,20 @@ class Executor(abc.ABC):
             # Nothing to compile (checks stop at the first step that is not SQL, as its
             # columns are known only when it runs) and no partials to decide: no round trip.
             return plan
-        checked = self.call(key, preflight, plan, sample, self.shared())()
-        if isinstance(checked, Exception):
-            raise checked
+        memo = (token, sample.fingerprint) if token and sample is not None else None
+        with _VERDICTS_LOCK:
+            verdict = _VERDICTS.get(memo) if memo else None
+        if verdict is not None:
+            checked = dataclasses.replace(plan, partials=verdict[0], partials_note=verdict[1])
+        else:
+            checked = self.call(key, preflight, plan, sample, self.shared())()
+            if isinstance(checked, Exception):
+                raise checked
+            if memo:
+                with _VERDICTS_LOCK:
+                    _VERDICTS[memo] = (checked.partials, checked.partials_note)
+                    while len(_VERDICTS) > 256:
+                        _VERDICTS.popitem(last=False)
         self.replan(checked)
         return checked
 
