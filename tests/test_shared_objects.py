@@ -13,9 +13,9 @@ from dbatch.executors.shared import SharedOnWorkers
 class Counted:
     """Records in ``log`` every process that unpickles it."""
 
-    def __init__(self, log: str):
+    def __init__(self, log: str, size: int = 1 << 20):
         self.log = log
-        self.payload = b"x" * (1 << 20)
+        self.payload = b"x" * size
 
     def __getstate__(self):
         return {"log": self.log, "payload": self.payload}
@@ -64,23 +64,11 @@ def _forget() -> None:
     executor._HELD.clear()
 
 
-class PaddedIdentity:
+class PaddedIdentity(Counted):
     """A ``Map`` function carrying ``size`` bytes; records every process that unpickles it."""
-
-    def __init__(self, log: str, size: int):
-        self.log = log
-        self.payload = b"x" * size
 
     def __call__(self, frame):
         return frame
-
-    def __getstate__(self):
-        return {"log": self.log, "payload": self.payload}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        with open(self.log, "a") as f:
-            f.write(f"{os.getpid()}\n")
 
 
 def _plan_keys(dask_scheduler) -> list[str]:
