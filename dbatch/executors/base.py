@@ -102,8 +102,8 @@ class Executor(abc.ABC):
         submitted afterwards run the plan returned. On a cluster a worker does it:
         DuckDB is loaded there already. A SQL step that cannot compile raises
         ``JobSpecError`` here, before any batch is sent. ``token``: the pipeline's
-        definition token; the same definition over the same first batch was checked
-        already when this process ran it before, and is not checked again.
+        definition token; a definition this process checked before over the same
+        first batch is not checked again (only checks that passed are remembered).
         """
         from ..compile.check import preflight
         from ..compile.physical import SqlStage

@@ -17,7 +17,10 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import cloudpickle
+from distributed import Client, Future
 
 from ..compile.physical import PhysicalPlan
 from ..retry import Failure
@@ -28,9 +31,6 @@ from .grouping import BatchError, Grouping, run_group
 from .shared import SharedOnWorkers
 from .workers import prepare_workers
 
-if TYPE_CHECKING:
-    from distributed import Client, Future
-
 __all__ = ["DaskExecutor"]
 
 
@@ -39,6 +39,8 @@ KEEP_FINISHED = 1000
 #: A plan that pickles to at most this many bytes goes inside each task (models and
 #: lookups are shared objects, not in it); a larger one is scattered to every worker once.
 INLINE_PLAN = 64 * 1024
+#: How old the cluster's thread count may be when the run uses it.
+_THREADS_FRESH = 5.0
 #: How long ``DaskExecutor.wait`` looks at the futures before waiting on the event loop.
 _LOOK_FOR = 0.02
 
@@ -60,11 +62,9 @@ class DaskExecutor(Executor):
     """
 
     def __init__(self, client: Client, *, owned: bool = False):
-        self.client = client
-        self.owned = owned
+        self.client, self.owned = client, owned
         self._plan: PhysicalPlan | None = None
-        self._plan_future: Future | None = None
-        self._plan_inline: bool | None = None  # decided from its size, once per plan
+        self._plan_sent: PhysicalPlan | Future | None = None  # what tasks get: _plan_arg
         self._shared_objects: list[Any] = []
         self._shared: dict[str, Future] = {}
         # The tasks of the newest batches stay referenced until the run ends, so the
@@ -88,7 +88,7 @@ class DaskExecutor(Executor):
 
         The run asks it at every turn (the in-flight cap follows a cluster that grows).
         """
-        if time.monotonic() - self._threads_at > 5.0:
+        if time.monotonic() - self._threads_at > _THREADS_FRESH:
             self._ask_threads()
         return max(1, self._threads)
 
@@ -124,7 +124,8 @@ class DaskExecutor(Executor):
 
         Workers seen in the last 5 seconds count (the reduce follows the last batch).
         """
-        if (time.monotonic() - self._threads_at <= 5.0 and self._threads) or self._ask_threads():
+        fresh = time.monotonic() - self._threads_at <= _THREADS_FRESH
+        if (fresh and self._threads) or self._ask_threads():
             return
         from .. import config
 
@@ -150,7 +151,7 @@ class DaskExecutor(Executor):
         }
         for token, future in self._shared.items():
             self._variable(token).set(future)
-        self._plan_future, self._plan_inline = None, None  # sent once preflight decided it
+        self._release_plan()  # sent with the first tasks, once preflight decided it
 
     def shared(self) -> SharedOnWorkers:
         return SharedOnWorkers(
@@ -158,9 +159,8 @@ class DaskExecutor(Executor):
         )
 
     def replan(self, plan: PhysicalPlan) -> None:
-        if self._plan_future is not None:
-            self._plan_future.release()
-        self._plan, self._plan_future, self._plan_inline = plan, None, None
+        self._release_plan()
+        self._plan = plan
 
     @contextmanager
     def span(self, name: str) -> Iterator[None]:
@@ -206,15 +206,17 @@ class DaskExecutor(Executor):
     def _plan_arg(self) -> PhysicalPlan | Future:
         """The plan as the tasks get it: itself when small, else scattered (again if lost)."""
         assert self._plan is not None
-        if self._plan_inline is None:
-            import cloudpickle
+        if self._plan_sent is None:
+            small = len(cloudpickle.dumps(self._plan)) <= INLINE_PLAN
+            self._plan_sent = self._plan if small else self._scatter(self._plan, "plan")
+        elif isinstance(self._plan_sent, Future) and self._plan_sent.status != "finished":
+            self._plan_sent = self._scatter(self._plan, "plan")  # lost with its workers
+        return self._plan_sent
 
-            self._plan_inline = len(cloudpickle.dumps(self._plan)) <= INLINE_PLAN
-        if self._plan_inline:
-            return self._plan
-        if self._plan_future is None or self._plan_future.status != "finished":
-            self._plan_future = self._scatter(self._plan, "plan")
-        return self._plan_future
+    def _release_plan(self) -> None:
+        if isinstance(self._plan_sent, Future):
+            self._plan_sent.release()
+        self._plan_sent = None
 
     def _rescatter_lost(self) -> None:
         """Scattered data dies with the workers holding it, and Dask cannot recompute it."""
@@ -398,10 +400,8 @@ class DaskExecutor(Executor):
         for token, f in self._shared.items():
             self._variable(token).delete()
             f.release()
-        if self._plan_future is not None:
-            self._plan_future.release()
+        self._release_plan()
         self._shared = {}
-        self._plan_future = None
 
     def close(self) -> None:
         if not self.owned:
